@@ -1,0 +1,1 @@
+"""Chat platform adapters. Only this package imports platform SDKs (slack_bolt, discord)."""

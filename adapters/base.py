@@ -1,0 +1,191 @@
+"""The seam between chat platforms and the core.
+
+An adapter turns a platform event into one :class:`Message` and hands it to the
+core (``bot.turn.Bot.handle``); the core talks back through the adapter's
+:class:`Outlet`: plain replies in the thread, and one :class:`RunView` per
+workflow run that shows live status (a console block, or one platform message
+edited in place). Adapters translate; the core decides.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Protocol
+
+from bot.store.sessions import ThreadKey
+from engine.events import RunEvent, StepRecord
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One incoming chat message, platform-neutral.
+
+    Attributes:
+        platform: ``console``, ``slack``, ``discord``.
+        channel, thread: where it was said; ``thread`` is the platform's thread id
+            (Slack ``thread_ts``, a Discord thread id, the console's thread name).
+        author: the platform's user id; ``author_name`` a display name when known.
+        text: the message text with any bot mention removed.
+        received_at: UTC time the adapter received it.
+        event_id: the platform's delivery id (used to drop redeliveries).
+        roles: the author's roles/groups on the platform (for permissions).
+    """
+
+    platform: str
+    channel: str
+    thread: str
+    author: str
+    text: str
+    received_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    event_id: str | None = None
+    author_name: str | None = None
+    roles: tuple[str, ...] = ()
+
+    @property
+    def key(self) -> ThreadKey:
+        """The session key of the message's thread."""
+        return ThreadKey(self.platform, self.channel, self.thread)
+
+
+class RunView(Protocol):
+    """Live status of one run in its thread.
+
+    ``on_event`` is called synchronously by the executor for every event and must
+    be cheap (update state, schedule a redraw); ``aclose`` flushes the final state.
+    """
+
+    def on_event(self, event: RunEvent) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+class Outlet(Protocol):
+    """What the core needs from an adapter to talk back to threads."""
+
+    platform: str
+
+    async def send(self, key: ThreadKey, text: str) -> None:
+        """Post ``text`` as a reply in the thread ``key``."""
+        ...
+
+    def run_view(self, key: ThreadKey, run_id: int, title: str) -> RunView:
+        """A status display for run ``run_id`` in thread ``key``."""
+        ...
+
+
+class StatusBoard:
+    """The state a status display shows: each step's latest record, in graph order."""
+
+    def __init__(self, run_id: int, title: str, step_ids: list[str] | None = None) -> None:
+        self.run_id = run_id
+        self.title = title
+        self.status = "queued"
+        self.error: str | None = None
+        self.steps: dict[str, StepRecord] = {}
+        self.order = list(step_ids or [])
+        self.started = time.monotonic()
+
+    def apply(self, event: RunEvent) -> None:
+        """Fold one event in."""
+        if event.kind in ("run_started", "run_finished"):
+            self.status = event.status or self.status
+            self.error = event.error
+            for s in event.steps:
+                self._put(s)
+        elif event.step is not None:
+            self._put(event.step)
+
+    def _put(self, rec: StepRecord) -> None:
+        if rec.node_id not in self.order:
+            self.order.append(rec.node_id)
+        self.steps[rec.node_id] = rec
+
+    def rows(self) -> list[StepRecord]:
+        """Known steps in order."""
+        return [self.steps[n] for n in self.order if n in self.steps]
+
+
+ICONS = {"running": "▶", "succeeded": "✓", "failed": "✗", "skipped": "·", "cancelled": "⊘", "pending": "…"}
+
+
+def step_line(rec: StepRecord) -> str:
+    """One plain-text status line for a step: icon, label, status, time, cost."""
+    icon = ICONS.get(rec.status, "?")
+    dur = rec.duration_s
+    parts = [f"{icon} {rec.label}", rec.status]
+    if rec.attempt > 1:
+        parts.append(f"attempt {rec.attempt}")
+    if dur is not None:
+        parts.append(f"{dur:.2f}s")
+    if rec.cost_usd:
+        parts.append(f"${rec.cost_usd:.4f}")
+    if rec.status == "failed" and rec.error:
+        parts.append(rec.error)
+    return " — ".join(parts)
+
+
+class ThrottledStatusMessage:
+    """One platform message edited in place, at most once per ``min_interval`` seconds.
+
+    Platforms limit edits (Slack's ``chat.update`` is Tier 3, ~50/min per app, and
+    about one update per second per message is the safe rate; Discord rate-limits
+    message edits per channel), so intermediate states are coalesced: the latest
+    render wins and the final state is always flushed by :meth:`aclose`.
+
+    Args:
+        post: posts the first render, returns the platform's message handle.
+        edit: replaces the message ``handle`` with new text/blocks.
+        render: builds the payload from the board.
+    """
+
+    def __init__(
+        self,
+        board: StatusBoard,
+        post: Callable[[object], Awaitable[object]],
+        edit: Callable[[object, object], Awaitable[None]],
+        render: Callable[[StatusBoard], object],
+        *,
+        min_interval: float = 1.0,
+    ) -> None:
+        self.board = board
+        self._post = post
+        self._edit = edit
+        self._render = render
+        self.min_interval = min_interval
+        self._handle: object | None = None
+        self._dirty = asyncio.Event()
+        self._closed = False
+        self._task: asyncio.Task[None] = asyncio.create_task(self._loop(), name=f"status-{board.run_id}")
+        self.edits = 0
+
+    def on_event(self, event: RunEvent) -> None:
+        self.board.apply(event)
+        self._dirty.set()
+
+    async def _loop(self) -> None:
+        last = 0.0
+        while True:
+            await self._dirty.wait()
+            wait = self.min_interval - (time.monotonic() - last)
+            if wait > 0 and self._handle is not None and not self._closed:
+                await asyncio.sleep(wait)
+            self._dirty.clear()
+            payload = self._render(self.board)
+            if self._handle is None:
+                self._handle = await self._post(payload)
+            else:
+                await self._edit(self._handle, payload)
+                self.edits += 1
+            last = time.monotonic()
+            if self._closed and not self._dirty.is_set():
+                return
+
+    async def aclose(self) -> None:
+        """Flush the final state and stop."""
+        self._closed = True
+        self._dirty.set()
+        await self._task

@@ -1,0 +1,187 @@
+"""The terminal adapter (rich): local use, scripts and tests.
+
+On a TTY each active run has a live status block, updated in place (one rich
+``Live`` region holds the blocks of all active runs). On piped input every step
+event is one plain line, so scripts and tests can read it; at the end of the
+input the console waits for the runs it started (and any it resumed) to finish,
+then exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import sys
+from typing import IO
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from adapters.base import ICONS, Message, RunView, StatusBoard
+from bot.store.sessions import ThreadKey
+from engine.events import RunEvent, StepRecord
+
+PLATFORM = "console"
+
+
+def _hms(rec_time) -> str:  # type: ignore[no-untyped-def]
+    return rec_time.astimezone().strftime("%H:%M:%S.%f")[:-3] if rec_time else "-"
+
+
+def event_line(run_id: int, event: RunEvent) -> str | None:
+    """The plain line printed for one event (piped mode); ``None`` for events not shown."""
+    s: StepRecord | None = event.step
+    if event.kind == "step_started" and s:
+        return f"[run #{run_id}] {s.node_id} started   {s.label} ({_hms(s.started_at)})"
+    if event.kind == "step_retry" and s:
+        return f"[run #{run_id}] {s.node_id} retrying  {s.label}: attempt {s.attempt} failed: {s.error}"
+    if event.kind == "step_finished" and s:
+        if s.status == "skipped":
+            return None
+        times = f"{_hms(s.started_at)} → {_hms(s.finished_at)}"
+        dur = f", {s.duration_s:.3f}s" if s.duration_s is not None else ""
+        err = f": {s.error}" if s.error else ""
+        return f"[run #{run_id}] {s.node_id} {s.status:<9} {s.label} ({times}{dur}){err}"
+    if event.kind == "run_started":
+        return None
+    return None
+
+
+class _PlainView:
+    def __init__(self, console: Console, run_id: int, title: str) -> None:
+        self.console = console
+        self.run_id = run_id
+        console.print(f"[run #{run_id}] started: {title}", markup=False, highlight=False, soft_wrap=True)
+
+    def on_event(self, event: RunEvent) -> None:
+        line = event_line(self.run_id, event)
+        if line:
+            self.console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+    async def aclose(self) -> None:
+        return None
+
+
+class _LiveRegion:
+    """One rich Live region showing the status block of every active run."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.boards: dict[int, StatusBoard] = {}
+        self.live: Live | None = None
+
+    def render(self) -> Group:
+        return Group(*(_table(b) for b in self.boards.values()))
+
+    def add(self, board: StatusBoard) -> None:
+        self.boards[board.run_id] = board
+        if self.live is None:
+            self.live = Live(self.render(), console=self.console, refresh_per_second=8, transient=True)
+            self.live.start()
+        self.refresh()
+
+    def refresh(self) -> None:
+        if self.live is not None:
+            self.live.update(self.render())
+
+    def remove(self, run_id: int) -> None:
+        self.boards.pop(run_id, None)
+        if not self.boards and self.live is not None:
+            self.live.stop()
+            self.live = None
+        else:
+            self.refresh()
+
+
+def _table(board: StatusBoard) -> Table:
+    t = Table(title=f"run #{board.run_id} · {board.status} · {board.title}", title_justify="left", expand=False)
+    t.add_column("step")
+    t.add_column("status")
+    t.add_column("time", justify="right")
+    t.add_column("cost", justify="right")
+    for r in board.rows():
+        dur = f"{r.duration_s:.2f}s" if r.duration_s is not None else ""
+        t.add_row(r.label, f"{ICONS.get(r.status, '?')} {r.status}" + (f" ({r.attempt})" if r.attempt > 1 else ""), dur, f"${r.cost_usd:.4f}" if r.cost_usd else "")
+    return t
+
+
+class _LiveView:
+    def __init__(self, region: _LiveRegion, run_id: int, title: str) -> None:
+        self.region = region
+        self.board = StatusBoard(run_id, title)
+        region.add(self.board)
+
+    def on_event(self, event: RunEvent) -> None:
+        self.board.apply(event)
+        self.region.refresh()
+
+    async def aclose(self) -> None:
+        self.region.remove(self.board.run_id)
+
+
+class ConsoleOutlet:
+    """The console's outlet: replies are printed; status is live (TTY) or line by line."""
+
+    platform = PLATFORM
+
+    def __init__(self, console: Console, *, live: bool) -> None:
+        self.console = console
+        self.live = live
+        self._region = _LiveRegion(console) if live else None
+
+    async def send(self, key: ThreadKey, text: str) -> None:
+        self.console.print(Text(text), soft_wrap=True)
+
+    def run_view(self, key: ThreadKey, run_id: int, title: str) -> RunView:
+        if self._region is not None:
+            return _LiveView(self._region, run_id, title)
+        return _PlainView(self.console, run_id, title)
+
+
+class ConsoleAdapter:
+    """Reads lines from ``stdin`` and hands them to the bot as messages of one thread.
+
+    Args:
+        thread: the thread name, i.e. the session key's thread (``--thread``).
+        stdin, stdout: streams (tests pass their own).
+    """
+
+    def __init__(self, thread: str = "default", stdin: IO[str] | None = None, stdout: IO[str] | None = None) -> None:
+        self.stdin = stdin or sys.stdin
+        out = stdout or sys.stdout
+        self.interactive = self.stdin.isatty() and out.isatty()
+        self.console = Console(file=out, highlight=False, soft_wrap=True)
+        self.outlet = ConsoleOutlet(self.console, live=self.interactive)
+        self.key = ThreadKey(PLATFORM, "local", thread)
+        self.user = _user()
+
+    def message(self, text: str) -> Message:
+        return Message(PLATFORM, self.key.channel, self.key.thread, self.user, text)
+
+    async def run(self, bot) -> None:  # type: ignore[no-untyped-def]
+        """Feed lines to ``bot`` until end of input, then wait for its work to finish."""
+        if self.interactive:
+            self.console.print(f"Baton console — thread '{self.key.thread}'. /help lists commands; Ctrl-D quits.", style="dim")
+        while True:
+            if self.interactive:
+                try:
+                    line = await asyncio.to_thread(self.console.input, "[bold]you>[/bold] ")
+                except EOFError:
+                    break
+            else:
+                line = await asyncio.to_thread(self.stdin.readline)
+                if line == "":
+                    break
+            text = line.strip()
+            if text:
+                await bot.handle(self.message(text), self.outlet)
+        await bot.drain()
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:
+        return "console-user"

@@ -1,0 +1,92 @@
+"""Wiring: settings → database → stores → catalogue → executor → run manager → bot."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from adapters.base import Outlet
+from bot.runs import RunManager
+from bot.settings import Settings
+from bot.store import Database, RunStore, SessionStore, upgrade
+from bot.turn import Bot
+from engine.actions import ActionRunner
+from engine.catalog import Catalog
+from engine.definitions import load_definitions
+from engine.run import Executor
+
+log = logging.getLogger("baton")
+
+
+def build_catalog(settings: Settings) -> Catalog:
+    """The catalogue from ``config/workflows`` and ``[actions]``.
+
+    Raises:
+        DefinitionError: an invalid workflow file or action (with file and node).
+    """
+    actions = {}
+    allow = tuple(settings.shell.allow)
+    cat = Catalog(workflows=load_definitions(settings.workflows_dir), shell_allow=allow, providers=tuple(settings.providers))
+    for name, a in settings.actions.items():
+        if a.kind == "shell":
+            args = cat.action_args("shell", {"argv": a.argv, "timeout": a.timeout}, f"[actions.{name}]")
+        else:
+            args = cat.action_args("http", {"url": a.url, "method": a.method, "expect_status": a.expect_status, "timeout": a.timeout}, f"[actions.{name}]")
+        args["idempotent"] = a.idempotent if a.idempotent is not None else a.kind == "http"
+        args["description"] = a.description
+        actions[name] = (a.kind, args)
+    cat.actions = actions
+    cat.output_limit = settings.workflow.output_limit
+    # compile every workflow now so a broken file fails at start, not mid-conversation
+    for name in cat.workflows:
+        cat.graph_for(name, stack=(name,))
+    return cat
+
+
+@dataclass
+class App:
+    """A running Baton: everything an adapter needs. Close with :meth:`aclose`."""
+
+    settings: Settings
+    db: Database
+    sessions: SessionStore
+    runs: RunStore
+    catalog: Catalog
+    manager: RunManager
+    bot: Bot
+
+    @classmethod
+    async def start(cls, settings: Settings, outlets: dict[str, Outlet], *, migrate: bool | None = None) -> App:
+        """Open the database (migrating SQLite at start), load workflows, build the bot.
+
+        Args:
+            outlets: platform → outlet of each adapter this process serves.
+            migrate: apply migrations now; default: yes for SQLite (the embedded
+                default), no for other databases (run ``baton db upgrade``).
+        """
+        url = settings.db_url
+        if migrate if migrate is not None else url.startswith("sqlite"):
+            await upgrade(url)
+        catalog = build_catalog(settings)
+        db = Database(url)
+        sessions = SessionStore(db)
+        runs = RunStore(db)
+        wf = settings.workflow
+        actions = ActionRunner(shell_allow=tuple(settings.shell.allow), output_limit=wf.output_limit)
+        executor = Executor(
+            actions,
+            runs,
+            fail_fast=wf.fail_fast,
+            default_timeout_s=wf.step_timeout,
+            retry_initial_s=wf.retry_initial,
+            retry_max_s=wf.retry_max,
+        )
+        manager = RunManager(runs, sessions, executor, outlets)
+        bot = Bot(settings, sessions, runs, manager, catalog)
+        return cls(settings, db, sessions, runs, catalog, manager, bot)
+
+    async def aclose(self) -> None:
+        """Stop runs (they stay resumable), flush checkpoints, close the database."""
+        await self.manager.shutdown()
+        await self.runs.aclose()
+        await self.db.dispose()

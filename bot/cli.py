@@ -1,0 +1,129 @@
+"""The ``baton`` command (typer).
+
+    baton console [--thread NAME]        chat in the terminal (SQLite by default, no keys)
+    baton run --adapter console          the same, by adapter name (slack/discord come later)
+    baton db upgrade                     apply database migrations
+    baton workflow check "<text>"        parse workflow text and print its graph
+    baton workflow list                  the named workflows
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+
+import typer
+
+from bot.settings import Settings
+from engine.errors import EngineError, UnknownWorkflowError, WorkflowSyntaxError
+
+app = typer.Typer(
+    help="Baton: a chat-ops bot with session memory and a workflow language.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(help="Database commands.", no_args_is_help=True)
+workflow_app = typer.Typer(help="Workflow commands.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(workflow_app, name="workflow")
+
+
+def _settings() -> Settings:
+    s = Settings()
+    logging.basicConfig(level=s.log_level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return s
+
+
+async def _console(thread: str | None) -> None:
+    from adapters.console import ConsoleAdapter
+    from bot.app import App
+
+    settings = _settings()
+    adapter = ConsoleAdapter(thread or settings.console_thread)
+    baton = await App.start(settings, {"console": adapter.outlet})
+    try:
+        await baton.manager.resume_unfinished({"console"})
+        await adapter.run(baton.bot)
+    finally:
+        await asyncio.shield(baton.aclose())
+
+
+@app.command()
+def console(thread: str = typer.Option(None, help="thread name (the session key); default from settings")) -> None:
+    """Chat with the bot in this terminal; piped input runs non-interactively."""
+    try:
+        asyncio.run(_console(thread))
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+
+
+@app.command("run")
+def run_adapter(
+    adapter: str = typer.Option("console", help="console, slack or discord"),
+    thread: str = typer.Option(None, help="console thread name"),
+) -> None:
+    """Run the bot on one adapter."""
+    if adapter == "console":
+        console(thread)
+        return
+    typer.echo(f"adapter '{adapter}' is not available in this build yet; use --adapter console", err=True)
+    raise typer.Exit(2)
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: str = typer.Argument("head")) -> None:
+    """Apply migrations to BATON_DATABASE_URL (or the default SQLite file)."""
+    from bot.store import upgrade
+
+    s = _settings()
+    asyncio.run(upgrade(s.db_url, revision))
+    typer.echo(f"database at revision {revision}: {s.db_url.split('@')[-1]}")
+
+
+@workflow_app.command("check")
+def workflow_check(text: str) -> None:
+    """Parse workflow text and print the graph it compiles to (exit 1 with the position on error)."""
+    from bot.app import build_catalog
+
+    catalog = build_catalog(_settings())
+    from engine.parse import compile_text
+
+    try:
+        graph = compile_text(text, catalog)
+    except WorkflowSyntaxError as e:
+        typer.echo(f"syntax error: {e}", err=True)
+        raise typer.Exit(1) from None
+    except UnknownWorkflowError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from None
+    except EngineError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(graph.describe())
+
+
+@workflow_app.command("list")
+def workflow_list() -> None:
+    """List the named workflows."""
+    from bot.app import build_catalog
+
+    catalog = build_catalog(_settings())
+    for name, d in sorted(catalog.workflows.items()):
+        typer.echo(f"{name:<20} {d.description}")
+
+
+def main() -> None:
+    """Entry point of the ``baton`` script; configuration and database errors exit 1 with one line."""
+    from bot.store import StoreError
+    from engine.errors import DefinitionError
+
+    try:
+        app()
+    except (StoreError, DefinitionError) as e:
+        typer.echo(f"baton: {e}", err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

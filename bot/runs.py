@@ -1,0 +1,234 @@
+"""Starting, watching, cancelling and resuming workflow runs.
+
+Every run is a task owned by :class:`RunManager` (kept in a dict until it ends).
+The run row is written before the run starts and its final status before the
+thread is told the result. On start-up, :meth:`RunManager.resume_unfinished`
+picks up runs left ``queued``/``running`` by a crash and executes them again from
+their checkpoints (completed steps are not repeated; see :mod:`engine.run`).
+
+Shutdown versus cancel: ``/cancel`` marks the run ``cancelled``; a process
+shutdown cancels the task too but leaves the run ``running`` so the next start
+resumes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+
+from adapters.base import Outlet, step_line
+from bot.store import RunStore, SessionStore, StoreError, ThreadKey
+from engine.events import StepRecord
+from engine.graph import Graph
+from engine.run import Executor, RunResult
+
+log = logging.getLogger("baton.runs")
+
+
+@dataclass
+class ActiveRun:
+    """A run this process is executing."""
+
+    id: int
+    key: ThreadKey
+    title: str
+    task: asyncio.Task[RunResult | None]
+
+
+def result_text(run_id: int, result: RunResult, graph: Graph, *, fired_by: str | None = None) -> str:
+    """The reply posted in the thread when a run ends: summary line, steps, final output."""
+    steps = [s for s in result.steps]
+    started = [s.started_at for s in steps if s.started_at]
+    finished = [s.finished_at for s in steps if s.finished_at]
+    took = (max(finished) - min(started)).total_seconds() if started and finished else 0.0
+    cost = sum(s.cost_usd for s in steps)
+    tokens = sum(s.tokens_in + s.tokens_out for s in steps)
+    head = f"Run #{run_id} {result.status} in {took:.2f}s ({len(steps)} steps"
+    if tokens:
+        head += f", {tokens} tokens"
+    head += f", ${cost:.4f})" if cost else ")"
+    lines = [head]
+    if fired_by:
+        lines.append(fired_by)
+    lines += ["  " + step_line(s) for s in steps]
+    if result.error:
+        lines.append(f"Error: {result.error}")
+    out = final_outputs(result.steps, graph)
+    if out:
+        lines.append("Result:\n" + out)
+    return "\n".join(lines)
+
+
+def final_outputs(steps: tuple[StepRecord, ...], graph: Graph) -> str:
+    """Outputs of the steps the workflow's exit depends on (looking through gates)."""
+    by_id = {s.node_id: s for s in steps}
+    nodes = {n.id: n for n in graph.nodes}
+    seen: set[str] = set()
+    outs: list[str] = []
+    stack = [graph.exit]
+    while stack:
+        nid = stack.pop()
+        if nid in seen:
+            continue
+        seen.add(nid)
+        n = nodes[nid]
+        if n.is_gate:
+            stack.extend(e.source for e in reversed(n.edges))
+        elif nid in by_id and by_id[nid].status == "succeeded" and by_id[nid].output:
+            outs.append(by_id[nid].output.strip())
+    return "\n".join(outs)
+
+
+class RunManager:
+    """Owns the run tasks.
+
+    Args:
+        runs, sessions: the stores.
+        executor: runs graphs with checkpoints into ``runs``.
+        outlets: platform name → the adapter's outlet (where results go).
+    """
+
+    def __init__(self, runs: RunStore, sessions: SessionStore, executor: Executor, outlets: Mapping[str, Outlet]) -> None:
+        self.runs = runs
+        self.sessions = sessions
+        self.executor = executor
+        self.outlets = dict(outlets)
+        self.active: dict[int, ActiveRun] = {}
+        self._user_cancelled: set[int] = set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def in_thread(self, key: ThreadKey) -> list[ActiveRun]:
+        """Runs of this process active in thread ``key``."""
+        return [r for r in self.active.values() if r.key == key]
+
+    async def start(
+        self,
+        key: ThreadKey,
+        graph: Graph,
+        *,
+        requested_by: str,
+        prior: Mapping[str, StepRecord] | None = None,
+        rerun_of: int | None = None,
+        fired_by: str | None = None,
+    ) -> ActiveRun:
+        """Persist a new run and start it; returns at once with the active run."""
+        thread_id = await self.sessions.thread_id(key)
+        run_id = await self.runs.create_run(thread_id, graph.source, graph, requested_by, name=graph.name, rerun_of=rerun_of)
+        if prior:
+            await self.runs.save_steps([_reuse(r, run_id) for r in prior.values()])
+        return self._launch(run_id, key, graph, {k: _reuse(v, run_id) for k, v in (prior or {}).items()}, fired_by)
+
+    def _launch(
+        self, run_id: int, key: ThreadKey, graph: Graph, prior: Mapping[str, StepRecord], fired_by: str | None = None
+    ) -> ActiveRun:
+        title = graph.name or graph.source
+        task = asyncio.create_task(self._drive(run_id, key, graph, prior, fired_by), name=f"run-{run_id}")
+        active = ActiveRun(run_id, key, title, task)
+        self.active[run_id] = active
+        self._idle.clear()
+        task.add_done_callback(lambda t: self._done(run_id))
+        return active
+
+    def _done(self, run_id: int) -> None:
+        self.active.pop(run_id, None)
+        self._user_cancelled.discard(run_id)
+        if not self.active:
+            self._idle.set()
+
+    async def _drive(
+        self, run_id: int, key: ThreadKey, graph: Graph, prior: Mapping[str, StepRecord], fired_by: str | None
+    ) -> RunResult | None:
+        outlet = self.outlets.get(key.platform)
+        view = outlet.run_view(key, run_id, graph.name or graph.source) if outlet else None
+        try:
+            await self.runs.set_status(run_id, "running")
+            result = await self.executor.execute(
+                str(run_id), graph, prior=prior, on_event=view.on_event if view else None
+            )
+            await self.runs.set_status(run_id, result.status, error=result.error)
+        except asyncio.CancelledError:
+            user = run_id in self._user_cancelled
+            await asyncio.shield(self._after_cancel(run_id, key, view, user))
+            raise
+        except StoreError as e:
+            log.error("run %s: %s", run_id, e)
+            if view:
+                await view.aclose()
+            await self._tell(key, f"Run #{run_id} stopped: {e}. It resumes from its last checkpoint on restart.")
+            return None
+        if view:
+            await view.aclose()
+        await self._tell(key, result_text(run_id, result, graph, fired_by=fired_by))
+        return result
+
+    async def _after_cancel(self, run_id: int, key: ThreadKey, view, user: bool) -> None:  # type: ignore[no-untyped-def]
+        try:
+            if view:
+                await view.aclose()
+            if user:
+                await self.runs.set_status(run_id, "cancelled", error="cancelled by request")
+                await self._tell(key, f"Run #{run_id} cancelled; its running steps were stopped.")
+        except Exception:
+            log.exception("run %s: recording the cancellation failed", run_id)
+
+    async def _tell(self, key: ThreadKey, text: str) -> None:
+        try:
+            await self.sessions.append(key, "assistant", "baton", text)
+        except StoreError as e:
+            log.error("storing a reply failed: %s", e)
+        outlet = self.outlets.get(key.platform)
+        if outlet:
+            await outlet.send(key, text)
+
+    async def cancel(self, run_id: int) -> bool:
+        """Cancel a run of this process; False when it is not active here."""
+        active = self.active.get(run_id)
+        if active is None:
+            return False
+        self._user_cancelled.add(run_id)
+        active.task.cancel()
+        try:
+            await active.task
+        except asyncio.CancelledError:
+            if asyncio.current_task().cancelling():  # type: ignore[union-attr]
+                raise
+        return True
+
+    async def resume_unfinished(self, platforms: set[str]) -> list[int]:
+        """Start again every unfinished run of the given platforms; returns their ids."""
+        resumed = []
+        for row in reversed(await self.runs.list(unfinished=True, limit=1000)):
+            if row.id in self.active:
+                continue
+            key = await self.sessions.key_for(row.thread_id)
+            if key.platform not in platforms:
+                continue
+            got = await self.runs.get(row.id)
+            assert got is not None
+            _, steps = got
+            prior = {s.node_id: s for s in steps}
+            done = sum(1 for s in steps if s.status in ("succeeded", "failed"))
+            await self._tell(key, f"Resuming run #{row.id} after a restart ({done} of {len(row.graph.steps)} steps already done).")
+            self._launch(row.id, key, row.graph, prior)
+            resumed.append(row.id)
+        return resumed
+
+    async def wait_idle(self) -> None:
+        """Return once no run is active (runs started meanwhile are waited for too)."""
+        while self.active:
+            await asyncio.gather(*(r.task for r in list(self.active.values())), return_exceptions=True)
+
+    async def shutdown(self) -> None:
+        """Stop every run task, leaving the runs resumable."""
+        tasks = [r.task for r in self.active.values()]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _reuse(rec: StepRecord, run_id: int) -> StepRecord:
+    """A step record copied into a new run by ``/rerun … from``."""
+    return replace(rec, run_id=str(run_id), reused=True)

@@ -1,0 +1,116 @@
+"""Settings: environment variables (``BATON_*``, nested with ``__``) over ``config/baton.toml``.
+
+Examples::
+
+    BATON_DATABASE_URL=postgresql+asyncpg://postgres@127.0.0.1:5432/test
+    BATON_WORKFLOW__BUSY_POLICY=reject
+    BATON_CONFIG_DIR=/etc/baton        # where baton.toml and workflows/ live
+
+Precedence (pydantic-settings): init arguments > environment > ``baton.toml`` > defaults.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+
+REPO_CONFIG = Path(__file__).resolve().parents[1] / "config"
+
+
+def default_config_dir() -> Path:
+    """``$BATON_CONFIG_DIR``, else ``./config`` when it has a baton.toml, else the shipped one."""
+    env = os.environ.get("BATON_CONFIG_DIR")
+    if env:
+        return Path(env)
+    local = Path.cwd() / "config"
+    if (local / "baton.toml").is_file():
+        return local
+    return REPO_CONFIG
+
+
+class WorkflowSettings(BaseModel):
+    """``[workflow]``: executor defaults (names from the seed *Advanced Orchestration*)."""
+
+    fail_fast: bool = True
+    step_timeout: float = Field(300.0, description="seconds per attempt for steps without (timeout …)")
+    retry_initial: float = Field(0.5, description="seconds before the first retry (exponential, jittered)")
+    retry_max: float = Field(10.0, description="longest wait between retries, seconds")
+    busy_policy: Literal["queue", "reject", "allow"] = Field(
+        "queue", description="a message that starts work while a run is active in the same thread: wait, refuse, or run alongside"
+    )
+    output_limit: int = Field(4000, description="characters of output kept per step")
+
+
+class ShellSettings(BaseModel):
+    """``[shell]``: which programs shell actions may start (``argv[0]``, basename or path)."""
+
+    allow: list[str] = Field(default_factory=lambda: ["df", "uptime", "free", "uname", "cat", "ss", "ps", "nproc"])
+
+
+class ActionEntry(BaseModel):
+    """``[actions.NAME]``: a named action a step can use by name.
+
+    ``kind="shell"`` takes ``argv`` (a list, never a shell string); ``kind="http"``
+    takes ``url``, ``method``, ``expect_status``.
+    """
+
+    kind: Literal["shell", "http"]
+    argv: list[str] | None = None
+    url: str | None = None
+    method: str = "GET"
+    expect_status: int = 200
+    timeout: float = 30.0
+    idempotent: bool | None = None
+    description: str = ""
+
+
+class Settings(BaseSettings):
+    """All of Baton's settings. See ``config/baton.toml`` for the shipped defaults."""
+
+    model_config = SettingsConfigDict(env_prefix="BATON_", env_nested_delimiter="__", extra="ignore")
+
+    config_dir: Path = Field(default_factory=default_config_dir)
+    data_dir: Path = Field(Path(".baton"), description="where the default SQLite database lives")
+    database_url: str | None = Field(None, description="SQLAlchemy async URL; default sqlite+aiosqlite in data_dir")
+    log_level: str = "WARNING"
+    workflow: WorkflowSettings = Field(default_factory=WorkflowSettings)
+    shell: ShellSettings = Field(default_factory=ShellSettings)
+    actions: dict[str, ActionEntry] = Field(default_factory=dict)
+    providers: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    permissions: dict[str, list[str]] = Field(
+        default_factory=lambda: {"*": ["*"]},
+        description="workflow or action name (or '*') → user ids or 'role:NAME' allowed to run it ('*' = anyone)",
+    )
+    console_thread: str = Field("default", description="the console's thread name (its session key)")
+
+    @field_validator("data_dir", "config_dir")
+    @classmethod
+    def _expand(cls, v: Path) -> Path:
+        return Path(os.path.expanduser(str(v)))
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml = TomlConfigSettingsSource(settings_cls, toml_file=default_config_dir() / "baton.toml")
+        return (init_settings, env_settings, toml)
+
+    @property
+    def workflows_dir(self) -> Path:
+        return self.config_dir / "workflows"
+
+    @property
+    def db_url(self) -> str:
+        """The database URL in use (the SQLite default made concrete)."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'baton.db').resolve()}"

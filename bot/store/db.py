@@ -1,0 +1,126 @@
+"""Database engine, migrations and the retry policy for transactions.
+
+SQLite (aiosqlite) is the embedded default: WAL journal, ``synchronous=NORMAL``
+(a committed transaction survives a killed process; only a power loss can lose
+the last commits, see https://www.sqlite.org/wal.html), foreign keys on, and a
+busy timeout. PostgreSQL (asyncpg) is the scaled-out backend; the same Alembic
+history serves both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import event
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+
+import migrations
+
+log = logging.getLogger("baton.store")
+
+
+class StoreError(RuntimeError):
+    """The database failed (after retries where retrying is safe); the message says what was being done."""
+
+
+def _transient(exc: BaseException) -> bool:
+    if isinstance(exc, OperationalError):
+        return True
+    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
+
+
+def _ensure_sqlite_folder(url: str) -> None:
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+
+
+def make_engine(url: str) -> AsyncEngine:
+    """Create the async engine; SQLite files get WAL and their folder is created."""
+    if url.startswith("sqlite"):
+        _ensure_sqlite_folder(url)
+        engine = create_async_engine(url, connect_args={"timeout": 30})
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_async_engine(url, pool_pre_ping=True)
+
+
+def _aware(dt: datetime | None) -> datetime | None:
+    """SQLite hands back naive datetimes; everything we store is UTC."""
+    if dt is not None and dt.tzinfo is None:
+        return dt.replace(tzinfo=UTC)
+    return dt
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
+
+
+def alembic_config(url: str) -> Config:
+    """An Alembic config pointing at the shipped ``migrations`` package."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(migrations.__file__).parent))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg
+
+
+async def upgrade(url: str, revision: str = "head") -> None:
+    """Apply migrations up to ``revision`` (in a worker thread: Alembic is synchronous).
+
+    Raises:
+        StoreError: the database could not be reached or migrated.
+    """
+    _ensure_sqlite_folder(url)
+    try:
+        await asyncio.to_thread(command.upgrade, alembic_config(url), revision)
+    except Exception as e:
+        raise StoreError(f"migrating the database failed: {type(e).__name__}: {e}") from e
+
+
+class Database:
+    """The engine plus a retrying transaction helper shared by the stores.
+
+    Args:
+        url: SQLAlchemy async URL (``sqlite+aiosqlite:///…`` or ``postgresql+asyncpg://…``).
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+        self.dialect = self.engine.dialect.name
+
+    @asynccontextmanager
+    async def begin(self, what: str) -> AsyncIterator[AsyncConnection]:
+        """One transaction; connection-level failures become :class:`StoreError` naming ``what``."""
+        try:
+            async with self.engine.begin() as conn:
+                yield conn
+        except (OperationalError, DBAPIError) as e:
+            raise StoreError(f"database error while {what}: {e.orig if hasattr(e, 'orig') else e}") from e
+
+    def retrying(self, attempts: int = 3) -> AsyncRetrying:
+        """Retry policy for transactions that are safe to repeat (transient errors only)."""
+        return AsyncRetrying(
+            stop=stop_after_attempt(attempts),
+            wait=wait_exponential_jitter(initial=0.05, max=1.0),
+            retry=retry_if_exception(lambda e: isinstance(e, StoreError) and _transient(e.__cause__ or e)),
+            reraise=True,
+        )
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()

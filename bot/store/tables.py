@@ -1,0 +1,107 @@
+"""The database schema (SQLAlchemy Core). Alembic migrations in ``migrations/`` create it.
+
+Tables:
+    threads           one row per (platform, channel, thread): the session key.
+    messages          every message of a thread, in arrival order; token count cached.
+    runs              one row per workflow run, with its compiled graph (JSON).
+    step_runs         one row per (run, node): the checkpoint of each step.
+    processed_events  platform event ids already handled (redelivery dedupe).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+# SQLite only auto-increments INTEGER PRIMARY KEY; BigInteger elsewhere.
+_Id = BigInteger().with_variant(Integer(), "sqlite")
+
+threads = Table(
+    "threads",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("platform", String(32), nullable=False),
+    Column("channel", String(255), nullable=False),
+    Column("thread", String(255), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("platform", "channel", "thread", name="uq_threads_key"),
+)
+
+messages = Table(
+    "messages",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("thread_id", _Id, ForeignKey("threads.id", ondelete="CASCADE"), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("author", String(255), nullable=False),
+    Column("text", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("event_id", String(255), nullable=True),
+    Column("tokens", Integer, nullable=True),
+    Column("encoding", String(64), nullable=True),
+    Index("ix_messages_thread_id_id", "thread_id", "id"),
+)
+
+runs = Table(
+    "runs",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("thread_id", _Id, ForeignKey("threads.id", ondelete="CASCADE"), nullable=False),
+    Column("source", Text, nullable=False),
+    Column("name", String(255), nullable=True),
+    Column("graph", Text, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("error", Text, nullable=True),
+    Column("requested_by", String(255), nullable=False),
+    Column("rerun_of", _Id, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=True),
+    Column("finished_at", DateTime(timezone=True), nullable=True),
+    Index("ix_runs_status", "status"),
+    Index("ix_runs_thread_id", "thread_id", "id"),
+)
+
+step_runs = Table(
+    "step_runs",
+    metadata,
+    Column("run_id", _Id, ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
+    Column("node_id", String(255), primary_key=True),
+    Column("label", Text, nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempt", Integer, nullable=False, default=0),
+    Column("output", Text, nullable=False, default=""),
+    Column("error", Text, nullable=True),
+    Column("started_at", DateTime(timezone=True), nullable=True),
+    Column("finished_at", DateTime(timezone=True), nullable=True),
+    Column("tokens_in", Integer, nullable=False, default=0),
+    Column("tokens_out", Integer, nullable=False, default=0),
+    Column("cost_usd", Float, nullable=False, default=0.0),
+    Column("reused", Boolean, nullable=False, default=False),
+)
+
+processed_events = Table(
+    "processed_events",
+    metadata,
+    Column("platform", String(32), primary_key=True),
+    Column("event_id", String(255), primary_key=True),
+    Column("received_at", DateTime(timezone=True), nullable=False),
+    Column("meta", JSON, nullable=True),
+)

@@ -1,0 +1,390 @@
+"""One turn: store the message, decide what it is, act, reply — in the thread's order.
+
+Ordering: every message is stored the moment it arrives (nothing typed is lost).
+Commands that only read or stop things (``/help``, ``/workflows``, ``/runs``,
+``/run show``, ``/history``, ``/cancel``) answer at once; everything that starts
+work (a run, a rerun, chat) goes through the thread's *lane*, a FIFO served by
+one task, so a thread's requests are handled in arrival order. A request that
+arrives while a run is active in the same thread follows ``workflow.busy_policy``:
+``queue`` (wait for it; the default), ``reject`` (say so), ``allow`` (run alongside).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from adapters.base import Message, Outlet
+from bot.runs import RunManager, result_text
+from bot.settings import Settings
+from bot.store import RunStore, SessionStore, StoreError, ThreadKey
+from engine.catalog import Catalog, close_names
+from engine.errors import DefinitionError, EngineError, UnknownWorkflowError, WorkflowSyntaxError
+from engine.graph import Graph
+from engine.parse import compile_text
+
+log = logging.getLogger("baton.turn")
+
+HELP = """Baton — run workflows from chat.
+  run: <workflow>        run workflow text, e.g. run: disk-check AND system-report THEN echo done
+  /run NAME              run a named workflow (see /workflows)
+  /workflows             list named workflows and actions
+  /runs [all]            recent runs in this thread (or everywhere)
+  /run show ID           one run's steps, times, outputs and cost
+  /cancel ID             stop a run, cancelling its running steps
+  /rerun ID [from STEP]  run again; with "from STEP", reuse the outputs of the steps before STEP
+  /history [N]           the last N messages of this thread
+  /help                  this text
+Workflow language: A THEN B (sequence), A AND B (parallel), THEN IF_SUCCESS x ELSE y,
+THEN IF_FAILURE x, THEN IF_ANY_FAILED x, ( ) grouping, step (retry 3) (timeout 30s);
+keywords are upper case, quotes escape: echo "A THEN B"."""
+
+CHAT_NEEDS_PROVIDER = (
+    "I run workflows and commands without an LLM (/help lists them). Chatting needs an LLM provider: "
+    "set OPENAI_API_KEY or ANTHROPIC_API_KEY, or add a [providers.<name>] entry with base_url "
+    "(Ollama, vLLM, llama.cpp) in config/baton.toml."
+)
+
+COMMANDS = ("help", "workflows", "run", "runs", "cancel", "rerun", "history")
+_IMMEDIATE = {"help", "workflows", "runs", "run_show", "cancel", "history", "unknown"}
+
+
+@dataclass(frozen=True)
+class Command:
+    """A parsed chat command: ``name`` and its argument text."""
+
+    name: str
+    arg: str = ""
+
+
+def parse_command(text: str) -> Command | None:
+    """Recognise an explicit command; ``None`` for anything else (chat or routing).
+
+    ``run: TEXT`` and ``/run TEXT`` start TEXT as a workflow; ``/run show ID`` shows one.
+    """
+    t = text.strip()
+    m = re.match(r"^run:\s*(.*)$", t, re.S | re.I)
+    if m:
+        return Command("run", m.group(1).strip())
+    if not t.startswith("/"):
+        return None
+    head, _, rest = t[1:].partition(" ")
+    head, rest = head.lower(), rest.strip()
+    if head == "run" and re.match(r"^show\s+\S+$", rest):
+        return Command("run_show", rest.split()[1])
+    if head in COMMANDS:
+        return Command(head, rest)
+    return Command("unknown", head)
+
+
+class Bot:
+    """The core: takes :class:`Message` objects from adapters and answers through their outlet.
+
+    Args:
+        settings: all settings.
+        sessions, runs: the stores.
+        manager: owns run tasks.
+        catalog: workflows and actions.
+        chat: optional chat handler ``(message, outlet) -> reply text``; without one,
+            plain chat gets an answer saying how to configure a provider.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        sessions: SessionStore,
+        runs: RunStore,
+        manager: RunManager,
+        catalog: Catalog,
+        *,
+        chat: Callable[[Message, Outlet], Awaitable[str]] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.sessions = sessions
+        self.runs = runs
+        self.manager = manager
+        self.catalog = catalog
+        self.chat = chat
+        self._lanes: dict[ThreadKey, asyncio.Queue[tuple[Message, Outlet, Command | None]]] = {}
+        self._lane_tasks: dict[ThreadKey, asyncio.Task[None]] = {}
+
+    # -- entry -------------------------------------------------------------
+
+    async def handle(self, msg: Message, outlet: Outlet) -> None:
+        """Store ``msg``, then answer it now (read-only commands) or in thread order.
+
+        A database failure while storing is reported in the thread and the message
+        is not acted on (so nothing runs that was not recorded).
+        """
+        try:
+            await self.sessions.append(msg.key, "user", msg.author, msg.text, event_id=msg.event_id, created_at=msg.received_at)
+        except StoreError as e:
+            log.error("storing a message failed: %s", e)
+            await outlet.send(msg.key, f"I could not record your message ({e}); nothing was run. Please try again.")
+            return
+        cmd = parse_command(msg.text)
+        if cmd is not None and cmd.name in _IMMEDIATE:
+            await self._safely(self._immediate, msg, outlet, cmd)
+            return
+        lane = self._lanes.get(msg.key)
+        if lane is None:
+            lane = self._lanes[msg.key] = asyncio.Queue()
+        lane.put_nowait((msg, outlet, cmd))
+        if msg.key not in self._lane_tasks:
+            self._lane_tasks[msg.key] = asyncio.create_task(self._serve_lane(msg.key), name=f"lane-{msg.key}")
+
+    async def _serve_lane(self, key: ThreadKey) -> None:
+        lane = self._lanes[key]
+        try:
+            while not lane.empty():
+                msg, outlet, cmd = lane.get_nowait()
+                await self._safely(self._ordered, msg, outlet, cmd)
+        finally:
+            self._lane_tasks.pop(key, None)
+            if lane.empty():
+                self._lanes.pop(key, None)
+            else:  # raced with a put after the loop ended
+                self._lane_tasks[key] = asyncio.create_task(self._serve_lane(key), name=f"lane-{key}")
+
+    async def drain(self) -> None:
+        """Wait until every lane is empty and every run has finished."""
+        while self._lane_tasks or self.manager.active:
+            await asyncio.gather(*self._lane_tasks.values(), return_exceptions=True)
+            await self.manager.wait_idle()
+
+    async def _safely(self, fn, msg: Message, outlet: Outlet, cmd: Command | None) -> None:  # type: ignore[no-untyped-def]
+        try:
+            await fn(msg, outlet, cmd)
+        except _UsageError as e:
+            await outlet.send(msg.key, f"{e} (/help lists the commands)")
+        except StoreError as e:
+            log.error("%s", e)
+            await outlet.send(msg.key, f"Database error: {e}. Nothing was lost that was already recorded; try again.")
+        except Exception as e:  # reported in the thread and the log, never swallowed silently
+            log.exception("handling %r failed", msg.text)
+            await outlet.send(msg.key, f"Internal error while handling that: {type(e).__name__}: {e}")
+
+    async def reply(self, key: ThreadKey, outlet: Outlet, text: str) -> None:
+        """Store the bot's reply in the thread's memory, then send it."""
+        await self.sessions.append(key, "assistant", "baton", text)
+        await outlet.send(key, text)
+
+    # -- read-only commands ------------------------------------------------
+
+    async def _immediate(self, msg: Message, outlet: Outlet, cmd: Command) -> None:
+        key = msg.key
+        if cmd.name == "help":
+            await self.reply(key, outlet, HELP)
+        elif cmd.name == "workflows":
+            await self.reply(key, outlet, self._workflows_text())
+        elif cmd.name == "runs":
+            await self.reply(key, outlet, await self._runs_text(key, everywhere=cmd.arg.strip() == "all"))
+        elif cmd.name == "run_show":
+            await self.reply(key, outlet, await self._run_show(cmd.arg))
+        elif cmd.name == "history":
+            await self.reply(key, outlet, await self._history(key, cmd.arg))
+        elif cmd.name == "cancel":
+            await self.reply(key, outlet, await self._cancel(cmd.arg))
+        else:
+            near = close_names(cmd.arg, COMMANDS)
+            hint = f"; did you mean {', '.join('/' + n for n in near)}?" if near else ""
+            await self.reply(key, outlet, f"Unknown command /{cmd.arg}{hint} (/help lists them)")
+
+    def _workflows_text(self) -> str:
+        lines = ["Workflows:"]
+        for name, d in sorted(self.catalog.workflows.items()):
+            lines.append(f"  {name:<18} {d.description}")
+        if self.catalog.actions:
+            lines.append("Actions:")
+            for name, (kind, args) in sorted(self.catalog.actions.items()):
+                lines.append(f"  {name:<18} {kind}: {args.get('description') or args.get('argv') or args.get('url')}")
+        lines.append("Built-ins: echo <text>, sleep <seconds>, fail [message]")
+        return "\n".join(lines)
+
+    async def _runs_text(self, key: ThreadKey, *, everywhere: bool) -> str:
+        tid = None if everywhere else await self.sessions.thread_id(key)
+        rows = await self.runs.list(thread_id=tid, limit=10)
+        if not rows:
+            return "No runs yet in this thread." if not everywhere else "No runs yet."
+        lines = []
+        for r in rows:
+            took = f" {(r.finished_at - r.started_at).total_seconds():.2f}s" if r.finished_at and r.started_at else ""
+            lines.append(f"#{r.id:<4} {r.status:<9}{took:>8}  {r.source[:70]}")
+        return "\n".join(lines)
+
+    async def _run_show(self, arg: str) -> str:
+        run_id = _run_id(arg)
+        got = await self.runs.get(run_id)
+        if got is None:
+            return f"No run #{run_id}."
+        row, steps = got
+        by_id = {s.node_id: s for s in steps}
+        ordered = tuple(by_id[n.id] for n in row.graph.nodes if n.id in by_id)
+        lines = [f"Run #{row.id}: {row.status} — {row.source}", f"requested by {row.requested_by} at {_hms(row.created_at)}"]
+        if row.rerun_of:
+            lines.append(f"rerun of #{row.rerun_of}")
+        for s in ordered:
+            t = f"{_hms(s.started_at)} → {_hms(s.finished_at)}" if s.started_at and s.finished_at else ""
+            extra = f" {s.tokens_in}+{s.tokens_out} tokens ${s.cost_usd:.4f}" if (s.tokens_in or s.cost_usd) else ""
+            reused = " (reused)" if s.reused else ""
+            lines.append(f"  {s.node_id:<8} {s.status:<9} attempt {s.attempt} {t}{extra}{reused}  {s.label}")
+            if s.error:
+                lines.append(f"           error: {s.error}")
+            if s.output:
+                lines.append("           " + s.output.strip().replace("\n", "\n           ")[:600])
+        if row.error:
+            lines.append(f"Error: {row.error}")
+        total = sum(s.cost_usd for s in ordered)
+        if total:
+            lines.append(f"Cost: ${total:.4f}")
+        return "\n".join(lines)
+
+    async def _history(self, key: ThreadKey, arg: str) -> str:
+        n = int(arg) if arg.strip().isdigit() else 20
+        msgs = await self.sessions.history(key, limit=n + 1)
+        msgs = msgs[:-1] if msgs and msgs[-1].text.strip().startswith("/history") else msgs
+        if not msgs:
+            return "This thread has no history yet."
+        return "\n".join(f"[{_hms(m.created_at)}] {m.author}: {m.text}" for m in msgs[-n:])
+
+    async def _cancel(self, arg: str) -> str:
+        run_id = _run_id(arg)
+        if await self.manager.cancel(run_id):
+            return f"Cancelling run #{run_id}."
+        got = await self.runs.get(run_id)
+        if got is None:
+            return f"No run #{run_id}."
+        return f"Run #{run_id} is not running (it is {got[0].status})."
+
+    # -- ordered work --------------------------------------------------------
+
+    async def _ordered(self, msg: Message, outlet: Outlet, cmd: Command | None) -> None:
+        key = msg.key
+        if cmd is None:
+            if msg.text.strip() in self.catalog.workflows:
+                cmd = Command("run", msg.text.strip())
+            else:
+                text = await self.chat(msg, outlet) if self.chat else CHAT_NEEDS_PROVIDER
+                await self.reply(key, outlet, text)
+                return
+        if cmd.name == "run":
+            await self._run(msg, outlet, cmd.arg)
+        elif cmd.name == "rerun":
+            await self._rerun(msg, outlet, cmd.arg)
+
+    def compile(self, text: str) -> Graph:
+        """Compile workflow text (or a bare workflow name) against the catalogue."""
+        return compile_text(text, self.catalog, name=text if text in self.catalog.workflows else None)
+
+    async def _run(self, msg: Message, outlet: Outlet, text: str) -> None:
+        if not text:
+            await self.reply(msg.key, outlet, "Run what? e.g. run: disk-check AND system-report (see /workflows)")
+            return
+        try:
+            graph = self.compile(text)
+        except WorkflowSyntaxError as e:
+            await self.reply(msg.key, outlet, f"I could not parse that workflow: {e.reason} (line {e.line}, column {e.column})\n{e.caret()}")
+            return
+        except UnknownWorkflowError as e:
+            await self.reply(msg.key, outlet, f"{str(e).capitalize()} Known workflows: {', '.join(self.catalog.names()) or 'none'}.")
+            return
+        except (DefinitionError, EngineError) as e:
+            await self.reply(msg.key, outlet, f"That workflow is invalid: {e}")
+            return
+        await self.start_run(msg, outlet, graph)
+
+    def allowed(self, msg: Message, graph: Graph) -> str | None:
+        """``None`` when ``msg.author`` may run ``graph``, else the reason (names the rule)."""
+        rules = self.settings.permissions
+        for name in graph.uses or ("*",):
+            allowed = rules.get(name, rules.get("*", ["*"]))
+            if "*" in allowed or msg.author in allowed or any(f"role:{r}" in allowed for r in msg.roles):
+                continue
+            return f"you may not run '{name}' (allowed: {', '.join(allowed) or 'nobody'}; set [permissions] in config/baton.toml)"
+        return None
+
+    async def start_run(self, msg: Message, outlet: Outlet, graph: Graph, **kw) -> int | None:  # type: ignore[no-untyped-def]
+        """Check permission and the busy policy, then start ``graph`` in ``msg``'s thread."""
+        denied = self.allowed(msg, graph)
+        if denied:
+            await self.reply(msg.key, outlet, f"Not run: {denied}.")
+            return None
+        busy = self.manager.in_thread(msg.key)
+        policy = self.settings.workflow.busy_policy
+        if busy and policy == "reject":
+            ids = ", ".join(f"#{r.id}" for r in busy)
+            await self.reply(msg.key, outlet, f"Run {ids} is still active in this thread; wait for it or /cancel it.")
+            return None
+        if busy and policy == "queue":
+            await asyncio.gather(*(r.task for r in busy), return_exceptions=True)
+        active = await self.manager.start(msg.key, graph, requested_by=msg.author, **kw)
+        if policy == "queue":
+            await asyncio.gather(active.task, return_exceptions=True)
+        return active.id
+
+    async def _rerun(self, msg: Message, outlet: Outlet, arg: str) -> None:
+        m = re.match(r"^#?(\d+)(?:\s+from\s+(.+))?$", arg.strip())
+        if not m:
+            await self.reply(msg.key, outlet, "Usage: /rerun ID [from STEP]")
+            return
+        run_id, step = int(m.group(1)), (m.group(2) or "").strip()
+        got = await self.runs.get(run_id)
+        if got is None:
+            await self.reply(msg.key, outlet, f"No run #{run_id}.")
+            return
+        row, steps = got
+        prior = {}
+        if step:
+            node = _find_step(row.graph, step)
+            if node is None:
+                names = [n.id for n in row.graph.steps] + [n.label for n in row.graph.steps]
+                near = close_names(step, names)
+                await self.reply(msg.key, outlet, f"Run #{run_id} has no step '{step}'" + (f"; did you mean {', '.join(near)}?" if near else "."))
+                return
+            before = _ancestors(row.graph, node)
+            prior = {s.node_id: s for s in steps if s.node_id in before and s.status == "succeeded"}
+        await self.start_run(msg, outlet, row.graph, prior=prior, rerun_of=run_id)
+
+
+def _run_id(arg: str) -> int:
+    m = re.match(r"^#?(\d+)$", arg.strip())
+    if not m:
+        raise _UsageError(f"expected a run id like 12 or #12, got {arg!r}")
+    return int(m.group(1))
+
+
+class _UsageError(ValueError):
+    pass
+
+
+def _hms(dt: datetime | None) -> str:
+    return dt.strftime("%H:%M:%S.%f")[:-3] if dt else "-"
+
+
+def _find_step(graph: Graph, step: str) -> str | None:
+    for n in graph.steps:
+        if n.id == step:
+            return n.id
+    for n in graph.steps:
+        if n.label == step:
+            return n.id
+    return None
+
+
+def _ancestors(graph: Graph, node_id: str) -> set[str]:
+    preds = {n.id: [e.source for e in n.edges] for n in graph.nodes}
+    seen: set[str] = set()
+    stack = list(preds[node_id])
+    while stack:
+        nid = stack.pop()
+        if nid not in seen:
+            seen.add(nid)
+            stack.extend(preds[nid])
+    return seen
+
+
+__all__ = ["Bot", "Command", "parse_command", "result_text"]

@@ -1,0 +1,205 @@
+"""Step kinds: what a node of the graph does when it runs.
+
+Every action is ``async (node, inputs) -> StepOutput`` and raises
+:class:`engine.errors.StepError` on failure (``retryable`` decides whether a
+retry policy may try again). Kinds:
+
+* ``builtin``: ``echo`` (returns its text), ``sleep`` (seconds), ``fail`` (raises).
+* ``shell``: runs an argv list from configuration with no shell, kills it at its
+  timeout, captures stdout+stderr (truncated). A non-zero exit fails the step.
+* ``http``: one httpx request; fails unless the status equals ``expect_status``
+  (and the body contains ``contains`` when given). Connection errors and 5xx are
+  retryable.
+* ``disk``: ``shutil.disk_usage`` of each path; fails when a path is fuller than
+  ``threshold_percent``.
+* ``llm``: handed to the configured LLM runner; with none configured it fails with
+  a message naming the setting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import signal
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+import httpx
+
+from engine.errors import StepError
+from engine.graph import Node
+
+NO_PROVIDER_MESSAGE = (
+    "no LLM provider is configured for this step; set OPENAI_API_KEY or ANTHROPIC_API_KEY "
+    "(or add a [providers.<name>] entry with base_url in config/baton.toml, e.g. for Ollama)"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class StepOutput:
+    """What a successful action returns: text plus LLM usage and cost (USD)."""
+
+    text: str = ""
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost_usd: float = 0.0
+
+
+class LLMRunner(Protocol):
+    """Runs an LLM prompt step: ``prompt`` plus the outputs of the steps before it."""
+
+    async def __call__(self, prompt: str, provider: str | None, inputs: Mapping[str, str]) -> StepOutput: ...
+
+
+def truncate(text: str, limit: int) -> str:
+    """Keep the first and last parts of ``text`` within ``limit`` characters, marking the cut."""
+    if len(text) <= limit:
+        return text
+    half = limit // 2
+    return f"{text[:half]}\n…[{len(text) - limit} characters cut]…\n{text[-half:]}"
+
+
+class ActionRunner:
+    """Dispatches a node to its action.
+
+    Args:
+        shell_allow: allowed ``argv[0]`` values, checked again at run time.
+        output_limit: characters of output kept per step.
+        llm: the LLM runner, or ``None`` when no provider is configured.
+        http_client_factory: builds the httpx client (tests inject a transport).
+    """
+
+    def __init__(
+        self,
+        *,
+        shell_allow: tuple[str, ...] = (),
+        output_limit: int = 4000,
+        llm: LLMRunner | None = None,
+        http_client_factory: Callable[[], httpx.AsyncClient] | None = None,
+    ) -> None:
+        self.shell_allow = shell_allow
+        self.output_limit = output_limit
+        self.llm = llm
+        self._http_factory = http_client_factory or (lambda: httpx.AsyncClient(follow_redirects=False))
+        self._handlers: dict[str, Callable[[Node, Mapping[str, str]], Awaitable[StepOutput]]] = {
+            "builtin": self._builtin,
+            "shell": self._shell,
+            "http": self._http,
+            "disk": self._disk,
+            "llm": self._llm,
+        }
+
+    async def __call__(self, node: Node, inputs: Mapping[str, str]) -> StepOutput:
+        """Run ``node``; raises :class:`StepError` (or ``TimeoutError`` from the caller's deadline)."""
+        handler = self._handlers.get(node.kind)
+        if handler is None:
+            raise StepError(f"no action of kind '{node.kind}'", retryable=False)
+        return await handler(node, inputs)
+
+    async def _builtin(self, node: Node, inputs: Mapping[str, str]) -> StepOutput:
+        op = node.args["op"]
+        if op == "echo":
+            return StepOutput(node.args.get("text", ""))
+        if op == "sleep":
+            await asyncio.sleep(float(node.args["seconds"]))
+            return StepOutput(f"slept {float(node.args['seconds']):g}s")
+        if op == "fail":
+            raise StepError(node.args.get("message") or "failed on purpose", retryable=True)
+        raise StepError(f"unknown built-in '{op}'", retryable=False)
+
+    async def _shell(self, node: Node, inputs: Mapping[str, str]) -> StepOutput:
+        argv: list[str] = list(node.args["argv"])
+        base = argv[0].rsplit("/", 1)[-1]
+        if argv[0] not in self.shell_allow and base not in self.shell_allow:
+            raise StepError(f"command '{argv[0]}' is not on the shell allow-list", retryable=False)
+        timeout = float(node.args.get("timeout_s", 30))
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                stdin=asyncio.subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        except OSError as e:
+            raise StepError(f"cannot start {argv[0]}: {e}", retryable=False) from None
+        try:
+            async with asyncio.timeout(timeout):
+                out, _ = await proc.communicate()
+        except TimeoutError:
+            _kill(proc)
+            await proc.wait()
+            raise StepError(f"{argv[0]} timed out after {timeout:g}s", retryable=True) from None
+        except asyncio.CancelledError:
+            _kill(proc)  # the process group dies with the step; the cancellation goes on
+            raise
+        text = truncate(out.decode("utf-8", "replace"), self.output_limit)
+        if proc.returncode != 0:
+            raise StepError(f"{argv[0]} exited with status {proc.returncode}", retryable=True, output=text)
+        return StepOutput(text)
+
+    async def _http(self, node: Node, inputs: Mapping[str, str]) -> StepOutput:
+        a = node.args
+        url = expand_env(a["url"])
+        try:
+            async with self._http_factory() as client:
+                resp = await client.request(a.get("method", "GET"), url, timeout=float(a.get("timeout_s", 10)))
+        except httpx.HTTPError as e:
+            raise StepError(f"{a.get('method', 'GET')} {url} failed: {type(e).__name__}: {e}", retryable=True) from None
+        body = truncate(resp.text, self.output_limit)
+        summary = f"{a.get('method', 'GET')} {url} → {resp.status_code} in {resp.elapsed.total_seconds() * 1000:.0f} ms"
+        if resp.status_code != int(a.get("expect_status", 200)):
+            raise StepError(
+                f"{summary}, expected {a.get('expect_status', 200)}", retryable=resp.status_code >= 500, output=body
+            )
+        if a.get("contains") and str(a["contains"]) not in resp.text:
+            raise StepError(f"{summary}, but the body lacks {a['contains']!r}", retryable=False, output=body)
+        return StepOutput(f"{summary}\n{body}".strip())
+
+    async def _disk(self, node: Node, inputs: Mapping[str, str]) -> StepOutput:
+        threshold = float(node.args.get("threshold_percent", 90))
+        lines, over = [], []
+        for path in node.args.get("paths", ["/"]):
+            try:
+                du = await asyncio.to_thread(shutil.disk_usage, path)
+            except OSError as e:
+                raise StepError(f"cannot read disk usage of {path}: {e}", retryable=False) from None
+            pct = 100.0 * du.used / du.total if du.total else 0.0
+            lines.append(f"{path}: {pct:.1f}% used ({_gib(du.used)} of {_gib(du.total)}, {_gib(du.free)} free)")
+            if pct >= threshold:
+                over.append(f"{path} at {pct:.1f}%")
+        text = "\n".join(lines)
+        if over:
+            raise StepError(f"over the {threshold:g}% threshold: {', '.join(over)}", retryable=False, output=text)
+        return StepOutput(text)
+
+    async def _llm(self, node: Node, inputs: Mapping[str, str]) -> StepOutput:
+        if self.llm is None:
+            raise StepError(NO_PROVIDER_MESSAGE, retryable=False)
+        return await self.llm(node.args["prompt"], node.args.get("provider"), inputs)
+
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def expand_env(value: str) -> str:
+    """Expand ``${VAR}`` and ``${VAR:-default}`` from the environment (config values only)."""
+    return _ENV.sub(lambda m: os.environ.get(m.group(1)) or (m.group(2) or ""), value)
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB"
+
+
+def _kill(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is None:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+__all__ = ["ActionRunner", "LLMRunner", "NO_PROVIDER_MESSAGE", "StepOutput", "truncate"]
