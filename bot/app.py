@@ -87,6 +87,7 @@ class App:
 
     async def aclose(self) -> None:
         """Stop runs (they stay resumable), flush checkpoints, close the database."""
+        await self.bot.aclose()
         await self.manager.shutdown()
         await self.runs.aclose()
         await self.db.dispose()

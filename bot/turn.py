@@ -143,18 +143,29 @@ class Bot:
             while not lane.empty():
                 msg, outlet, cmd = lane.get_nowait()
                 await self._safely(self._ordered, msg, outlet, cmd)
-        finally:
+        except asyncio.CancelledError:
             self._lane_tasks.pop(key, None)
-            if lane.empty():
-                self._lanes.pop(key, None)
-            else:  # raced with a put after the loop ended
-                self._lane_tasks[key] = asyncio.create_task(self._serve_lane(key), name=f"lane-{key}")
+            raise
+        self._lane_tasks.pop(key, None)
+        if lane.empty():
+            self._lanes.pop(key, None)
+        else:  # raced with a put after the loop ended
+            self._lane_tasks[key] = asyncio.create_task(self._serve_lane(key), name=f"lane-{key}")
 
     async def drain(self) -> None:
         """Wait until every lane is empty and every run has finished."""
         while self._lane_tasks or self.manager.active:
             await asyncio.gather(*self._lane_tasks.values(), return_exceptions=True)
             await self.manager.wait_idle()
+
+    async def aclose(self) -> None:
+        """Stop serving lanes (queued requests are stored; they are not acted on)."""
+        tasks = list(self._lane_tasks.values())
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._lane_tasks.clear()
+        self._lanes.clear()
 
     async def _safely(self, fn, msg: Message, outlet: Outlet, cmd: Command | None) -> None:  # type: ignore[no-untyped-def]
         try:

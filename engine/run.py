@@ -355,7 +355,7 @@ class _Run:
                     out = None
                     retrying = AsyncRetrying(
                         stop=stop_after_attempt(node.policy.retries + 1),
-                        wait=wait_exponential_jitter(initial=ex.retry_initial_s, max=ex.retry_max_s),
+                        wait=wait_exponential_jitter(multiplier=ex.retry_initial_s, max=ex.retry_max_s, jitter=ex.retry_initial_s),
                         retry=retry_if_exception(_retryable),
                         reraise=True,
                         before_sleep=lambda rs: self._on_retry(node, rs, attempts_before),

@@ -117,7 +117,7 @@ class Database:
         """Retry policy for transactions that are safe to repeat (transient errors only)."""
         return AsyncRetrying(
             stop=stop_after_attempt(attempts),
-            wait=wait_exponential_jitter(initial=0.05, max=1.0),
+            wait=wait_exponential_jitter(multiplier=0.05, max=1.0, jitter=0.05),
             retry=retry_if_exception(lambda e: isinstance(e, StoreError) and _transient(e.__cause__ or e)),
             reraise=True,
         )

@@ -1,0 +1,140 @@
+"""The console bot as a user runs it: a real `baton console` process fed through a pipe."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+from tests.conftest import REPO
+
+
+def console(tmp: Path, stdin: str, config: Path = REPO / "config", timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "BATON_CONFIG_DIR": str(config), "BATON_DATA_DIR": str(tmp / "data")}
+    env.pop("BATON_DATABASE_URL", None)
+    return subprocess.run(
+        [sys.executable, "-m", "bot.cli", "console"], input=stdin, capture_output=True, text=True, cwd=tmp, env=env, timeout=timeout
+    )
+
+
+LINE = re.compile(r"^\[run #(\d+)\] (\S+) succeeded +(.+?) \((\d\d:\d\d:\d\d\.\d{3}) → (\d\d:\d\d:\d\d\.\d{3})")
+
+
+def t(s: str) -> datetime:
+    return datetime.strptime(s, "%H:%M:%S.%f")
+
+
+def test_parallel_workflow_from_piped_input(tmp_path: Path) -> None:
+    p = console(tmp_path, "run: disk-check AND system-report THEN IF_SUCCESS echo all good ELSE echo trouble\n")
+    assert p.returncode == 0, p.stderr
+    spans = {m.group(3): (t(m.group(4)), t(m.group(5))) for m in map(LINE.match, p.stdout.splitlines()) if m}
+    disk = spans["disk-check › disk usage"]
+    report = [v for k, v in spans.items() if k.startswith("system-report ›")]
+    assert len(report) == 3
+    # the parallel branches overlap in time: each starts before the other finishes
+    assert disk[0] <= max(e for _, e in report) and min(s for s, _ in report) <= disk[1]
+    assert "Run #1 succeeded" in p.stdout and "Result:\nall good" in p.stdout
+    assert "echo trouble — skipped" in p.stdout
+
+
+def test_history_and_runs_survive_a_restart(tmp_path: Path) -> None:
+    first = console(tmp_path, "the canary is in eu-west-1\nrun: echo stored run\n")
+    assert first.returncode == 0, first.stderr
+    second = console(tmp_path, "/history 10\n/runs\n")
+    assert second.returncode == 0, second.stderr
+    assert ": the canary is in eu-west-1" in second.stdout
+    assert re.search(r"#1 +succeeded .* echo stored run", second.stdout)
+
+
+def test_bad_input_gets_a_clear_answer(tmp_path: Path) -> None:
+    p = console(tmp_path, "run: disk-check AND\nrun: sytem-report\n")
+    assert p.returncode == 0
+    assert "expected a step, got the end of the text (line 1, column 15)" in p.stdout
+    assert "Unknown workflow 'sytem-report'; did you mean 'system-report'" in p.stdout
+
+
+def _config_with_marks(tmp: Path, marks: Path) -> Path:
+    cfg = tmp / "config"
+    (cfg / "workflows").mkdir(parents=True)
+    (cfg / "baton.toml").write_text(
+        f"""
+[shell]
+allow = ["sh"]
+
+[actions.mark-a]
+kind = "shell"
+argv = ["sh", "-c", "echo A >> {marks}"]
+
+[actions.mark-b]
+kind = "shell"
+argv = ["sh", "-c", "echo B >> {marks}"]
+
+[actions.slow-mark]
+kind = "shell"
+argv = ["sh", "-c", "echo S >> {marks}; sleep 30"]
+"""
+    )
+    return cfg
+
+
+def _start(tmp: Path, cfg: Path) -> subprocess.Popen[str]:
+    env = {**os.environ, "BATON_CONFIG_DIR": str(cfg), "BATON_DATA_DIR": str(tmp / "data")}
+    return subprocess.Popen(
+        [sys.executable, "-m", "bot.cli", "console"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp, env=env
+    )
+
+
+def _wait_line(proc: subprocess.Popen[str], needle: str, timeout: float = 30) -> list[str]:
+    seen = []
+    deadline = time.monotonic() + timeout
+    assert proc.stdout is not None
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        seen.append(line)
+        if needle in line:
+            return seen
+    raise AssertionError(f"{needle!r} not seen in {seen}")
+
+
+def test_sigkill_mid_run_resumes_without_repeating_completed_steps(tmp_path: Path) -> None:
+    marks = tmp_path / "marks.txt"
+    cfg = _config_with_marks(tmp_path, marks)
+    proc = _start(tmp_path, cfg)
+    assert proc.stdin is not None
+    proc.stdin.write("run: mark-a THEN sleep 3 THEN mark-b\n")
+    proc.stdin.flush()
+    _wait_line(proc, "s2 started")  # mark-a is done and checkpointed; the sleep is running
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert marks.read_text() == "A\n"
+    again = console(tmp_path, "", config=cfg)  # empty input: resume, wait for the run, exit
+    assert again.returncode == 0, again.stderr
+    assert "Resuming run #1 after a restart (1 of 3 steps already done)" in again.stdout
+    assert "Run #1 succeeded" in again.stdout
+    assert marks.read_text() == "A\nB\n"  # A once, B once
+
+
+def test_sigkill_during_a_non_idempotent_step_does_not_repeat_it(tmp_path: Path) -> None:
+    marks = tmp_path / "marks.txt"
+    cfg = _config_with_marks(tmp_path, marks)
+    proc = _start(tmp_path, cfg)
+    assert proc.stdin is not None
+    proc.stdin.write("run: slow-mark THEN mark-b\n")
+    proc.stdin.flush()
+    _wait_line(proc, "s1 started")
+    for _ in range(100):
+        if marks.exists() and marks.read_text():
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    again = console(tmp_path, "", config=cfg)
+    assert again.returncode == 0, again.stderr
+    assert "not re-run because it is not marked idempotent" in again.stdout
+    assert "/rerun 1 from s1" in again.stdout
+    assert marks.read_text() == "S\n"  # neither repeated nor followed by mark-b

@@ -1,0 +1,89 @@
+"""One contract suite for the stores, run on SQLite and on PostgreSQL (when BATON_TEST_POSTGRES_URL is set)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+import pytest
+
+from bot.store import Database, RunStore, SessionStore, StoreError, ThreadKey, upgrade
+from engine.catalog import Catalog
+from engine.events import StepRecord
+from engine.parse import compile_text
+
+
+@pytest.fixture
+async def stores(db_url: str):  # type: ignore[no-untyped-def]
+    await upgrade(db_url)
+    db = Database(db_url)
+    sessions, runs = SessionStore(db), RunStore(db)
+    yield sessions, runs
+    await runs.aclose()
+    await db.dispose()
+
+
+K1 = ThreadKey("slack", "C1", "1700000000.000100")
+K2 = ThreadKey("slack", "C1", "1700000000.000200")
+
+
+async def test_messages_keep_arrival_order_per_thread(stores) -> None:  # type: ignore[no-untyped-def]
+    sessions, _ = stores
+    for i in range(5):
+        await sessions.append(K1, "user", "U1", f"one-{i}")
+        await sessions.append(K2, "user", "U2", f"two-{i}")
+    h1 = await sessions.history(K1, limit=3)
+    assert [m.text for m in h1] == ["one-2", "one-3", "one-4"]
+    assert all(m.created_at.tzinfo is not None for m in h1)
+    assert [m.text for m in await sessions.history(K2, limit=10)] == [f"two-{i}" for i in range(5)]
+    assert await sessions.count(K1) == 5
+    assert await sessions.history(ThreadKey("slack", "C9", "x")) == []
+    tid = await sessions.thread_id(K1)
+    assert await sessions.key_for(tid) == K1
+
+
+async def test_concurrent_appends_create_one_thread(stores) -> None:  # type: ignore[no-untyped-def]
+    sessions, _ = stores
+    fresh = SessionStore(sessions.db)  # no cached thread id
+    await asyncio.gather(*(fresh.append(K1, "user", "U", str(i)) for i in range(10)))
+    assert await sessions.count(K1) == 10
+
+
+async def test_event_ids_dedupe(stores) -> None:  # type: ignore[no-untyped-def]
+    sessions, _ = stores
+    assert await sessions.mark_event("slack", "Ev1") is True
+    assert await sessions.mark_event("slack", "Ev1") is False
+    assert await sessions.mark_event("discord", "Ev1") is True
+    await sessions.forget_event("slack", "Ev1")
+    assert await sessions.mark_event("slack", "Ev1") is True
+
+
+async def test_runs_and_step_checkpoints_round_trip(stores) -> None:  # type: ignore[no-untyped-def]
+    sessions, runs = stores
+    tid = await sessions.thread_id(K1)
+    g = compile_text("echo a AND echo b THEN echo c", Catalog())
+    rid = await runs.create_run(tid, g.source, g, "U1")
+    await runs.set_status(rid, "running")
+    t0 = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+    recs = [StepRecord(str(rid), f"s{i}", f"step {i}", "builtin", "succeeded", 1, f"out {i}", None, t0, t0, 3, 4, 0.25, False) for i in range(3)]
+    # concurrent writers are grouped, and every caller returns only after its commit
+    await asyncio.gather(*(runs.save_steps([r]) for r in recs))
+    await runs.save_steps([StepRecord(str(rid), "s0", "step 0", "builtin", "failed", 2, "", "boom", t0, t0)])  # upsert
+    row, steps = await runs.get(rid)  # type: ignore[misc]
+    assert row.status == "running" and row.started_at is not None and row.graph == g
+    by = {s.node_id: s for s in steps}
+    assert by["s0"].status == "failed" and by["s0"].error == "boom" and by["s0"].attempt == 2
+    assert by["s1"].started_at == t0 and by["s1"].cost_usd == 0.25 and by["s1"].tokens_out == 4
+    await runs.set_status(rid, "failed", error="boom")
+    assert [r.id for r in await runs.list(unfinished=True)] == []
+    rid2 = await runs.create_run(tid, g.source, g, "U1")
+    assert [r.id for r in await runs.list(unfinished=True)] == [rid2]
+    assert [r.id for r in await runs.list(thread_id=tid)] == [rid2, rid]
+    assert await runs.get(999999) is None
+
+
+async def test_a_failing_write_is_reported_not_swallowed(stores) -> None:  # type: ignore[no-untyped-def]
+    _, runs = stores
+    bad = StepRecord("424242", "s1", "x", "builtin", "succeeded")  # no such run: foreign key violation
+    with pytest.raises(StoreError, match="checkpointing steps"):
+        await runs.save_steps([bad])
