@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 
 from adapters.base import Outlet
+from bot.memory import Memory
+from bot.retention import Retention
 from bot.runs import RunManager
+from bot.sessions import TokenCounter
 from bot.settings import Settings
 from bot.store import Database, RunStore, SessionStore, upgrade
 from bot.turn import Bot
@@ -54,6 +58,9 @@ class App:
     catalog: Catalog
     manager: RunManager
     bot: Bot
+    memory: Memory
+    retention: Retention
+    _tasks: list[asyncio.Task[None]]
 
     @classmethod
     async def start(cls, settings: Settings, outlets: dict[str, Outlet], *, migrate: bool | None = None) -> App:
@@ -68,8 +75,12 @@ class App:
         if migrate if migrate is not None else url.startswith("sqlite"):
             await upgrade(url)
         catalog = build_catalog(settings)
+        counter = await asyncio.to_thread(TokenCounter)  # may try a download first; never on the loop
         db = Database(url)
-        sessions = SessionStore(db)
+        sessions = SessionStore(db, counter)
+        memory = Memory(
+            sessions, counter, settings.sessions, channels=settings.session_channels, system_prompt=settings.system_prompt
+        )
         runs = RunStore(db)
         wf = settings.workflow
         actions = ActionRunner(shell_allow=tuple(settings.shell.allow), output_limit=wf.output_limit)
@@ -82,11 +93,16 @@ class App:
             retry_max_s=wf.retry_max,
         )
         manager = RunManager(runs, sessions, executor, outlets)
-        bot = Bot(settings, sessions, runs, manager, catalog)
-        return cls(settings, db, sessions, runs, catalog, manager, bot)
+        bot = Bot(settings, sessions, runs, manager, catalog, memory=memory)
+        retention = Retention(db, sessions, memory, settings.retention)
+        tasks = [asyncio.create_task(retention.loop(), name="baton-retention")]
+        return cls(settings, db, sessions, runs, catalog, manager, bot, memory, retention, tasks)
 
     async def aclose(self) -> None:
         """Stop runs (they stay resumable), flush checkpoints, close the database."""
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.bot.aclose()
         await self.manager.shutdown()
         await self.runs.aclose()

@@ -68,6 +68,21 @@ class ActionEntry(BaseModel):
     description: str = ""
 
 
+class RetentionSettings(BaseModel):
+    """``[retention]``: applied by a periodic job, never in the turn path. 0 disables a rule."""
+
+    interval: float = Field(3600.0, description="seconds between retention passes")
+    idle_session_days: float = Field(90.0, description="delete the messages and summaries of threads idle this long")
+    max_messages_per_thread: int = Field(10000, description="beyond this, the oldest messages are summarized, then deleted")
+    run_days: float = Field(30.0, description="delete finished runs, their checkpoints and old event ids after this long")
+
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are Baton, a chat-ops assistant in a team's chat thread. Be brief and concrete. "
+    "You can explain workflows and their results; people run workflows with 'run: ...' or /run NAME."
+)
+
+
 class Settings(BaseSettings):
     """All of Baton's settings. See ``config/baton.toml`` for the shipped defaults."""
 
@@ -86,6 +101,15 @@ class Settings(BaseSettings):
         description="workflow or action name (or '*') → user ids or 'role:NAME' allowed to run it ('*' = anyone)",
     )
     console_thread: str = Field("default", description="the console's thread name (its session key)")
+    sessions: dict[str, Any] = Field(
+        default_factory=lambda: {"mode": "persistent", "strategy": "sliding_window", "max_tokens": 8000, "reserve_tokens": 2000, "window_size": 50},
+        description="[sessions]: mode (stateless|memory|persistent), strategy and token budget; see bot/memory.py",
+    )
+    session_channels: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description='per "platform:channel" (or "platform:*") overrides of [sessions]'
+    )
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
 
     @field_validator("data_dir", "config_dir")
     @classmethod

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from adapters.base import Message, Outlet
+from bot.memory import Memory
 from bot.runs import RunManager, result_text
 from bot.settings import Settings
 from bot.store import RunStore, SessionStore, StoreError, ThreadKey
@@ -38,6 +39,10 @@ HELP = """Baton — run workflows from chat.
   /cancel ID             stop a run, cancelling its running steps
   /rerun ID [from STEP]  run again; with "from STEP", reuse the outputs of the steps before STEP
   /history [N]           the last N messages of this thread
+  /recall WORDS          find earlier messages of this thread (full-text search, no LLM)
+  /context               what the next LLM call would receive, with its token budget
+  /summary               the stored summaries of this thread
+  /forget                delete this thread's memory (asks for confirmation)
   /help                  this text
 Workflow language: A THEN B (sequence), A AND B (parallel), THEN IF_SUCCESS x ELSE y,
 THEN IF_FAILURE x, THEN IF_ANY_FAILED x, ( ) grouping, step (retry 3) (timeout 30s);
@@ -49,8 +54,9 @@ CHAT_NEEDS_PROVIDER = (
     "(Ollama, vLLM, llama.cpp) in config/baton.toml."
 )
 
-COMMANDS = ("help", "workflows", "run", "runs", "cancel", "rerun", "history")
-_IMMEDIATE = {"help", "workflows", "runs", "run_show", "cancel", "history", "unknown"}
+COMMANDS = ("help", "workflows", "run", "runs", "cancel", "rerun", "history", "recall", "context", "summary", "forget")
+_IMMEDIATE = {"help", "workflows", "runs", "run_show", "cancel", "history", "recall", "context", "summary", "forget", "unknown"}
+FORGET_WINDOW_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -101,6 +107,7 @@ class Bot:
         manager: RunManager,
         catalog: Catalog,
         *,
+        memory: Memory | None = None,
         chat: Callable[[Message, Outlet], Awaitable[str]] | None = None,
     ) -> None:
         self.settings = settings
@@ -109,6 +116,8 @@ class Bot:
         self.manager = manager
         self.catalog = catalog
         self.chat = chat
+        self.memory = memory
+        self._forget_pending: dict[ThreadKey, float] = {}
         self._lanes: dict[ThreadKey, asyncio.Queue[tuple[Message, Outlet, Command | None]]] = {}
         self._lane_tasks: dict[ThreadKey, asyncio.Task[None]] = {}
 
@@ -121,7 +130,9 @@ class Bot:
         is not acted on (so nothing runs that was not recorded).
         """
         try:
-            await self.sessions.append(msg.key, "user", msg.author, msg.text, event_id=msg.event_id, created_at=msg.received_at)
+            stored = await self.sessions.append(msg.key, "user", msg.author, msg.text, event_id=msg.event_id, created_at=msg.received_at)
+            if self.memory is not None:
+                await self.memory.observe(msg.key, stored)
         except StoreError as e:
             log.error("storing a message failed: %s", e)
             await outlet.send(msg.key, f"I could not record your message ({e}); nothing was run. Please try again.")
@@ -181,7 +192,9 @@ class Bot:
 
     async def reply(self, key: ThreadKey, outlet: Outlet, text: str) -> None:
         """Store the bot's reply in the thread's memory, then send it."""
-        await self.sessions.append(key, "assistant", "baton", text)
+        stored = await self.sessions.append(key, "assistant", "baton", text)
+        if self.memory is not None:
+            await self.memory.observe(key, stored)
         await outlet.send(key, text)
 
     # -- read-only commands ------------------------------------------------
@@ -200,6 +213,11 @@ class Bot:
             await self.reply(key, outlet, await self._history(key, cmd.arg))
         elif cmd.name == "cancel":
             await self.reply(key, outlet, await self._cancel(cmd.arg))
+        elif cmd.name in ("recall", "context", "summary", "forget"):
+            if self.memory is None:
+                await self.reply(key, outlet, "Session memory is not enabled in this process.")
+            else:
+                await self.reply(key, outlet, await getattr(self, f"_{cmd.name}")(key, cmd.arg))
         else:
             near = close_names(cmd.arg, COMMANDS)
             hint = f"; did you mean {', '.join('/' + n for n in near)}?" if near else ""
@@ -261,6 +279,43 @@ class Bot:
         if not msgs:
             return "This thread has no history yet."
         return "\n".join(f"[{_hms(m.created_at)}] {m.author}: {m.text}" for m in msgs[-n:])
+
+    async def _recall(self, key: ThreadKey, arg: str) -> str:
+        assert self.memory is not None
+        if not arg.strip():
+            return "Usage: /recall WORDS — e.g. /recall canary region"
+        found = await self.memory.recall(key, arg)
+        if not found:
+            return f"Nothing in this thread matches {arg.strip()!r}."
+        return "\n".join(f"[{_hms(m.created_at)}] {m.author}: {m.text}" for m in found)
+
+    async def _context(self, key: ThreadKey, arg: str) -> str:
+        assert self.memory is not None
+        from bot.sessions import render_breakdown
+
+        window = await self.memory.context(key, arg.strip() or "(your next message)")
+        cfg = self.memory.config_for(key)
+        return f"Session mode: {cfg.mode}; strategy: {window.strategy}; encoding: {window.encoding}\n" + render_breakdown(window)
+
+    async def _summary(self, key: ThreadKey, arg: str) -> str:
+        assert self.memory is not None
+        got = await self.memory.summaries(key)
+        if not got:
+            return "No summaries stored for this thread yet (they are made as the thread grows past the summary frequency)."
+        return "\n".join(f"level {s.level}, messages {s.first_id}–{s.last_id} ({s.message_count}), {s.tokens} tokens:\n  {s.text}" for s in got)
+
+    async def _forget(self, key: ThreadKey, arg: str) -> str:
+        assert self.memory is not None
+        now = asyncio.get_running_loop().time()
+        if arg.strip().lower() != "confirm":
+            self._forget_pending[key] = now + FORGET_WINDOW_S
+            n = await self.sessions.count(key)
+            return f"This deletes this thread's {n} stored messages and its summaries (runs are kept). Send /forget confirm within {FORGET_WINDOW_S:.0f} s to go ahead."
+        deadline = self._forget_pending.pop(key, None)
+        if deadline is None or deadline < now:
+            return "Nothing to confirm: send /forget first."
+        gone = await self.memory.forget(key)
+        return f"Forgot {gone.messages} messages and {gone.summaries} summaries of this thread."
 
     async def _cancel(self, arg: str) -> str:
         run_id = _run_id(arg)

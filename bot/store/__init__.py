@@ -1,7 +1,8 @@
-"""Persistence: threads, messages, runs and step checkpoints (SQLAlchemy async)."""
+"""Persistence: threads, messages, summaries, runs and step checkpoints (SQLAlchemy async; SQLite worker)."""
 
-from bot.store.db import Database, StoreError, upgrade
+from bot.store.db import Database, upgrade
+from bot.store.errors import StoreError
 from bot.store.runs import RunRow, RunStore
-from bot.store.sessions import SessionStore, StoredMessage, ThreadKey
+from bot.store.sessions import Forgotten, SessionStore, StoredMessage, ThreadKey
 
-__all__ = ["Database", "RunRow", "RunStore", "SessionStore", "StoreError", "StoredMessage", "ThreadKey", "upgrade"]
+__all__ = ["Database", "Forgotten", "RunRow", "RunStore", "SessionStore", "StoreError", "StoredMessage", "ThreadKey", "upgrade"]

@@ -24,12 +24,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 import migrations
+from bot.store.errors import StoreError
+from bot.store.sqlite_worker import SqliteWorker
 
 log = logging.getLogger("baton.store")
-
-
-class StoreError(RuntimeError):
-    """The database failed (after retries where retrying is safe); the message says what was being done."""
 
 
 def _transient(exc: BaseException) -> bool:
@@ -103,6 +101,16 @@ class Database:
         self.url = url
         self.engine = make_engine(url)
         self.dialect = self.engine.dialect.name
+        self._worker: SqliteWorker | None = None
+
+    @property
+    def worker(self) -> SqliteWorker:
+        """The SQLite worker thread (SQLite URLs only), started on first use."""
+        if self._worker is None:
+            if self.dialect != "sqlite":
+                raise RuntimeError("the SQLite worker serves SQLite databases only")
+            self._worker = SqliteWorker(self.url.split("///", 1)[1])
+        return self._worker
 
     @asynccontextmanager
     async def begin(self, what: str) -> AsyncIterator[AsyncConnection]:
@@ -123,4 +131,8 @@ class Database:
         )
 
     async def dispose(self) -> None:
+        """Stop the worker (after its queued work) and close the engine's connections."""
+        if self._worker is not None:
+            await asyncio.to_thread(self._worker.close)
+            self._worker = None
         await self.engine.dispose()

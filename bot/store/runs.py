@@ -10,21 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import queue
-import sqlite3
-import threading
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import create_engine, event, select, update
+from sqlalchemy import select, update
 from sqlalchemy.exc import DBAPIError, OperationalError
-from sqlalchemy.pool import NullPool
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from bot.store.db import Database, StoreError, _aware, _sqlite_pragmas
+from bot.store.db import Database, _aware
+from bot.store.errors import StoreError
 from bot.store.tables import runs, step_runs
 from engine.events import StepRecord
 from engine.graph import Graph
@@ -111,8 +107,15 @@ class RunStore:
         self._writer: asyncio.Task[None] | None = None
         self._closing = False
         self._sqlite = db.dialect == "sqlite"
-        self._thread_writer: _SqliteWriter | None = None
         self._stmt = self._upsert()
+        if self._sqlite:
+            # Compile once for the worker thread; bind through the column types' own
+            # processors so rows read back through SQLAlchemy parse identically.
+            dialect = db.engine.sync_engine.dialect
+            compiled = self._stmt.compile(dialect=dialect)
+            self._sql = str(compiled)
+            self._keys = tuple(compiled.positiontup or ())
+            self._procs = tuple(step_runs.c[k].type.bind_processor(dialect) for k in self._keys)
 
     # -- runs ------------------------------------------------------------
 
@@ -172,26 +175,23 @@ class RunStore:
     # -- checkpoints (group commit) -----------------------------------------
 
     async def save_steps(self, records: Sequence[StepRecord]) -> None:
-        """Upsert step records; returns once they are committed.
+        """Upsert step records; returns once they are committed (group commit with concurrent callers).
 
         Raises:
             StoreError: the write failed (after retries); the step's caller reports it.
         """
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[None] = loop.create_future()
         if self._sqlite:
-            self._sqlite_writer().submit([self._row(r) for r in records], fut, loop)
-        else:
-            self._queue.append((records, fut))
-            if self._writer is None or self._writer.done():
-                self._writer = asyncio.create_task(self._write_loop(), name="baton-checkpoint-writer")
-            self._wake.set()
+            await self.db.worker.write(self._sql, [self._params(self._row(r)) for r in records], "checkpointing steps")
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.append((records, fut))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_loop(), name="baton-checkpoint-writer")
+        self._wake.set()
         await asyncio.shield(fut)
 
-    def _sqlite_writer(self) -> _SqliteWriter:
-        if self._thread_writer is None:
-            self._thread_writer = _SqliteWriter(self.db.url, self._upsert())
-        return self._thread_writer
+    def _params(self, row: dict[str, object]) -> tuple[object, ...]:
+        return tuple(p(row[k]) if p else row[k] for k, p in zip(self._keys, self._procs))
 
     async def _write_loop(self) -> None:
         """PostgreSQL: one held connection, everything queued goes in one transaction."""
@@ -260,100 +260,6 @@ class RunStore:
     async def aclose(self) -> None:
         """Stop the writer once everything queued is committed."""
         self._closing = True
-        if self._thread_writer is not None:
-            await asyncio.to_thread(self._thread_writer.close)
-            self._thread_writer = None
         if self._writer is not None and not self._writer.done():
             self._wake.set()
             await self._writer
-
-
-class _SqliteWriter:
-    """A thread that owns one sync SQLite connection and commits batches.
-
-    aiosqlite hops to its thread for every call (execute, commit), which costs
-    several hundred microseconds per checkpoint on this class of machine; one
-    thread that drains a queue pays one hop per *batch* and commits everything
-    queued together (group commit). Same statement, same dialect, same file.
-    """
-
-    def __init__(self, async_url: str, stmt) -> None:  # type: ignore[no-untyped-def]
-        self._engine = create_engine(async_url.replace("+aiosqlite", ""), poolclass=NullPool)
-        event.listen(self._engine, "connect", _sqlite_pragmas)
-        # Compile once; bind values through the column types' own processors (datetimes
-        # stored in SQLAlchemy's SQLite format, so reads through SQLAlchemy parse them).
-        compiled = stmt.compile(dialect=self._engine.dialect)
-        self._sql = str(compiled)
-        self._keys = tuple(compiled.positiontup or ())
-        self._procs = tuple(step_runs.c[k].type.bind_processor(self._engine.dialect) for k in self._keys)
-        self._q: queue.SimpleQueue = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="baton-sqlite-checkpoints", daemon=True)
-        self._thread.start()
-
-    def submit(self, rows: list[dict[str, object]], fut: asyncio.Future[None], loop: asyncio.AbstractEventLoop) -> None:
-        self._q.put((rows, fut, loop))
-
-    def close(self) -> None:
-        self._q.put(None)
-        self._thread.join()
-        self._engine.dispose()
-
-    def _params(self, row: dict[str, object]) -> tuple[object, ...]:
-        return tuple(p(row[k]) if p else row[k] for k, p in zip(self._keys, self._procs))
-
-    def _run(self) -> None:
-        conn = self._engine.raw_connection()
-        conn.driver_connection.isolation_level = None  # explicit BEGIN/COMMIT below
-        try:
-            while True:
-                item = self._q.get()
-                if item is None:
-                    return
-                batch = [item]
-                while True:  # everything already queued joins this transaction
-                    try:
-                        nxt = self._q.get_nowait()
-                    except queue.Empty:
-                        break
-                    if nxt is None:
-                        self._q.put(None)
-                        break
-                    batch.append(nxt)
-                rows = [self._params(r) for rs, _, _ in batch for r in rs]
-                error: BaseException | None = None
-                cur = conn.driver_connection.cursor()
-                for attempt in range(3):
-                    try:
-                        cur.execute("BEGIN IMMEDIATE")
-                        cur.executemany(self._sql, rows)
-                        cur.execute("COMMIT")
-                        error = None
-                        break
-                    except sqlite3.OperationalError as e:  # locked or busy: wait and retry
-                        _rollback(cur)
-                        error = StoreError(f"database error while checkpointing steps: {e}")
-                        time.sleep(0.05 * (2**attempt))
-                    except Exception as e:
-                        _rollback(cur)
-                        error = StoreError(f"database error while checkpointing steps: {e}")
-                        break
-                for _, fut, loop in batch:
-                    loop.call_soon_threadsafe(_settle, fut, error)
-        finally:
-            conn.close()
-
-
-def _rollback(cur: sqlite3.Cursor) -> None:
-    try:
-        cur.execute("ROLLBACK")
-    except sqlite3.Error:
-        pass
-
-
-def _settle(fut: asyncio.Future[None], error: BaseException | None) -> None:
-    if fut.done():
-        return
-    if error is None:
-        fut.set_result(None)
-    else:
-        fut.set_exception(error)

@@ -5,7 +5,10 @@ Tables:
     messages          every message of a thread, in arrival order; token count cached.
     runs              one row per workflow run, with its compiled graph (JSON).
     step_runs         one row per (run, node): the checkpoint of each step.
+    summaries         stored conversation summaries (level, message span, text, tokens).
     processed_events  platform event ids already handled (redelivery dedupe).
+    messages_fts      (SQLite only, created by migration 0002) FTS5 index over messages.text;
+                      PostgreSQL uses a GIN index on to_tsvector('english', text).
 """
 
 from __future__ import annotations
@@ -95,6 +98,22 @@ step_runs = Table(
     Column("tokens_out", Integer, nullable=False, default=0),
     Column("cost_usd", Float, nullable=False, default=0.0),
     Column("reused", Boolean, nullable=False, default=False),
+)
+
+summaries = Table(
+    "summaries",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("thread_id", _Id, ForeignKey("threads.id", ondelete="CASCADE"), nullable=False),
+    Column("level", Integer, nullable=False),
+    Column("first_id", BigInteger, nullable=False),
+    Column("last_id", BigInteger, nullable=False),
+    Column("text", Text, nullable=False),
+    Column("tokens", Integer, nullable=False),
+    Column("message_count", Integer, nullable=False),
+    Column("encoding", String(64), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("thread_id", "level", "first_id", "last_id", name="uq_summaries_span"),
 )
 
 processed_events = Table(

@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from adapters.base import Message
 from bot.app import App
 from bot.settings import Settings
+from bot.store.sqlite_worker import SqliteWorker
 from tests.conftest import REPO, RecordingOutlet
 
 
@@ -168,14 +168,14 @@ async def test_plain_chat_without_provider_says_how_to_configure(app: App, outle
     assert "Chatting needs an LLM provider" in outlet.texts[-1]
 
 
-async def test_database_failure_is_reported_and_nothing_runs(app: App, outlet: RecordingOutlet) -> None:
-    good = app.db.engine
-    app.db.engine = create_async_engine("sqlite+aiosqlite:////proc/no-such-dir/baton.db")  # cannot be opened
+async def test_database_failure_is_reported_and_nothing_runs(app: App, outlet: RecordingOutlet, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    good = app.db._worker
+    app.db._worker = SqliteWorker(str(tmp_path / "empty.db"))  # a database without Baton's tables
     try:
         await say(app, outlet, "run: echo should not run")
         await app.bot.drain()
     finally:
-        await app.db.engine.dispose()
-        app.db.engine = good
+        app.db._worker.close()
+        app.db._worker = good
     assert await app.runs.list() == []
     assert "I could not record your message" in outlet.texts[-1] and "nothing was run" in outlet.texts[-1]

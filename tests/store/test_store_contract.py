@@ -87,3 +87,54 @@ async def test_a_failing_write_is_reported_not_swallowed(stores) -> None:  # typ
     bad = StepRecord("424242", "s1", "x", "builtin", "succeeded")  # no such run: foreign key violation
     with pytest.raises(StoreError, match="checkpointing steps"):
         await runs.save_steps([bad])
+
+
+async def test_tail_bounds_and_token_counts(db_url: str) -> None:
+    from bot.sessions import TokenCounter
+
+    await upgrade(db_url)
+    db = Database(db_url)
+    sessions = SessionStore(db, TokenCounter())
+    try:
+        ids = [(await sessions.append(K1, "user", "U", f"message number {i}")).id for i in range(10)]
+        tail = await sessions.tail(K1, limit=3, after_id=ids[2], before_id=ids[8])
+        assert [m.id for m in tail] == ids[5:8]
+        assert all(m.tokens and m.tokens > 3 and m.encoding == sessions.counter.encoding for m in tail)  # type: ignore[union-attr]
+        given = await sessions.append(K1, "user", "U", "precounted", tokens=99, encoding="x")
+        assert (await sessions.tail(K1, limit=1))[0].tokens == 99 and given.encoding == "x"
+    finally:
+        await db.dispose()
+
+
+async def test_summaries_upsert_and_clear(stores) -> None:  # type: ignore[no-untyped-def]
+    from bot.sessions import SummaryRecord
+
+    sessions, _ = stores
+    a = await sessions.append(K1, "user", "U", "one")
+    b = await sessions.append(K1, "user", "U", "two")
+    await sessions.add_summary(K1, SummaryRecord(1, a.id, b.id, "first draft", 2, 2, "cl100k_base"))
+    await sessions.add_summary(K1, SummaryRecord(1, a.id, b.id, "better", 1, 2, "cl100k_base"))
+    await sessions.add_summary(K2, SummaryRecord(1, a.id, b.id, "other thread", 2, 2, "cl100k_base"))
+    got = await sessions.summaries(K1)
+    assert [(s.text, s.tokens) for s in got] == [("better", 1)]
+    gone = await sessions.clear(K1)
+    assert (gone.messages, gone.summaries) == (2, 1)
+    assert await sessions.summaries(K1) == [] and await sessions.count(K1) == 0
+    assert len(await sessions.summaries(K2)) == 1
+    await sessions.append(K1, "user", "U", "after forgetting")  # the thread is still usable
+    assert await sessions.count(K1) == 1
+
+
+async def test_full_text_search_within_a_thread(stores) -> None:  # type: ignore[no-untyped-def]
+    sessions, _ = stores
+    await sessions.append(K1, "user", "U", "The canary deployment goes to eu-west-1 on Tuesday.")
+    await sessions.append(K1, "user", "U", "Rollback plan: restore the snapshot from Monday.")
+    await sessions.append(K1, "user", "U", "/recall canary")  # commands are not memory
+    await sessions.append(K2, "user", "U", "Another thread mentions the canary too.")
+    hits = await sessions.search(K1, "canary deployments")  # stemming: deployments ~ deployment
+    assert [h.text for h in hits] == ["The canary deployment goes to eu-west-1 on Tuesday."]
+    either = await sessions.search(K1, "snapshot unicorn")  # no message has both: any word
+    assert [h.text for h in either] == ["Rollback plan: restore the snapshot from Monday."]
+    assert await sessions.search(K1, "'; DROP TABLE messages; -- \"NEAR(") == []  # quotes and FTS syntax are inert
+    assert await sessions.count(K1) == 3
+    assert await sessions.search(ThreadKey("x", "y", "z"), "canary") == []

@@ -1,0 +1,215 @@
+"""The session manager: which memory a thread has, and what an LLM call would see.
+
+Every message is always recorded in the database (nothing typed is lost; runs and
+``/history`` need it). The *session mode* decides what the LLM context draws on,
+per platform/channel (seed: shared/seeds/001_… "Session Management"):
+
+* ``persistent`` (default): the thread's stored history and stored summaries.
+* ``memory``: an in-process window with ``max_messages``/``max_tokens`` limits that
+  expires after ``timeout`` idle seconds (nothing of it survives a restart).
+* ``stateless``: no history; each request stands alone.
+
+Context assembly uses the configured strategy (``sliding_window``, ``summary``,
+``hierarchical``; :mod:`bot.sessions.context`) under the token budget. Summaries are
+made by the configured LLM when there is one (abstractive), else extractively, and
+are stored and reused (:func:`bot.sessions.build_context`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from bot.sessions import (
+    ContextWindow,
+    MemoryMessage,
+    MemorySessionStore,
+    MessageDraft,
+    NullSessionStore,
+    SessionConfig,
+    SessionKey,
+    SummaryRecord,
+    TokenCounter,
+    build_context,
+    make_strategy,
+)
+from bot.store.sessions import Forgotten, SessionStore, StoredMessage
+
+log = logging.getLogger("baton.memory")
+
+SummarizeFn = Callable[[Sequence[MemoryMessage], int], Awaitable[str]]
+
+
+class SqlMemory:
+    """The SQL session store seen through :class:`bot.sessions.SessionStore` (``persistent`` mode)."""
+
+    def __init__(self, store: SessionStore) -> None:
+        self.store = store
+
+    async def append(self, key: SessionKey, draft: MessageDraft) -> MemoryMessage:
+        m = await self.store.append(
+            key, draft.role, draft.author, draft.text, created_at=draft.created_at, tokens=draft.tokens, encoding=draft.encoding
+        )
+        return m.to_memory()
+
+    async def tail(
+        self, key: SessionKey, *, limit: int, after_id: int | None = None, before_id: int | None = None
+    ) -> list[MemoryMessage]:
+        return [m.to_memory() for m in await self.store.tail(key, limit=limit, after_id=after_id, before_id=before_id)]
+
+    async def summaries(self, key: SessionKey) -> list[SummaryRecord]:
+        return await self.store.summaries(key)
+
+    async def add_summary(self, key: SessionKey, summary: SummaryRecord) -> None:
+        await self.store.add_summary(key, summary)
+
+    async def clear(self, key: SessionKey) -> None:
+        await self.store.clear(key)
+
+
+def session_config(data: Mapping[str, Any]) -> SessionConfig:
+    """``[sessions]`` settings → :class:`SessionConfig`.
+
+    Context keys (``strategy``, ``max_tokens``, ``reserve_tokens``, ``window_size``,
+    ``summary_frequency``…) sit at the top level; ``memory_max_tokens``,
+    ``max_messages`` and ``timeout`` limit the in-process ``memory`` mode.
+
+    Raises:
+        ValueError / ContextBudgetError: invalid values, naming them.
+    """
+    d = dict(data)
+    context_keys = {
+        "strategy", "max_tokens", "reserve_tokens", "window_size", "summary_frequency", "summary_length",
+        "keep_recent", "levels", "compression_ratio", "rollup_factor", "summary_share", "max_pending_chunks",
+    }
+    ctx = dict(d.pop("context", {}) or {})
+    for k in list(d):
+        if k in context_keys:
+            ctx[k] = d.pop(k)
+    if "memory_max_tokens" in d:  # the memory-mode cap on stored tokens (the seed's session max_tokens)
+        d["max_tokens"] = d.pop("memory_max_tokens")
+    for ignored in ("system_prompt", "channels"):
+        d.pop(ignored, None)
+    d.setdefault("mode", "persistent")
+    d["context"] = ctx
+    return SessionConfig.from_dict(d)
+
+
+class Memory:
+    """Per-thread memory for LLM calls, plus the memory commands' data.
+
+    Args:
+        sessions: the SQL store (every message is there).
+        counter: the token counter (its encoding is what counts are cached in).
+        default: the ``[sessions]`` config; ``channels`` overrides it per
+            ``"platform:channel"`` (or ``"platform:*"``) with partial mappings.
+        system_prompt: what every LLM call starts with.
+        summarize: abstractive summarizer (an LLM call), or ``None`` for extractive.
+
+    Raises:
+        ContextBudgetError: at construction, when a budget cannot hold the system
+            prompt plus the reserve (checked for every configured channel).
+    """
+
+    def __init__(
+        self,
+        sessions: SessionStore,
+        counter: TokenCounter,
+        default: Mapping[str, Any],
+        *,
+        channels: Mapping[str, Mapping[str, Any]] | None = None,
+        system_prompt: str = "",
+        summarize: SummarizeFn | None = None,
+    ) -> None:
+        self.sessions = sessions
+        self.counter = counter
+        self.system_prompt = system_prompt
+        self.summarize = summarize
+        self._raw_default = dict(default)
+        self.default = session_config(default)
+        self.channels = {k: session_config({**self._raw_default, **dict(v)}) for k, v in (channels or {}).items()}
+        self._memory_stores: dict[str, MemorySessionStore] = {}
+        self._memory_ids: dict[SessionKey, int] = {}
+        self._sql = SqlMemory(sessions)
+        self._null = NullSessionStore()
+        for name, cfg in [("default", self.default), *self.channels.items()]:
+            self._check_budget(name, cfg)
+
+    def _check_budget(self, name: str, cfg: SessionConfig) -> None:
+        from bot.sessions import ContextBudgetError
+
+        system = self.counter.count_message("system", self.system_prompt) if self.system_prompt else 0
+        budget = cfg.context.max_tokens - cfg.context.reserve_tokens
+        if system + 8 > budget:
+            raise ContextBudgetError(
+                f"[sessions] {name}: the system prompt takes {system} tokens but max_tokens ({cfg.context.max_tokens}) "
+                f"minus reserve_tokens ({cfg.context.reserve_tokens}) leaves only {budget}"
+            )
+
+    def config_for(self, key: SessionKey) -> SessionConfig:
+        """The session config of a thread: channel override, platform override, or the default."""
+        return self.channels.get(f"{key.platform}:{key.channel}") or self.channels.get(f"{key.platform}:*") or self.default
+
+    def _store(self, key: SessionKey, cfg: SessionConfig):  # type: ignore[no-untyped-def]
+        if cfg.mode == "persistent":
+            return self._sql
+        if cfg.mode == "stateless":
+            return self._null
+        name = f"{key.platform}:{key.channel}" if f"{key.platform}:{key.channel}" in self.channels else "default"
+        if name not in self._memory_stores:
+            self._memory_stores[name] = MemorySessionStore.from_config(cfg)
+        return self._memory_stores[name]
+
+    async def observe(self, key: SessionKey, message: StoredMessage) -> None:
+        """Mirror a stored message into the in-process store of a ``memory``-mode thread."""
+        cfg = self.config_for(key)
+        if cfg.mode != "memory":
+            return
+        store = self._store(key, cfg)
+        tokens = message.tokens if message.tokens is not None else self.counter.count_message(message.role, message.text)
+        draft = MessageDraft(message.role, message.author, message.text, tokens, message.encoding or self.counter.encoding, message.created_at)  # type: ignore[arg-type]
+        self._memory_ids[key] = (await store.append(key, draft)).id
+
+    async def context(self, key: SessionKey, new_text: str, *, new_id: int = 0, role: str = "user") -> ContextWindow:
+        """The context window the next LLM call in this thread would receive.
+
+        Args:
+            new_text: the new message (already stored with id ``new_id``, or not stored: 0).
+
+        Raises:
+            ContextBudgetError: the budget cannot hold the mandatory parts.
+        """
+        cfg = self.config_for(key)
+        strategy = make_strategy(cfg.context, self.counter)
+        new = MemoryMessage(new_id, role, "user", new_text, self.counter.count_message(role, new_text), datetime.now(UTC), self.counter.encoding)  # type: ignore[arg-type]
+        if cfg.mode == "memory" and new_id:  # the in-process store numbers its own copies
+            new = MemoryMessage(self._memory_ids.get(key, 0), new.role, new.author, new.text, new.tokens, new.created_at, new.encoding)
+        return await build_context(self._store(key, cfg), key, strategy, self.system_prompt, new, summarizer=self.summarize)
+
+    async def recall(self, key: SessionKey, query: str, *, limit: int = 5) -> list[StoredMessage]:
+        """Earlier messages of the thread matching ``query`` (full-text search; no LLM)."""
+        return await self.sessions.search(key, query, limit=limit)
+
+    async def forget(self, key: SessionKey) -> Forgotten:
+        """Delete the thread's messages and summaries (database and in-process)."""
+        cfg = self.config_for(key)
+        if cfg.mode == "memory":
+            await self._store(key, cfg).clear(key)
+        return await self.sessions.clear(key)
+
+    async def summaries(self, key: SessionKey) -> list[SummaryRecord]:
+        """The thread's stored summaries, oldest span first."""
+        cfg = self.config_for(key)
+        got = await self._store(key, cfg).summaries(key) if cfg.mode != "stateless" else []
+        return sorted(got, key=lambda s: (s.first_id, -s.level))
+
+    def purge_expired(self) -> int:
+        """Drop expired in-process (``memory`` mode) sessions; returns how many."""
+        return sum(s.purge_expired() for s in self._memory_stores.values())
+
+
+def cutoff(days: float) -> datetime:
+    """Now minus ``days`` (UTC)."""
+    return datetime.now(UTC) - timedelta(days=days)
