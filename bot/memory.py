@@ -18,6 +18,7 @@ are stored and reused (:func:`bot.sessions.build_context`).
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -42,11 +43,76 @@ log = logging.getLogger("baton.memory")
 SummarizeFn = Callable[[Sequence[MemoryMessage], int], Awaitable[str]]
 
 
-class SqlMemory:
-    """The SQL session store seen through :class:`bot.sessions.SessionStore` (``persistent`` mode)."""
+class _Cached:
+    """The cached newest part of one thread: every message with ``id > floor``, oldest first."""
 
-    def __init__(self, store: SessionStore) -> None:
+    __slots__ = ("floor", "messages", "summaries", "tokens")
+
+    def __init__(self) -> None:
+        self.messages: list[MemoryMessage] = []
+        self.floor: int | None = None  # None: nothing loaded yet
+        self.summaries: list[SummaryRecord] | None = None
+        self.tokens = 0
+
+
+class SqlMemory:
+    """The SQL session store seen through :class:`bot.sessions.SessionStore` (``persistent`` mode).
+
+    Tail reads are served from a bounded LRU cache of the newest messages of
+    recently active threads (``max_threads`` threads, about ``max_tokens`` tokens
+    each), filled page by page from the database and kept current by
+    :meth:`note_appended`. Idle threads fall out of the cache: sessions live in
+    the database, not in RAM. With ``cache=False`` (several processes writing the
+    same database) every read goes to the database, still page by page.
+
+    ``token_budget`` (see :class:`bot.sessions.TailRequest`) lets a sliding window
+    stop reading once the newest messages fill the budget instead of fetching its
+    worst-case row count.
+    """
+
+    supports_token_budget = True
+
+    def __init__(self, store: SessionStore, *, cache: bool = True, max_threads: int = 256, max_tokens: int = 24000, page: int = 128) -> None:
         self.store = store
+        self.cache = cache
+        self.max_threads = max_threads
+        self.max_tokens = max_tokens
+        self.page = page
+        self._lru: OrderedDict[SessionKey, _Cached] = OrderedDict()
+
+    def _entry(self, key: SessionKey) -> _Cached:
+        c = self._lru.get(key)
+        if c is None:
+            c = _Cached()
+            if self.cache:
+                self._lru[key] = c
+                while len(self._lru) > self.max_threads:
+                    self._lru.popitem(last=False)
+        else:
+            self._lru.move_to_end(key)
+        return c
+
+    def invalidate(self, key: SessionKey | None = None) -> None:
+        """Forget cached state of one thread (or all)."""
+        if key is None:
+            self._lru.clear()
+        else:
+            self._lru.pop(key, None)
+
+    def note_appended(self, key: SessionKey, m: MemoryMessage) -> None:
+        """Keep a cached thread current after a message was stored."""
+        c = self._lru.get(key)
+        if c is None or c.floor is None:
+            return
+        if c.messages and m.id <= c.messages[-1].id:  # out of order: start over from the database
+            self.invalidate(key)
+            return
+        c.messages.append(m)
+        c.tokens += m.tokens
+        while c.tokens > self.max_tokens and len(c.messages) > 1:
+            old = c.messages.pop(0)
+            c.tokens -= old.tokens
+            c.floor = old.id
 
     async def append(self, key: SessionKey, draft: MessageDraft) -> MemoryMessage:
         m = await self.store.append(
@@ -55,18 +121,45 @@ class SqlMemory:
         return m.to_memory()
 
     async def tail(
-        self, key: SessionKey, *, limit: int, after_id: int | None = None, before_id: int | None = None
+        self,
+        key: SessionKey,
+        *,
+        limit: int,
+        after_id: int | None = None,
+        before_id: int | None = None,
+        token_budget: int | None = None,
     ) -> list[MemoryMessage]:
-        return [m.to_memory() for m in await self.store.tail(key, limit=limit, after_id=after_id, before_id=before_id)]
+        c = self._entry(key)
+        lo = after_id or 0
+        while True:
+            got = [m for m in c.messages if m.id > lo and (before_id is None or m.id < before_id)]
+            if len(got) >= limit:
+                return got[-limit:]
+            if token_budget is not None and sum(m.tokens for m in got) >= token_budget:
+                return got
+            if c.floor is not None and c.floor <= lo:
+                return got  # everything above after_id is loaded
+            upper = None if c.floor is None else c.floor + 1
+            page = [m.to_memory() for m in await self.store.tail(key, limit=self.page, after_id=after_id, before_id=upper)]
+            c.messages[:0] = page
+            c.tokens += sum(m.tokens for m in page)
+            c.floor = lo if len(page) < self.page else page[0].id - 1
 
     async def summaries(self, key: SessionKey) -> list[SummaryRecord]:
-        return await self.store.summaries(key)
+        c = self._entry(key)
+        if c.summaries is None:
+            c.summaries = await self.store.summaries(key)
+        return list(c.summaries)
 
     async def add_summary(self, key: SessionKey, summary: SummaryRecord) -> None:
         await self.store.add_summary(key, summary)
+        c = self._lru.get(key)
+        if c is not None and c.summaries is not None:
+            c.summaries = [s for s in c.summaries if s.span != summary.span] + [summary]
 
     async def clear(self, key: SessionKey) -> None:
         await self.store.clear(key)
+        self.invalidate(key)
 
 
 def session_config(data: Mapping[str, Any]) -> SessionConfig:
@@ -132,8 +225,10 @@ class Memory:
         self.channels = {k: session_config({**self._raw_default, **dict(v)}) for k, v in (channels or {}).items()}
         self._memory_stores: dict[str, MemorySessionStore] = {}
         self._memory_ids: dict[SessionKey, int] = {}
-        self._sql = SqlMemory(sessions)
+        self._sql = SqlMemory(sessions, cache=sessions.db.dialect == "sqlite")
         self._null = NullSessionStore()
+        self._strategies: dict[int, Any] = {}
+        sessions.listeners.append(self.observe)
         for name, cfg in [("default", self.default), *self.channels.items()]:
             self._check_budget(name, cfg)
 
@@ -163,8 +258,15 @@ class Memory:
         return self._memory_stores[name]
 
     async def observe(self, key: SessionKey, message: StoredMessage) -> None:
-        """Mirror a stored message into the in-process store of a ``memory``-mode thread."""
+        """Called for every stored message: keeps the SQL tail cache current, and
+        mirrors the message into the in-process store of a ``memory``-mode thread."""
         cfg = self.config_for(key)
+        if cfg.mode == "persistent":
+            if message.tokens is not None:
+                self._sql.note_appended(key, message.to_memory())
+            else:
+                self._sql.invalidate(key)
+            return
         if cfg.mode != "memory":
             return
         store = self._store(key, cfg)
@@ -182,7 +284,9 @@ class Memory:
             ContextBudgetError: the budget cannot hold the mandatory parts.
         """
         cfg = self.config_for(key)
-        strategy = make_strategy(cfg.context, self.counter)
+        strategy = self._strategies.get(id(cfg))
+        if strategy is None:  # one per config: strategies keep caches (e.g. compressed messages)
+            strategy = self._strategies[id(cfg)] = make_strategy(cfg.context, self.counter)
         new = MemoryMessage(new_id, role, "user", new_text, self.counter.count_message(role, new_text), datetime.now(UTC), self.counter.encoding)  # type: ignore[arg-type]
         if cfg.mode == "memory" and new_id:  # the in-process store numbers its own copies
             new = MemoryMessage(self._memory_ids.get(key, 0), new.role, new.author, new.text, new.tokens, new.created_at, new.encoding)
@@ -197,6 +301,7 @@ class Memory:
         cfg = self.config_for(key)
         if cfg.mode == "memory":
             await self._store(key, cfg).clear(key)
+        self._sql.invalidate(key)
         return await self.sessions.clear(key)
 
     async def summaries(self, key: SessionKey) -> list[SummaryRecord]:
@@ -204,6 +309,10 @@ class Memory:
         cfg = self.config_for(key)
         got = await self._store(key, cfg).summaries(key) if cfg.mode != "stateless" else []
         return sorted(got, key=lambda s: (s.first_id, -s.level))
+
+    def invalidate(self) -> None:
+        """Drop every cached thread (after retention deleted rows)."""
+        self._sql.invalidate()
 
     def purge_expired(self) -> int:
         """Drop expired in-process (``memory`` mode) sessions; returns how many."""

@@ -90,6 +90,8 @@ class Retention:
                     )
                 ).rowcount or 0
                 await conn.execute(delete(processed_events).where(processed_events.c.received_at < cut))
+        if idle or deleted:
+            self.memory.invalidate()
         expired = self.memory.purge_expired()
         report = RetentionReport(idle, deleted, created, gone_runs, expired)
         if any((idle, deleted, created, gone_runs, expired)):

@@ -130,9 +130,7 @@ class Bot:
         is not acted on (so nothing runs that was not recorded).
         """
         try:
-            stored = await self.sessions.append(msg.key, "user", msg.author, msg.text, event_id=msg.event_id, created_at=msg.received_at)
-            if self.memory is not None:
-                await self.memory.observe(msg.key, stored)
+            await self.sessions.append(msg.key, "user", msg.author, msg.text, event_id=msg.event_id, created_at=msg.received_at)
         except StoreError as e:
             log.error("storing a message failed: %s", e)
             await outlet.send(msg.key, f"I could not record your message ({e}); nothing was run. Please try again.")
@@ -192,9 +190,7 @@ class Bot:
 
     async def reply(self, key: ThreadKey, outlet: Outlet, text: str) -> None:
         """Store the bot's reply in the thread's memory, then send it."""
-        stored = await self.sessions.append(key, "assistant", "baton", text)
-        if self.memory is not None:
-            await self.memory.observe(key, stored)
+        await self.sessions.append(key, "assistant", "baton", text)
         await outlet.send(key, text)
 
     # -- read-only commands ------------------------------------------------

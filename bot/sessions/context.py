@@ -235,10 +235,15 @@ class SummarySpan:
 @dataclass(frozen=True, slots=True)
 class TailRequest:
     """Which history a strategy needs: the newest ``limit`` messages with
-    ``id > after_id`` (``None`` = no lower bound), returned oldest first."""
+    ``id > after_id`` (``None`` = no lower bound), returned oldest first.
+
+    ``token_budget``: a store may return fewer than ``limit`` messages once the
+    newest ones it returns sum to at least this many tokens (nothing older could
+    fit); ``None`` = return ``limit`` messages."""
 
     limit: int
     after_id: int | None = None
+    token_budget: int | None = None
 
 
 @runtime_checkable
@@ -320,6 +325,7 @@ class _BaseStrategy:
         self._min_trunc = self.counter.min_truncated_tokens()
         self._cache: OrderedDict[tuple, str] = OrderedDict()
         self._cache_lock = threading.Lock()
+        self._summary_costs: OrderedDict[tuple, tuple[str, int]] = OrderedDict()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(encoding={self.counter.encoding!r}, config={self.config!r})"
@@ -353,7 +359,7 @@ class _BaseStrategy:
         if not self.summarizes:
             fit = max(1, (cfg.prompt_budget - REPLY_PRIMING_TOKENS) // self._min_msg)
             limit = fit if cfg.window_size is None else min(fit, cfg.window_size)
-            return TailRequest(limit=limit, after_id=None)
+            return TailRequest(limit=limit, after_id=None, token_budget=cfg.prompt_budget)
         frontier = self._frontier(summary_cover(summaries))
         limit = self._protected() + cfg.summary_frequency * (cfg.max_pending_chunks + 1) - 1
         return TailRequest(limit=limit, after_id=frontier)
@@ -398,8 +404,17 @@ class _BaseStrategy:
         for s in reversed(cover):
             if cap is not None and covered >= cap:
                 break
-            content = render_summary(s)
-            out.append((s, content, self.counter.count_message("system", content)))
+            key = (s.level, s.first_id, s.last_id, s.text)
+            with self._cache_lock:
+                hit = self._summary_costs.get(key)
+            if hit is None:  # rendered and counted once per stored summary, not every turn
+                content = render_summary(s)
+                hit = (content, self.counter.count_message("system", content))
+                with self._cache_lock:
+                    self._summary_costs[key] = hit
+                    while len(self._summary_costs) > 4096:
+                        self._summary_costs.popitem(last=False)
+            out.append((s, hit[0], hit[1]))
             covered += s.message_count
         return out
 

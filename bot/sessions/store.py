@@ -259,6 +259,10 @@ def store_for(config: SessionConfig, *, clock: Callable[[], float] = time.monoto
     raise ValueError("persistent sessions use the SQL store (bot/store), not store_for()")
 
 
+INLINE_ASSEMBLY_MAX_MESSAGES = 512
+"""Assemblies over at most this many cached-count messages run on the event loop."""
+
+
 async def build_context(
     store: SessionStore,
     key: SessionKey,
@@ -280,13 +284,16 @@ async def build_context(
     """
     stored = list(summaries) if summaries is not None else await store.summaries(key)
     req = strategy.tail_request(stored)
-    history = await store.tail(
-        key,
-        limit=req.limit,
-        after_id=req.after_id,
-        before_id=new_message.id if new_message.id > 0 else None,
-    )
+    before = new_message.id if new_message.id > 0 else None
+    if req.token_budget is not None and getattr(store, "supports_token_budget", False):
+        history = await store.tail(key, limit=req.limit, after_id=req.after_id, before_id=before, token_budget=req.token_budget)  # type: ignore[call-arg]
+    else:
+        history = await store.tail(key, limit=req.limit, after_id=req.after_id, before_id=before)
     created = await ensure_summaries(strategy, history, stored, summarizer)
     for rec in created:
         await store.add_summary(key, rec)
+    if len(history) <= INLINE_ASSEMBLY_MAX_MESSAGES and not created and not getattr(strategy, "compresses", False):
+        # Small, cached work (counts are stored): well under a millisecond of CPU,
+        # less than a thread hop costs on a busy machine. Larger work goes to a thread.
+        return strategy.assemble(system_prompt, history, new_message, stored)
     return await asyncio.to_thread(strategy.assemble, system_prompt, history, new_message, stored + created)

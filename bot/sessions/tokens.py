@@ -313,6 +313,8 @@ class TokenCounter:
 
     def compatible(self, encoding: str) -> bool:
         """True when counts made with ``encoding`` are valid for this counter."""
+        if encoding == self.encoding:
+            return True
         return bool(encoding) and canonical_encoding(encoding) == canonical_encoding(self.encoding)
 
     # -- raw text -----------------------------------------------------------------
@@ -352,7 +354,8 @@ class TokenCounter:
     def message_tokens(self, message: "MemoryMessage") -> int:
         """Cached :meth:`count_message` of a stored message; recounted when its
         ``encoding`` is not equivalent to this counter's."""
-        if self.compatible(message.encoding):
+        enc = message.encoding
+        if enc == self.encoding or self.compatible(enc):  # the common case first: same encoding
             return message.tokens
         return self.count_message(message.role, message.text)
 

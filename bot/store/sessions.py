@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import re
 import sqlite3
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -100,6 +101,8 @@ class SessionStore:
         self.counter = counter
         self._thread_ids: dict[SessionKey, int] = {}
         self._sqlite = db.dialect == "sqlite"
+        self.listeners: list[Callable[[SessionKey, StoredMessage], Awaitable[None]]] = []
+        """Awaited after every stored message (the session manager keeps caches current)."""
 
     # -- helpers -------------------------------------------------------------
 
@@ -234,7 +237,10 @@ class SessionStore:
                         )
                         await conn.execute(update(threads).where(threads.c.id == tid).values(updated_at=now))
                         mid = res.inserted_primary_key[0]
-        return StoredMessage(mid, tid, role, author, text_, now, tokens, encoding)
+        stored = StoredMessage(mid, tid, role, author, text_, now, tokens, encoding)
+        for listener in self.listeners:
+            await listener(key, stored)
+        return stored
 
     _COLS = "id, thread_id, role, author, text, created_at, tokens, encoding"
 

@@ -35,7 +35,7 @@ async def test_context_and_recall_commands(sqlite_url: str, outlet: RecordingOut
         window = await app.memory.context(msg("x").key, "next")
         texts = [m.content for m in window.messages]
         assert texts[0] == app.settings.system_prompt and "rollback uses the monday snapshot" in texts and texts[-1] == "next"
-        assert window.breakdown.total <= 8000 - 2000
+        assert window.breakdown.prompt <= 8000 - 2000 and window.breakdown.total <= 8000
     finally:
         await app.aclose()
 
