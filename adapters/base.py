@@ -109,7 +109,7 @@ class StatusBoard:
         return [self.steps[n] for n in self.order if n in self.steps]
 
 
-ICONS = {"running": "▶", "succeeded": "✓", "failed": "✗", "skipped": "·", "cancelled": "⊘", "pending": "…"}
+ICONS = {"running": "▶", "waiting": "⏸", "succeeded": "✓", "failed": "✗", "skipped": "·", "cancelled": "⊘", "pending": "…"}
 
 
 def step_line(rec: StepRecord) -> str:

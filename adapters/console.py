@@ -35,6 +35,9 @@ def event_line(run_id: int, event: RunEvent) -> str | None:
     s: StepRecord | None = event.step
     if event.kind == "step_started" and s:
         return f"[run #{run_id}] {s.node_id} started   {s.label} ({_hms(s.started_at)})"
+    if event.kind == "step_waiting" and s:
+        question = s.label.split(" ", 1)[1] if " " in s.label else "approve?"
+        return f"[run #{run_id}] {s.node_id} waiting   {question} — /approve {run_id} or /reject {run_id}"
     if event.kind == "step_retry" and s:
         return f"[run #{run_id}] {s.node_id} retrying  {s.label}: attempt {s.attempt} failed: {s.error}"
     if event.kind == "step_finished" and s:

@@ -7,6 +7,7 @@ import logging
 from dataclasses import dataclass
 
 from adapters.base import Outlet
+from bot.approvals import ApprovalBroker
 from bot.memory import Memory
 from bot.retention import Retention
 from bot.runs import RunManager
@@ -83,7 +84,8 @@ class App:
         )
         runs = RunStore(db)
         wf = settings.workflow
-        actions = ActionRunner(shell_allow=tuple(settings.shell.allow), output_limit=wf.output_limit)
+        approvals = ApprovalBroker(settings.permissions.get("approve", ["*"]))
+        actions = ActionRunner(shell_allow=tuple(settings.shell.allow), output_limit=wf.output_limit, approvals=approvals)
         executor = Executor(
             actions,
             runs,
@@ -93,7 +95,7 @@ class App:
             retry_max_s=wf.retry_max,
         )
         manager = RunManager(runs, sessions, executor, outlets)
-        bot = Bot(settings, sessions, runs, manager, catalog, memory=memory)
+        bot = Bot(settings, sessions, runs, manager, catalog, memory=memory, approvals=approvals)
         retention = Retention(db, sessions, memory, settings.retention)
         tasks = [asyncio.create_task(retention.loop(), name="baton-retention")]
         return cls(settings, db, sessions, runs, catalog, manager, bot, memory, retention, tasks)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from adapters.base import Message, Outlet
+from bot.approvals import ApprovalBroker
 from bot.memory import Memory
 from bot.runs import RunManager, result_text
 from bot.settings import Settings
@@ -38,6 +39,7 @@ HELP = """Baton — run workflows from chat.
   /run show ID           one run's steps, times, outputs and cost
   /cancel ID             stop a run, cancelling its running steps
   /rerun ID [from STEP]  run again; with "from STEP", reuse the outputs of the steps before STEP
+  /approve ID [STEP]     let a run waiting at an approve step go on (/reject ID [STEP] stops it)
   /history [N]           the last N messages of this thread
   /recall WORDS          find earlier messages of this thread (full-text search, no LLM)
   /context               what the next LLM call would receive, with its token budget
@@ -54,8 +56,8 @@ CHAT_NEEDS_PROVIDER = (
     "(Ollama, vLLM, llama.cpp) in config/baton.toml."
 )
 
-COMMANDS = ("help", "workflows", "run", "runs", "cancel", "rerun", "history", "recall", "context", "summary", "forget")
-_IMMEDIATE = {"help", "workflows", "runs", "run_show", "cancel", "history", "recall", "context", "summary", "forget", "unknown"}
+COMMANDS = ("help", "workflows", "run", "runs", "cancel", "rerun", "history", "recall", "context", "summary", "forget", "approve", "reject")
+_IMMEDIATE = {"help", "workflows", "runs", "run_show", "cancel", "history", "recall", "context", "summary", "forget", "approve", "reject", "unknown"}
 FORGET_WINDOW_S = 60.0
 
 
@@ -108,6 +110,7 @@ class Bot:
         catalog: Catalog,
         *,
         memory: Memory | None = None,
+        approvals: ApprovalBroker | None = None,
         chat: Callable[[Message, Outlet], Awaitable[str]] | None = None,
     ) -> None:
         self.settings = settings
@@ -117,6 +120,7 @@ class Bot:
         self.catalog = catalog
         self.chat = chat
         self.memory = memory
+        self.approvals = approvals
         self._forget_pending: dict[ThreadKey, float] = {}
         self._lanes: dict[ThreadKey, asyncio.Queue[tuple[Message, Outlet, Command | None]]] = {}
         self._lane_tasks: dict[ThreadKey, asyncio.Task[None]] = {}
@@ -209,6 +213,8 @@ class Bot:
             await self.reply(key, outlet, await self._history(key, cmd.arg))
         elif cmd.name == "cancel":
             await self.reply(key, outlet, await self._cancel(cmd.arg))
+        elif cmd.name in ("approve", "reject"):
+            await self.reply(key, outlet, self._decide(msg, cmd))
         elif cmd.name in ("recall", "context", "summary", "forget"):
             if self.memory is None:
                 await self.reply(key, outlet, "Session memory is not enabled in this process.")
@@ -275,6 +281,18 @@ class Bot:
         if not msgs:
             return "This thread has no history yet."
         return "\n".join(f"[{_hms(m.created_at)}] {m.author}: {m.text}" for m in msgs[-n:])
+
+    def _decide(self, msg: Message, cmd: Command) -> str:
+        if self.approvals is None:
+            return "Approvals are not enabled in this process."
+        m = re.match(r"^#?(\d+)(?:\s+(\S+))?$", cmd.arg.strip())
+        if not m:
+            return f"Usage: /{cmd.name} ID [STEP]"
+        if not self.approvals.may_decide(msg.author, msg.roles):
+            allowed = ", ".join(self.approvals.approvers) or "nobody"
+            return f"You may not {cmd.name} runs (allowed: {allowed}; set [permissions] approve in config/baton.toml)."
+        who = msg.author_name or msg.author
+        return self.approvals.decide(int(m.group(1)), m.group(2), who, cmd.name == "approve")
 
     async def _recall(self, key: ThreadKey, arg: str) -> str:
         assert self.memory is not None

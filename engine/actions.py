@@ -12,6 +12,8 @@ retry policy may try again). Kinds:
   retryable.
 * ``disk``: ``shutil.disk_usage`` of each path; fails when a path is fuller than
   ``threshold_percent``.
+* ``approve``: waits for a person's decision through the :class:`ApprovalGate`
+  (no default timeout: set ``(timeout 1h)`` to bound it).
 * ``llm``: handed to the configured LLM runner; with none configured it fails with
   a message naming the setting.
 """
@@ -29,6 +31,7 @@ from typing import Protocol
 
 import httpx
 
+from engine.context import current_run_id
 from engine.errors import StepError
 from engine.graph import Node
 
@@ -46,6 +49,16 @@ class StepOutput:
     tokens_in: int = 0
     tokens_out: int = 0
     cost_usd: float = 0.0
+
+
+class ApprovalGate(Protocol):
+    """Pauses an ``approve`` step until a person decides.
+
+    ``wait`` returns who approved, or raises :class:`StepError` (not retryable)
+    naming who rejected.
+    """
+
+    async def wait(self, run_id: str, node: Node) -> str: ...
 
 
 class LLMRunner(Protocol):
@@ -78,11 +91,13 @@ class ActionRunner:
         shell_allow: tuple[str, ...] = (),
         output_limit: int = 4000,
         llm: LLMRunner | None = None,
+        approvals: ApprovalGate | None = None,
         http_client_factory: Callable[[], httpx.AsyncClient] | None = None,
     ) -> None:
         self.shell_allow = shell_allow
         self.output_limit = output_limit
         self.llm = llm
+        self.approvals = approvals
         self._http_factory = http_client_factory or (lambda: httpx.AsyncClient(follow_redirects=False))
         self._handlers: dict[str, Callable[[Node, Mapping[str, str]], Awaitable[StepOutput]]] = {
             "builtin": self._builtin,
@@ -90,6 +105,7 @@ class ActionRunner:
             "http": self._http,
             "disk": self._disk,
             "llm": self._llm,
+            "approve": self._approve,
         }
 
     async def __call__(self, node: Node, inputs: Mapping[str, str]) -> StepOutput:
@@ -176,6 +192,13 @@ class ActionRunner:
             raise StepError(f"over the {threshold:g}% threshold: {', '.join(over)}", retryable=False, output=text)
         return StepOutput(text)
 
+    async def _approve(self, node: Node, inputs: Mapping[str, str]) -> StepOutput:
+        run_id = current_run_id.get()
+        if self.approvals is None or run_id is None:
+            raise StepError("approval steps need the bot (a chat thread to ask in)", retryable=False)
+        who = await self.approvals.wait(run_id, node)
+        return StepOutput(f"approved by {who}")
+
     async def _llm(self, node: Node, inputs: Mapping[str, str]) -> StepOutput:
         if self.llm is None:
             raise StepError(NO_PROVIDER_MESSAGE, retryable=False)
@@ -202,4 +225,4 @@ def _kill(proc: asyncio.subprocess.Process) -> None:
             pass
 
 
-__all__ = ["ActionRunner", "LLMRunner", "NO_PROVIDER_MESSAGE", "StepOutput", "truncate"]
+__all__ = ["ActionRunner", "ApprovalGate", "LLMRunner", "NO_PROVIDER_MESSAGE", "StepOutput", "truncate"]

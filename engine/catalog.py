@@ -2,7 +2,8 @@
 
 Resolution order for the text of one step (after stripping a leading ``run``):
 
-1. a built-in: ``echo <text>``, ``sleep <seconds>``, ``fail [message]``;
+1. a built-in: ``echo <text>``, ``sleep <seconds>``, ``fail [message]``,
+   ``approve [question]`` (pauses the run until an allowed person approves or rejects);
 2. a configured action (``[actions.NAME]`` in ``config/baton.toml``: shell or http);
 3. a named workflow (``config/workflows/*.yaml``) – inlined into the graph;
 4. a single word that is none of these (``disk-chek``) is an unknown name, reported
@@ -122,6 +123,8 @@ class Catalog:
             return Resolved("builtin", {"op": "sleep", "seconds": secs}, text, True)
         if head == "fail":
             return Resolved("builtin", {"op": "fail", "message": rest or "failed on purpose"}, text, True)
+        if head == "approve":
+            return Resolved("approve", {"prompt": rest or "Approve to continue?"}, text, True)
         name = " ".join(words[1:]) if head == "run" and len(words) >= 2 else text.strip()
         if name in self.actions:
             kind, args = self.actions[name]

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
-StepStatus = Literal["pending", "running", "succeeded", "failed", "skipped", "cancelled"]
+StepStatus = Literal["pending", "running", "waiting", "succeeded", "failed", "skipped", "cancelled"]
 RunStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "skipped", "cancelled"})
 
@@ -56,11 +56,12 @@ class RunEvent:
     """A change a status display shows.
 
     ``kind`` is one of ``run_started``, ``step_started``, ``step_retry``,
-    ``step_finished``, ``run_finished``. ``step`` is the step's record after the
+    ``step_waiting`` (an approval step waits for a person), ``step_finished``,
+    ``run_finished``. ``step`` is the step's record after the
     change (for step events); ``status`` the run's status (for run events).
     """
 
-    kind: Literal["run_started", "step_started", "step_retry", "step_finished", "run_finished"]
+    kind: Literal["run_started", "step_started", "step_retry", "step_waiting", "step_finished", "run_finished"]
     run_id: str
     step: StepRecord | None = None
     status: RunStatus | None = None

@@ -34,7 +34,7 @@ from typing import Any, Literal
 
 Condition = Literal["success", "failure", "always"]
 Join = Literal["all", "first"]
-StepKind = Literal["builtin", "shell", "http", "disk", "workflow", "llm", "gate"]
+StepKind = Literal["builtin", "shell", "http", "disk", "workflow", "llm", "approve", "gate"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,6 +34,7 @@ from typing import Protocol
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from engine.actions import StepOutput
+from engine.context import current_run_id
 from engine.errors import StepError
 from engine.events import TERMINAL, RunEvent, RunStatus, StepRecord
 from engine.graph import Graph, Node
@@ -187,6 +188,7 @@ class _Run:
     # -- driving -----------------------------------------------------------
 
     async def go(self) -> RunResult:
+        current_run_id.set(self.run_id)  # step tasks copy this context
         self.emit(RunEvent("run_started", self.run_id, status="running", at=self.ex.clock()))
         for n in self.graph.nodes:
             if not n.edges:
@@ -344,7 +346,13 @@ class _Run:
             await self._save(rec)
         self.emit(RunEvent("step_started", self.run_id, step=rec, at=started))
         inputs = self._inputs(node)
-        timeout = node.policy.timeout_s or ex.default_timeout_s
+        timeout: float | None = node.policy.timeout_s or ex.default_timeout_s
+        if node.kind == "approve":  # people take their time; bounded only by an explicit (timeout …)
+            timeout = node.policy.timeout_s
+            rec = replace(rec, status="waiting")
+            self.records[node.id] = rec
+            await self._save(rec)
+            self.emit(RunEvent("step_waiting", self.run_id, step=rec, at=ex.clock()))
         attempt = attempts_before + 1
         try:
             try:
@@ -377,7 +385,7 @@ class _Run:
                     cost_usd=out.cost_usd,
                 )
             except TimeoutError:
-                rec = replace(rec, status="failed", attempt=attempt, error=f"timed out after {timeout:g}s", finished_at=ex.clock())
+                rec = replace(rec, status="failed", attempt=attempt, error=f"timed out after {timeout or 0:g}s", finished_at=ex.clock())
             except StepError as e:
                 rec = replace(rec, status="failed", attempt=attempt, error=str(e), output=e.output, finished_at=ex.clock())
             except Exception as e:  # an action bug: recorded, not retried, never swallowed silently

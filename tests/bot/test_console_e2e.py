@@ -138,3 +138,25 @@ def test_sigkill_during_a_non_idempotent_step_does_not_repeat_it(tmp_path: Path)
     assert "not re-run because it is not marked idempotent" in again.stdout
     assert "/rerun 1 from s1" in again.stdout
     assert marks.read_text() == "S\n"  # neither repeated nor followed by mark-b
+
+
+def test_a_waiting_approval_survives_a_restart(tmp_path: Path) -> None:
+    marks = tmp_path / "marks.txt"
+    cfg = _config_with_marks(tmp_path, marks)
+    proc = _start(tmp_path, cfg)
+    assert proc.stdin is not None
+    proc.stdin.write("run: mark-a THEN approve ship it? THEN mark-b\n")
+    proc.stdin.flush()
+    _wait_line(proc, "s2 waiting")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    again = _start(tmp_path, cfg)
+    assert again.stdin is not None
+    _wait_line(again, "s2 waiting   ship it? — /approve 1 or /reject 1")  # resumed, asking again
+    again.stdin.write("/approve 1\n")
+    again.stdin.close()
+    assert again.stdout is not None
+    out = again.stdout.read()
+    assert again.wait(timeout=60) == 0
+    assert "Approved step s2 of run #1." in out and "Run #1 succeeded" in out
+    assert marks.read_text() == "A\nB\n"

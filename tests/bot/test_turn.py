@@ -179,3 +179,43 @@ async def test_database_failure_is_reported_and_nothing_runs(app: App, outlet: R
         app.db._worker = good
     assert await app.runs.list() == []
     assert "I could not record your message" in outlet.texts[-1] and "nothing was run" in outlet.texts[-1]
+
+
+async def test_approval_step_waits_for_an_allowed_person(app: App, outlet: RecordingOutlet) -> None:
+    await say(app, outlet, "run: echo plan THEN approve deploy to prod? THEN echo deployed")
+    for _ in range(200):
+        if any(e.kind == "step_waiting" for e in outlet.events):
+            break
+        await asyncio.sleep(0.01)
+    _, steps = await app.runs.get(1)  # type: ignore[misc]
+    assert {s.node_id: s.status for s in steps}["s2"] == "waiting"  # durable: checkpointed as waiting
+    await say(app, outlet, "/approve 7")
+    assert outlet.texts[-1] == "Run #7 has no step waiting for approval."
+    await say(app, outlet, "/approve 1")
+    assert outlet.texts[-1] == "Approved step s2 of run #1."
+    result = await outlet.wait_for("Run #1 ")
+    assert result.startswith("Run #1 succeeded") and "approved by alice" in (await app.bot._run_show("1"))
+
+
+async def test_rejection_fails_the_run(app: App, outlet: RecordingOutlet) -> None:
+    await say(app, outlet, "run: approve go? THEN echo never")
+    for _ in range(200):
+        if app.bot.approvals.pending():  # type: ignore[union-attr]
+            break
+        await asyncio.sleep(0.01)
+    await say(app, outlet, "/reject 1", author="bob")
+    result = await outlet.wait_for("Run #1 ")
+    assert result.startswith("Run #1 failed") and "rejected by bob" in result
+
+
+@pytest.mark.parametrize("app", [{"permissions": {"*": ["*"], "approve": ["role:oncall"]}}], indirect=True)
+async def test_only_allowed_people_approve(app: App, outlet: RecordingOutlet) -> None:
+    await say(app, outlet, "run: approve go?")
+    for _ in range(200):
+        if app.bot.approvals.pending():  # type: ignore[union-attr]
+            break
+        await asyncio.sleep(0.01)
+    await say(app, outlet, "/approve 1")
+    assert outlet.texts[-1].startswith("You may not approve runs (allowed: role:oncall")
+    await say(app, outlet, "/approve 1", roles=("oncall",))
+    assert (await outlet.wait_for("Run #1 ")).startswith("Run #1 succeeded")

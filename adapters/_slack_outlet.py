@@ -1,0 +1,264 @@
+"""The Slack outlet: threaded replies, one live status message per run, background tasks.
+
+Everything goes to the thread of the session key (``chat.postMessage`` with
+``thread_ts``). A run's status is one message edited in place with
+``chat.update`` through :class:`adapters.base.ThrottledStatusMessage`, at most
+once per ``status_min_interval`` seconds per message: ``chat.update`` is a Tier 3
+method (about 50 calls per minute per workspace, https://docs.slack.dev/reference/methods/chat.update)
+and Slack asks for no more than about one update per second per message
+(https://docs.slack.dev/apis/web-api/rate-limits). When Slack still answers 429,
+the client's ``AsyncRateLimitErrorRetryHandler`` waits ``Retry-After`` seconds
+and tries again.
+
+Delivery failures (after the SDK's retries) are logged and not raised: the core
+has already recorded the reply, and an outlet that raises would take the
+thread's lane down with it. Cancellation is never swallowed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from collections.abc import Coroutine
+from typing import Any
+
+import aiohttp
+from slack_sdk.errors import SlackApiError, SlackClientError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from adapters._slack_render import (
+    SECTION_LIMIT,
+    escape,
+    first_line,
+    fits_inline,
+    reply_blocks,
+    result_run,
+    run_buttons,
+    status_payload,
+    truncate,
+)
+from adapters._slack_settings import SlackSettings, create_web_client
+from adapters._slack_translate import PLATFORM
+from adapters.base import RunView, StatusBoard, ThrottledStatusMessage
+from bot.store.sessions import ThreadKey
+from engine.events import RunEvent
+
+log = logging.getLogger("baton.slack")
+
+_DELIVERY_ERRORS = (SlackApiError, SlackClientError, aiohttp.ClientError, TimeoutError)
+
+
+class _NoMessage:
+    """The status handle when posting the status message failed: later edits are skipped."""
+
+    def __repr__(self) -> str:
+        return "<no status message>"
+
+
+NO_MESSAGE = _NoMessage()
+
+
+def _api_error(e: BaseException) -> str:
+    """A log-safe description of a Web API failure (Slack's error code, never the request)."""
+    if isinstance(e, SlackApiError):
+        return str(e.response.get("error", "unknown_error"))
+    return type(e).__name__
+
+
+class SlackRunView:
+    """One run's live status in its thread: posted on the first event, edited in place after.
+
+    ``on_event`` is synchronous and cheap (folds the event into the board and
+    wakes the editor); :meth:`aclose` flushes the final state.
+    """
+
+    def __init__(self, outlet: SlackOutlet, key: ThreadKey, run_id: int, title: str) -> None:
+        self.outlet = outlet
+        self.key = key
+        self.board = StatusBoard(run_id, title)
+        self.message = ThrottledStatusMessage(
+            self.board, self._post, self._edit, status_payload, min_interval=outlet.status_min_interval
+        )
+
+    def on_event(self, event: RunEvent) -> None:
+        self.message.on_event(event)
+
+    async def aclose(self) -> None:
+        """Flush the last state (one final ``chat.update``) and remember how the run ended."""
+        try:
+            await self.message.aclose()
+        finally:
+            self.outlet._remember_run(self.key, self.board)
+
+    async def _post(self, payload: Any) -> object:
+        try:
+            resp = await self.outlet.client.chat_postMessage(
+                channel=self.key.channel, thread_ts=self.key.thread, text=payload["text"], blocks=payload["blocks"]
+            )
+        except _DELIVERY_ERRORS as e:
+            log.warning("run %s: posting the status message in %s failed: %s", self.board.run_id, self.key, _api_error(e))
+            return NO_MESSAGE
+        return resp["ts"]
+
+    async def _edit(self, handle: object, payload: Any) -> None:
+        if handle is NO_MESSAGE:
+            return
+        try:
+            await self.outlet.client.chat_update(
+                channel=self.key.channel, ts=str(handle), text=payload["text"], blocks=payload["blocks"]
+            )
+        except _DELIVERY_ERRORS as e:
+            log.warning("run %s: updating the status message failed: %s", self.board.run_id, _api_error(e))
+
+
+class SlackOutlet:
+    """Baton's voice in Slack: the :class:`adapters.base.Outlet` for platform ``slack``.
+
+    Also owns the adapter's background tasks (the work started after an ack), so
+    they are kept referenced, can be drained in tests and are finished on shutdown.
+
+    Args:
+        client: the Web API client (its ``base_url`` may point at a local fake).
+        status_min_interval: seconds between edits of one status message.
+        inline_limit: characters a reply may have inline (per section, ≤ 3000);
+            longer replies are uploaded as a text file in the thread, or cut
+            with a note when the upload fails.
+        session: the aiohttp session the client uses; closed by :meth:`aclose`.
+    """
+
+    platform = PLATFORM
+
+    def __init__(
+        self,
+        client: AsyncWebClient,
+        *,
+        status_min_interval: float = 1.0,
+        inline_limit: int = SECTION_LIMIT - 100,
+        session: aiohttp.ClientSession | None = None,
+    ) -> None:
+        self.client = client
+        self.status_min_interval = status_min_interval
+        self.inline_limit = min(inline_limit, SECTION_LIMIT)
+        self._session = session
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._ended: OrderedDict[int, tuple[ThreadKey, str, str | None]] = OrderedDict()
+        self.known_threads: OrderedDict[ThreadKey, None] = OrderedDict()
+
+    @classmethod
+    def from_settings(cls, settings: SlackSettings) -> SlackOutlet:
+        """An outlet with its own Web API client (:func:`create_web_client`); call inside the event loop."""
+        client, session = create_web_client(settings)
+        return cls(client, status_min_interval=settings.status_min_interval, inline_limit=settings.inline_limit, session=session)
+
+    # -- Outlet ----------------------------------------------------------------
+
+    async def send(self, key: ThreadKey, text: str) -> None:
+        """Reply ``text`` in the thread ``key`` (``chat.postMessage`` with ``thread_ts``).
+
+        The first line is the message text, the rest a code block. A failed run's
+        result gets "Retry failed step" / "Show log" buttons. Text too long for one
+        message is uploaded as a file (``files.uploadV2``) and a cut summary is
+        posted; if the upload fails the summary says it was truncated.
+        """
+        self._touch(key)
+        actions = self._actions_for(key, text)
+        if fits_inline(text, self.inline_limit):
+            await self._post(key, text, reply_blocks(text) + actions)
+            return
+        kept, dropped = truncate(text, self.inline_limit)
+        run = result_run(text)
+        filename = f"baton-run-{run[0]}.txt" if run else "baton-reply.txt"
+        uploaded = await self._upload(key, text, filename)
+        note = (
+            f"{dropped} more characters in the attached {filename}."
+            if uploaded
+            else f"Truncated: {dropped} more characters not shown."
+        )
+        await self._post(key, kept, reply_blocks(kept, note=note) + actions)
+
+    def run_view(self, key: ThreadKey, run_id: int, title: str) -> RunView:
+        """A live status message for run ``run_id`` in thread ``key`` (see :class:`SlackRunView`)."""
+        self._touch(key)
+        return SlackRunView(self, key, run_id, title)
+
+    # -- delivery --------------------------------------------------------------
+
+    async def _post(self, key: ThreadKey, text: str, blocks: list[dict[str, Any]]) -> str | None:
+        try:
+            resp = await self.client.chat_postMessage(
+                channel=key.channel, thread_ts=key.thread, text=escape(first_line(text)), blocks=blocks, unfurl_links=False
+            )
+        except _DELIVERY_ERRORS as e:
+            log.error("replying in %s failed: %s", key, _api_error(e))
+            return None
+        return str(resp["ts"])
+
+    async def _upload(self, key: ThreadKey, text: str, filename: str) -> bool:
+        try:
+            await self.client.files_upload_v2(
+                channel=key.channel, thread_ts=key.thread, content=text, filename=filename, title=filename
+            )
+        except _DELIVERY_ERRORS as e:
+            log.warning("uploading %s in %s failed (%s); posting it truncated", filename, key, _api_error(e))
+            return False
+        return True
+
+    # -- run buttons -------------------------------------------------------------
+
+    def _remember_run(self, key: ThreadKey, board: StatusBoard) -> None:
+        failed = next((r.node_id for r in board.rows() if r.status == "failed"), None)
+        self._ended[board.run_id] = (key, board.status, failed)
+        while len(self._ended) > 1000:
+            self._ended.popitem(last=False)
+
+    def _actions_for(self, key: ThreadKey, text: str) -> list[dict[str, Any]]:
+        """Buttons for a failed run's result; the seam for approval buttons later."""
+        run = result_run(text)
+        if run is None or run[1] != "failed":
+            return []
+        ended = self._ended.get(run[0])
+        failed_step = ended[2] if ended and ended[0] == key else None
+        return [run_buttons(run[0], key.thread, failed_step)]
+
+    # -- threads the bot takes part in ----------------------------------------
+
+    def _touch(self, key: ThreadKey) -> None:
+        self.known_threads[key] = None
+        self.known_threads.move_to_end(key)
+        while len(self.known_threads) > 10_000:
+            self.known_threads.popitem(last=False)
+
+    # -- background tasks --------------------------------------------------------
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], *, name: str) -> asyncio.Task[Any]:
+        """Run ``coro`` as a task this outlet keeps until it ends; failures are logged."""
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("%s failed", task.get_name(), exc_info=task.exception())
+
+    @property
+    def pending(self) -> int:
+        """Background tasks still running."""
+        return len(self._tasks)
+
+    async def drain(self) -> None:
+        """Wait until no background task is left (tasks started meanwhile are waited for too)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def aclose(self, timeout: float = 5.0) -> None:
+        """Let background tasks finish (up to ``timeout`` seconds), cancel the rest, close the HTTP session."""
+        if self._tasks:
+            _, pending = await asyncio.wait(list(self._tasks), timeout=timeout)
+            for t in pending:
+                t.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        if self._session is not None and not self._session.closed:
+            await self._session.close()

@@ -1,0 +1,235 @@
+"""The Slack adapter: bolt-python's ``AsyncApp`` in front of Baton's core.
+
+Threads are sessions: an ``app_mention`` or a DM starts or continues the session
+``(slack, channel, thread_ts or ts)``; replies, the live status message and the
+result always go to that thread; replies in a thread Baton takes part in
+continue it without a mention. Events are acked at once and handed to the core
+in a kept task after their ``event_id`` is recorded (redeliveries are dropped,
+also across restarts). Slash command ``/baton`` answers in a new thread; buttons
+under a failed run's result retry the failed step or show the run's log.
+
+Use::
+
+    settings = SlackSettings()                      # BATON_SLACK_* environment
+    app = await App.start(baton_settings, {})        # or {"slack": SlackOutlet.from_settings(settings)}
+    try:
+        await serve_slack(app, settings)            # HTTP; socket_mode=True for Socket Mode
+    finally:
+        await app.aclose()
+
+Only this package imports ``slack_bolt`` / ``slack_sdk``. Secrets are
+:class:`pydantic.SecretStr`: they are never logged, echoed or stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.async_app import AsyncApp
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from adapters._slack_listeners import SlackListeners
+from adapters._slack_outlet import _DELIVERY_ERRORS, SlackOutlet, SlackRunView, _api_error
+from adapters._slack_settings import _ENV, SlackConfigError, SlackSettings, _secret, create_web_client
+from adapters._slack_translate import PLATFORM
+
+if TYPE_CHECKING:
+    from bot.app import App
+
+__all__ = [
+    "PLATFORM",
+    "check_token",
+    "SlackConfigError",
+    "SlackHTTPServer",
+    "SlackOutlet",
+    "SlackRunView",
+    "SlackSettings",
+    "build_slack_app",
+    "create_web_client",
+    "serve_slack",
+]
+
+log = logging.getLogger("baton.slack")
+
+def build_slack_app(
+    app: App, settings: SlackSettings, *, socket_mode: bool = False, outlet: SlackOutlet | None = None
+) -> tuple[AsyncApp, SlackOutlet]:
+    """Build the bolt app wired to ``app``; returns ``(bolt app, outlet)``.
+
+    The outlet is, in order: ``outlet``; the ``slack`` outlet ``app`` was started
+    with; or a new one (from :func:`create_web_client`) registered as ``app``'s
+    ``slack`` outlet so runs report to Slack. Call inside the event loop.
+
+    The bolt app verifies signatures (HTTP mode), answers ``url_verification``,
+    ignores its own bot's events, and acks every request from the listener
+    itself (``process_before_response=True``; the work runs in tasks the outlet
+    keeps, see :mod:`adapters._slack_listeners`).
+
+    Raises:
+        SlackConfigError: a setting is missing or malformed (see :meth:`SlackSettings.check`).
+    """
+    settings.check(socket_mode=socket_mode)
+    registered = app.manager.outlets.get(PLATFORM)
+    if outlet is None:
+        outlet = registered if isinstance(registered, SlackOutlet) else SlackOutlet.from_settings(settings)
+    if registered is not outlet:
+        # TODO(core): a public App.add_outlet(); RunManager.outlets is the registry runs report through.
+        app.manager.outlets[PLATFORM] = outlet
+    bolt = AsyncApp(
+        name="baton",
+        logger=logging.getLogger("baton.slack.bolt"),
+        client=outlet.client,
+        signing_secret=_secret(settings.signing_secret),
+        process_before_response=True,
+        request_verification_enabled=not socket_mode,
+    )
+    SlackListeners(app, outlet, command=settings.command, assistant=settings.assistant).register(bolt)
+    return bolt, outlet
+
+
+class SlackHTTPServer:
+    """Serves a bolt app's Events API / interactivity / slash-command endpoint over HTTP (aiohttp).
+
+    ``POST <path>`` goes to ``bolt.async_dispatch`` (signature checked there: a
+    forged or stale request gets 401); ``GET /healthz`` answers ``ok``. Use as
+    ``async with SlackHTTPServer(bolt, host="127.0.0.1", port=0) as srv: srv.url``.
+
+    Args:
+        port: 0 picks a free port (see :attr:`port` after start).
+    """
+
+    def __init__(self, bolt: AsyncApp, *, host: str = "127.0.0.1", port: int = 3000, path: str = "/slack/events") -> None:
+        self.bolt = bolt
+        self.host = host
+        self.port = port
+        self.path = path
+        self._runner: web.AppRunner | None = None
+
+    def web_app(self) -> web.Application:
+        """The aiohttp application (one route per endpoint)."""
+        web_app = web.Application()
+        web_app.router.add_post(self.path, self._dispatch)
+        web_app.router.add_get("/healthz", self._health)
+        return web_app
+
+    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        bolt_resp = await self.bolt.async_dispatch(await to_bolt_request(request))
+        return await to_aiohttp_response(bolt_resp)
+
+    async def _health(self, request: web.Request) -> web.StreamResponse:
+        return web.Response(text="ok")
+
+    async def start(self) -> SlackHTTPServer:
+        """Bind and serve; returns ``self`` (with the bound :attr:`port`)."""
+        self._runner = web.AppRunner(self.web_app(), access_log=None, shutdown_timeout=1.0)
+        await self._runner.setup()
+        sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((self.host, self.port))
+        except OSError:
+            sock.close()
+            await self._runner.cleanup()
+            raise
+        self.port = sock.getsockname()[1]
+        await web.SockSite(self._runner, sock, backlog=512).start()
+        return self
+
+    async def stop(self) -> None:
+        """Stop accepting requests (idempotent)."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    @property
+    def url(self) -> str:
+        """``http://host:port/path`` of the endpoint."""
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
+        return f"http://{host}:{self.port}{self.path}"
+
+    async def __aenter__(self) -> SlackHTTPServer:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+
+async def check_token(client: AsyncWebClient) -> dict[str, Any]:
+    """``auth.test``: the bot's identity (``user_id``, ``bot_id``, ``team``).
+
+    Raises:
+        SlackConfigError: Slack rejected the token (the error code, never the token).
+    """
+    try:
+        resp = await client.auth_test()
+    except SlackApiError as e:
+        raise SlackConfigError(f"Slack rejected {_ENV}BOT_TOKEN: {_api_error(e)}") from None
+    except _DELIVERY_ERRORS as e:
+        raise SlackConfigError(f"cannot reach the Slack Web API at {client.base_url}: {_api_error(e)}") from None
+    return dict(resp.data) if isinstance(resp.data, dict) else {}
+
+
+async def serve_slack(app: App, settings: SlackSettings, *, socket_mode: bool = False) -> None:
+    """Serve Slack until cancelled: HTTP (Events API endpoint) or Socket Mode.
+
+    Start-up: checks the settings, the token (``auth.test``), resumes the
+    unfinished runs of Slack threads, then listens on ``settings.host:port``
+    ``settings.path`` (HTTP) or connects with the app token (Socket Mode).
+    Shutdown (cancellation): stops taking events, gives acked events up to
+    ``shutdown_grace`` seconds to reach the core, and, when this function
+    created the outlet, stops the bot's lanes and runs (they stay resumable, as
+    in ``App.aclose``) before closing the outlet's HTTP session. The caller
+    still closes ``app``. ``CancelledError`` propagates.
+
+    Raises:
+        SlackConfigError: missing/malformed settings or a token Slack rejects.
+        OSError: the port cannot be bound.
+    """
+    settings.check(socket_mode=socket_mode)
+    owned = not isinstance(app.manager.outlets.get(PLATFORM), SlackOutlet)
+    bolt, outlet = build_slack_app(app, settings, socket_mode=socket_mode)
+    try:
+        me = await check_token(outlet.client)
+        log.warning("Slack: connected as %s in %s", me.get("user"), me.get("team"))
+        resumed = await app.manager.resume_unfinished({PLATFORM})
+        if resumed:
+            log.warning("Slack: resumed runs %s", ", ".join(f"#{r}" for r in resumed))
+        if socket_mode:
+            await _serve_socket_mode(bolt, settings)
+        else:
+            async with SlackHTTPServer(bolt, host=settings.host, port=settings.port, path=settings.path) as srv:
+                log.warning("Slack: serving events at %s", srv.url)
+                await asyncio.Event().wait()
+    finally:
+        await asyncio.shield(_wind_down(app, outlet, settings, owned))
+
+
+async def _serve_socket_mode(bolt: AsyncApp, settings: SlackSettings) -> None:
+    from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+
+    handler = AsyncSocketModeHandler(bolt, _secret(settings.app_token), logger=logging.getLogger("baton.slack.socket"))
+    await handler.connect_async()
+    log.warning("Slack: connected over Socket Mode")
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await asyncio.shield(handler.close_async())
+
+
+async def _wind_down(app: App, outlet: SlackOutlet, settings: SlackSettings, owned: bool) -> None:
+    try:
+        await asyncio.wait_for(outlet.drain(), timeout=settings.shutdown_grace)
+    except TimeoutError:
+        log.warning("Slack: %d event(s) still being handed over at shutdown", outlet.pending)
+    if owned:
+        try:
+            await app.bot.aclose()
+        finally:
+            await app.manager.shutdown()
+    await outlet.aclose(timeout=0)
