@@ -76,6 +76,9 @@ class Outlet(Protocol):
         """A status display for run ``run_id`` in thread ``key``."""
         ...
 
+    # Optional: ``stream_reply(key) -> ReplyStream`` for platforms that can show a reply
+    # while it is written (LLM chat). Without it the core sends the final text.
+
 
 class StatusBoard:
     """The state a status display shows: each step's latest record, in graph order."""
@@ -128,7 +131,7 @@ def step_line(rec: StepRecord) -> str:
     return " — ".join(parts)
 
 
-class ThrottledStatusMessage:
+class ThrottledMessage:
     """One platform message edited in place, at most once per ``min_interval`` seconds.
 
     Platforms limit edits (Slack's ``chat.update`` is Tier 3, ~50/min per app, and
@@ -137,33 +140,32 @@ class ThrottledStatusMessage:
     render wins and the final state is always flushed by :meth:`aclose`.
 
     Args:
-        post: posts the first render, returns the platform's message handle.
-        edit: replaces the message ``handle`` with new text/blocks.
-        render: builds the payload from the board.
+        render: builds the current payload.
+        post: posts the first payload, returns the platform's message handle.
+        edit: replaces the message ``handle`` with a new payload.
     """
 
     def __init__(
         self,
-        board: StatusBoard,
+        render: Callable[[], object],
         post: Callable[[object], Awaitable[object]],
         edit: Callable[[object, object], Awaitable[None]],
-        render: Callable[[StatusBoard], object],
         *,
         min_interval: float = 1.0,
+        name: str = "status",
     ) -> None:
-        self.board = board
+        self._render_now = render
         self._post = post
         self._edit = edit
-        self._render = render
         self.min_interval = min_interval
         self._handle: object | None = None
         self._dirty = asyncio.Event()
         self._closed = False
-        self._task: asyncio.Task[None] = asyncio.create_task(self._loop(), name=f"status-{board.run_id}")
+        self._task: asyncio.Task[None] = asyncio.create_task(self._loop(), name=name)
         self.edits = 0
 
-    def on_event(self, event: RunEvent) -> None:
-        self.board.apply(event)
+    def touch(self) -> None:
+        """The state changed: render again (soon)."""
         self._dirty.set()
 
     async def _loop(self) -> None:
@@ -174,7 +176,7 @@ class ThrottledStatusMessage:
             if wait > 0 and self._handle is not None and not self._closed:
                 await asyncio.sleep(wait)
             self._dirty.clear()
-            payload = self._render(self.board)
+            payload = self._render_now()
             if self._handle is None:
                 self._handle = await self._post(payload)
             else:
@@ -189,3 +191,62 @@ class ThrottledStatusMessage:
         self._closed = True
         self._dirty.set()
         await self._task
+
+
+class ThrottledStatusMessage(ThrottledMessage):
+    """A run's status board as one message edited in place (a :class:`RunView`)."""
+
+    def __init__(
+        self,
+        board: StatusBoard,
+        post: Callable[[object], Awaitable[object]],
+        edit: Callable[[object, object], Awaitable[None]],
+        render: Callable[[StatusBoard], object],
+        *,
+        min_interval: float = 1.0,
+    ) -> None:
+        self.board = board
+        super().__init__(lambda: render(board), post, edit, min_interval=min_interval, name=f"status-{board.run_id}")
+
+    def on_event(self, event: RunEvent) -> None:
+        self.board.apply(event)
+        self.touch()
+
+
+class ReplyStream(Protocol):
+    """A reply shown while it is being written (LLM tokens arriving)."""
+
+    def update(self, text: str) -> None:
+        """The text so far (cheap; the display is throttled)."""
+        ...
+
+    async def finish(self, text: str) -> None:
+        """Show the final text and stop."""
+        ...
+
+
+class ThrottledReply:
+    """A :class:`ReplyStream` over :class:`ThrottledMessage`: posts once, then edits in place."""
+
+    def __init__(
+        self,
+        post: Callable[[object], Awaitable[object]],
+        edit: Callable[[object, object], Awaitable[None]],
+        *,
+        min_interval: float = 1.0,
+        render: Callable[[str], object] = lambda t: t,
+    ) -> None:
+        self.text = ""
+        self.first_update_at: float | None = None
+        self._msg = ThrottledMessage(lambda: render(self.text or "…"), post, edit, min_interval=min_interval, name="reply")
+
+    def update(self, text: str) -> None:
+        if self.first_update_at is None:
+            self.first_update_at = time.monotonic()
+        self.text = text
+        self._msg.touch()
+
+    async def finish(self, text: str) -> None:
+        self.text = text
+        self._msg.touch()
+        await self._msg.aclose()

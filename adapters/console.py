@@ -124,6 +124,35 @@ class _LiveView:
         self.region.remove(self.board.run_id)
 
 
+class _PipedReply:
+    """Piped output cannot be edited in place: print the final text once."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+
+    def update(self, text: str) -> None:
+        return None
+
+    async def finish(self, text: str) -> None:
+        self.console.print(Text(text), soft_wrap=True)
+
+
+class _LiveReply:
+    """A reply written live on a TTY, then left on screen."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.live = Live(Text("…"), console=console, refresh_per_second=12, transient=True)
+        self.live.start()
+
+    def update(self, text: str) -> None:
+        self.live.update(Text(text))
+
+    async def finish(self, text: str) -> None:
+        self.live.stop()
+        self.console.print(Text(text), soft_wrap=True)
+
+
 class ConsoleOutlet:
     """The console's outlet: replies are printed; status is live (TTY) or line by line."""
 
@@ -136,6 +165,10 @@ class ConsoleOutlet:
 
     async def send(self, key: ThreadKey, text: str) -> None:
         self.console.print(Text(text), soft_wrap=True)
+
+    def stream_reply(self, key: ThreadKey) -> _PipedReply | _LiveReply:
+        """Chat replies: live on a TTY, printed once when piped."""
+        return _LiveReply(self.console) if self.live else _PipedReply(self.console)
 
     def run_view(self, key: ThreadKey, run_id: int, title: str) -> RunView:
         if self._region is not None:

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 from adapters.base import Outlet
 from bot.approvals import ApprovalBroker
+from bot.chat import Chat
+from bot.llm import LLM
 from bot.memory import Memory
 from bot.retention import Retention
 from bot.runs import RunManager
@@ -61,6 +63,7 @@ class App:
     bot: Bot
     memory: Memory
     retention: Retention
+    llm: LLM | None
     _tasks: list[asyncio.Task[None]]
 
     @classmethod
@@ -85,7 +88,22 @@ class App:
         runs = RunStore(db)
         wf = settings.workflow
         approvals = ApprovalBroker(settings.permissions.get("approve", ["*"]))
-        actions = ActionRunner(shell_allow=tuple(settings.shell.allow), output_limit=wf.output_limit, approvals=approvals)
+        cc = wf.cost_control
+        llm = LLM.from_settings(
+            settings.providers,
+            counter,
+            max_tokens=wf.llm_max_tokens,
+            max_cost_per_workflow=cc.max_cost_per_workflow,
+            budget_alert_threshold=cc.budget_alert_threshold,
+        )
+        if llm is not None:
+            catalog.providers = tuple(llm.names)
+            memory.summarize = llm.summarize
+            for problem in llm.registry.problems():
+                log.warning("LLM provider: %s", problem)
+        actions = ActionRunner(
+            shell_allow=tuple(settings.shell.allow), output_limit=wf.output_limit, approvals=approvals, llm=llm
+        )
         executor = Executor(
             actions,
             runs,
@@ -95,10 +113,12 @@ class App:
             retry_max_s=wf.retry_max,
         )
         manager = RunManager(runs, sessions, executor, outlets)
-        bot = Bot(settings, sessions, runs, manager, catalog, memory=memory, approvals=approvals)
+        if llm is not None:
+            llm.alert = manager.tell_run
+        bot = Bot(settings, sessions, runs, manager, catalog, memory=memory, approvals=approvals, chat=Chat(llm, memory, sessions))
         retention = Retention(db, sessions, memory, settings.retention)
         tasks = [asyncio.create_task(retention.loop(), name="baton-retention")]
-        return cls(settings, db, sessions, runs, catalog, manager, bot, memory, retention, tasks)
+        return cls(settings, db, sessions, runs, catalog, manager, bot, memory, retention, llm, tasks)
 
     async def aclose(self) -> None:
         """Stop runs (they stay resumable), flush checkpoints, close the database."""
@@ -108,4 +128,6 @@ class App:
         await self.bot.aclose()
         await self.manager.shutdown()
         await self.runs.aclose()
+        if self.llm is not None:
+            await self.llm.aclose()
         await self.db.dispose()

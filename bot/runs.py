@@ -183,6 +183,12 @@ class RunManager:
         if outlet:
             await outlet.send(key, text)
 
+    async def tell_run(self, run_id: str, text: str) -> None:
+        """Post ``text`` in the thread of active run ``run_id`` (e.g. a budget alert)."""
+        active = self.active.get(int(run_id))
+        if active is not None:
+            await self._tell(active.key, text)
+
     async def cancel(self, run_id: int) -> bool:
         """Cancel a run of this process; False when it is not active here."""
         active = self.active.get(run_id)

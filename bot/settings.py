@@ -32,6 +32,13 @@ def default_config_dir() -> Path:
     return REPO_CONFIG
 
 
+class CostControl(BaseModel):
+    """``[workflow.cost_control]`` (names from the seed *Advanced Orchestration*)."""
+
+    max_cost_per_workflow: float | None = Field(None, description="USD a run may spend on LLM steps (None: no limit)")
+    budget_alert_threshold: float = Field(0.8, description="fraction of the limit at which the thread is warned")
+
+
 class WorkflowSettings(BaseModel):
     """``[workflow]``: executor defaults (names from the seed *Advanced Orchestration*)."""
 
@@ -43,6 +50,8 @@ class WorkflowSettings(BaseModel):
         "queue", description="a message that starts work while a run is active in the same thread: wait, refuse, or run alongside"
     )
     output_limit: int = Field(4000, description="characters of output kept per step")
+    llm_max_tokens: int = Field(1024, description="reply cap (tokens) of an LLM step or chat reply")
+    cost_control: CostControl = Field(default_factory=CostControl)
 
 
 class ShellSettings(BaseModel):
@@ -95,7 +104,10 @@ class Settings(BaseSettings):
     workflow: WorkflowSettings = Field(default_factory=WorkflowSettings)
     shell: ShellSettings = Field(default_factory=ShellSettings)
     actions: dict[str, ActionEntry] = Field(default_factory=dict)
-    providers: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    providers: dict[str, Any] = Field(
+        default_factory=dict,
+        description="[providers.<name>]: kind (openai|anthropic|openai_compatible), model, api_key_env, base_url, timeout_s; see bot/providers",
+    )
     permissions: dict[str, list[str]] = Field(
         default_factory=lambda: {"*": ["*"]},
         description="workflow or action name (or '*') → user ids or 'role:NAME' allowed to run it ('*' = anyone)",

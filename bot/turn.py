@@ -14,12 +14,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 
 from adapters.base import Message, Outlet
 from bot.approvals import ApprovalBroker
+from bot.chat import CHAT_NEEDS_PROVIDER, Chat
 from bot.memory import Memory
 from bot.runs import RunManager, result_text
 from bot.settings import Settings
@@ -50,11 +50,6 @@ Workflow language: A THEN B (sequence), A AND B (parallel), THEN IF_SUCCESS x EL
 THEN IF_FAILURE x, THEN IF_ANY_FAILED x, ( ) grouping, step (retry 3) (timeout 30s);
 keywords are upper case, quotes escape: echo "A THEN B"."""
 
-CHAT_NEEDS_PROVIDER = (
-    "I run workflows and commands without an LLM (/help lists them). Chatting needs an LLM provider: "
-    "set OPENAI_API_KEY or ANTHROPIC_API_KEY, or add a [providers.<name>] entry with base_url "
-    "(Ollama, vLLM, llama.cpp) in config/baton.toml."
-)
 
 COMMANDS = ("help", "workflows", "run", "runs", "cancel", "rerun", "history", "recall", "context", "summary", "forget", "approve", "reject")
 _IMMEDIATE = {"help", "workflows", "runs", "run_show", "cancel", "history", "recall", "context", "summary", "forget", "approve", "reject", "unknown"}
@@ -97,8 +92,8 @@ class Bot:
         sessions, runs: the stores.
         manager: owns run tasks.
         catalog: workflows and actions.
-        chat: optional chat handler ``(message, outlet) -> reply text``; without one,
-            plain chat gets an answer saying how to configure a provider.
+        chat: answers plain chat (:class:`bot.chat.Chat`); without one, plain chat
+            gets an answer saying how to configure a provider.
     """
 
     def __init__(
@@ -111,7 +106,7 @@ class Bot:
         *,
         memory: Memory | None = None,
         approvals: ApprovalBroker | None = None,
-        chat: Callable[[Message, Outlet], Awaitable[str]] | None = None,
+        chat: Chat | None = None,
     ) -> None:
         self.settings = settings
         self.sessions = sessions
@@ -122,7 +117,7 @@ class Bot:
         self.memory = memory
         self.approvals = approvals
         self._forget_pending: dict[ThreadKey, float] = {}
-        self._lanes: dict[ThreadKey, asyncio.Queue[tuple[Message, Outlet, Command | None]]] = {}
+        self._lanes: dict[ThreadKey, asyncio.Queue[tuple[Message, Outlet, Command | None, int]]] = {}
         self._lane_tasks: dict[ThreadKey, asyncio.Task[None]] = {}
 
     # -- entry -------------------------------------------------------------
@@ -134,7 +129,7 @@ class Bot:
         is not acted on (so nothing runs that was not recorded).
         """
         try:
-            await self.sessions.append(msg.key, "user", msg.author, msg.text, event_id=msg.event_id, created_at=msg.received_at)
+            stored = await self.sessions.append(msg.key, "user", msg.author, msg.text, event_id=msg.event_id, created_at=msg.received_at)
         except StoreError as e:
             log.error("storing a message failed: %s", e)
             await outlet.send(msg.key, f"I could not record your message ({e}); nothing was run. Please try again.")
@@ -146,7 +141,7 @@ class Bot:
         lane = self._lanes.get(msg.key)
         if lane is None:
             lane = self._lanes[msg.key] = asyncio.Queue()
-        lane.put_nowait((msg, outlet, cmd))
+        lane.put_nowait((msg, outlet, cmd, stored.id))
         if msg.key not in self._lane_tasks:
             self._lane_tasks[msg.key] = asyncio.create_task(self._serve_lane(msg.key), name=f"lane-{msg.key}")
 
@@ -154,8 +149,8 @@ class Bot:
         lane = self._lanes[key]
         try:
             while not lane.empty():
-                msg, outlet, cmd = lane.get_nowait()
-                await self._safely(self._ordered, msg, outlet, cmd)
+                msg, outlet, cmd, message_id = lane.get_nowait()
+                await self._safely(lambda m, o, c: self._ordered(m, o, c, message_id), msg, outlet, cmd)
         except asyncio.CancelledError:
             self._lane_tasks.pop(key, None)
             raise
@@ -342,14 +337,16 @@ class Bot:
 
     # -- ordered work --------------------------------------------------------
 
-    async def _ordered(self, msg: Message, outlet: Outlet, cmd: Command | None) -> None:
+    async def _ordered(self, msg: Message, outlet: Outlet, cmd: Command | None, message_id: int = 0) -> None:
         key = msg.key
         if cmd is None:
             if msg.text.strip() in self.catalog.workflows:
                 cmd = Command("run", msg.text.strip())
+            elif self.chat is not None:
+                await self.chat.reply(msg, outlet, message_id)
+                return
             else:
-                text = await self.chat(msg, outlet) if self.chat else CHAT_NEEDS_PROVIDER
-                await self.reply(key, outlet, text)
+                await self.reply(key, outlet, CHAT_NEEDS_PROVIDER)
                 return
         if cmd.name == "run":
             await self._run(msg, outlet, cmd.arg)

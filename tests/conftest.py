@@ -102,6 +102,13 @@ class RecordingOutlet:
                 await self._new.wait()
 
 
+@pytest.fixture(autouse=True)
+def _no_vendor_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests never use real vendor keys: with none set, "no provider" behaviour is what is tested."""
+    for name in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+
+
 @pytest.fixture
 def outlet() -> RecordingOutlet:
     return RecordingOutlet()

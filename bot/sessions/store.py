@@ -274,8 +274,8 @@ async def build_context(
     summaries: Sequence[SummaryRecord] | None = None,
 ) -> ContextWindow:
     """One turn's context against any store: load summaries, fetch the bounded
-    tail the strategy asks for (messages before ``new_message.id``; pass an
-    unstored message with ``id=0``), create and store missing summaries
+    tail the strategy asks for (messages before ``new_message.id`` plus replies
+    stored since; pass an unstored message with ``id=0``), create and store missing summaries
     (``summarizer`` with extractive fallback; ``None`` = extractive), then
     assemble in a worker thread.
 
@@ -284,11 +284,13 @@ async def build_context(
     """
     stored = list(summaries) if summaries is not None else await store.summaries(key)
     req = strategy.tail_request(stored)
-    before = new_message.id if new_message.id > 0 else None
-    if req.token_budget is not None and getattr(store, "supports_token_budget", False):
-        history = await store.tail(key, limit=req.limit, after_id=req.after_id, before_id=before, token_budget=req.token_budget)  # type: ignore[call-arg]
-    else:
-        history = await store.tail(key, limit=req.limit, after_id=req.after_id, before_id=before)
+    # Everything the bot knew when it handled the new message: messages stored before
+    # it, plus replies given since (a thread's messages can queue while the bot works);
+    # not user messages that arrived after it (they get their own turn).
+    kw = {"token_budget": req.token_budget} if req.token_budget is not None and getattr(store, "supports_token_budget", False) else {}
+    history = await store.tail(key, limit=req.limit, after_id=req.after_id, **kw)  # type: ignore[arg-type]
+    if new_message.id > 0:
+        history = [m for m in history if m.id != new_message.id and (m.id < new_message.id or m.role != "user")]
     created = await ensure_summaries(strategy, history, stored, summarizer)
     for rec in created:
         await store.add_summary(key, rec)

@@ -1,0 +1,269 @@
+"""Benchmark: what the provider layer adds to a streamed reply.
+
+Runs the in-process fake LLM server (tests/fakes/llm_server.py) on 127.0.0.1 — no
+external data, no network beyond loopback — and streams ``--replies`` replies of
+``--tokens`` tokens through each path, interleaved round-robin:
+
+* ``raw-openai`` / ``raw-anthropic``: a bare ``httpx2`` POST whose SSE body is read
+  and JSON-decoded line by line — the floor any client pays;
+* ``openai`` / ``anthropic``: :class:`bot.providers.OpenAIProvider` /
+  :class:`bot.providers.AnthropicProvider` (real SDK + retry/breaker wrapper), as the
+  caller sees them (``async for event in provider.stream(...)``).
+
+Per reply it records, in milliseconds: time to first text delta as seen by the caller
+(TTFT), total time until the final event, the server's own time for that request
+(handler start → last byte written, as recorded by the fake), and
+``client = total - server``. **Overhead per reply** for a provider is the median, over
+rounds, of ``provider client - raw client`` for the same wire format (each round runs
+the paths back to back, so load drift cancels): the time the provider layer (SDK
+request building and SSE decoding + our retry/breaker wrapper) adds on top of reading
+the same bytes.
+
+Usage::
+
+    python bench/providers.py --replies 200 [--tokens 64]
+
+Prints a table, then exactly one JSON line (last line of output) with
+``overhead_ms_per_reply`` (the worse of the two providers) and details.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import os
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+_ROOT = str(Path(__file__).resolve().parents[1])
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+
+import httpx2  # noqa: E402
+
+from bot.providers import AnthropicProvider, ChatMessage, OpenAIProvider, StreamEnd, TextDelta  # noqa: E402
+from tests.fakes.llm_server import FakeLLMServer  # noqa: E402
+
+TARGET_MS = 5.0
+MESSAGES = [
+    ChatMessage("user", "Give me the status of the last deploy."),
+    ChatMessage("assistant", "The last deploy finished at 14:02 UTC."),
+    ChatMessage("user", "And the error rate since then?"),
+]
+
+
+@dataclass
+class Samples:
+    """Per-reply timings (milliseconds) for one path."""
+
+    ttft: list[float] = field(default_factory=list)
+    total: list[float] = field(default_factory=list)
+    server: list[float] = field(default_factory=list)
+    client: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)
+    chars: int = 0
+
+
+def pct(values: list[float], q: float) -> float:
+    """``q``-quantile (0..1) by nearest rank."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+async def raw_openai(client: httpx2.AsyncClient, server: FakeLLMServer) -> tuple[float | None, float, int]:
+    """Bare SSE read of /v1/chat/completions. Returns (ttft_s, total_s, chars)."""
+    body = {
+        "model": "gpt-4o-mini",
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "max_completion_tokens": 1024,
+        "messages": [{"role": m.role, "content": m.content} for m in MESSAGES],
+    }
+    t0 = time.perf_counter()
+    ttft = None
+    chars = 0
+    async with client.stream("POST", f"{server.openai_base_url}/chat/completions", json=body) as resp:
+        async for line in resp.aiter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            data = json.loads(line[6:])
+            for choice in data.get("choices") or ():
+                text = choice["delta"].get("content")
+                if text:
+                    if ttft is None:
+                        ttft = time.perf_counter() - t0
+                    chars += len(text)
+    return ttft, time.perf_counter() - t0, chars
+
+
+async def raw_anthropic(client: httpx2.AsyncClient, server: FakeLLMServer) -> tuple[float | None, float, int]:
+    """Bare SSE read of /v1/messages. Returns (ttft_s, total_s, chars)."""
+    body = {
+        "model": "claude-haiku-4-5",
+        "stream": True,
+        "max_tokens": 1024,
+        "messages": [{"role": m.role, "content": m.content} for m in MESSAGES],
+    }
+    t0 = time.perf_counter()
+    ttft = None
+    chars = 0
+    headers = {"x-api-key": "bench-key", "anthropic-version": "2023-06-01"}
+    async with client.stream("POST", f"{server.anthropic_base_url}/v1/messages", json=body, headers=headers) as resp:
+        async for line in resp.aiter_lines():
+            if not line.startswith("data: "):
+                continue
+            data = json.loads(line[6:])
+            if data.get("type") == "content_block_delta":
+                text = data["delta"].get("text")
+                if text:
+                    if ttft is None:
+                        ttft = time.perf_counter() - t0
+                    chars += len(text)
+    return ttft, time.perf_counter() - t0, chars
+
+
+async def via_provider(provider: OpenAIProvider | AnthropicProvider) -> tuple[float | None, float, int]:
+    """Stream through the provider layer as a caller would. Returns (ttft_s, total_s, chars)."""
+    t0 = time.perf_counter()
+    ttft = None
+    chars = 0
+    async for event in provider.stream(MESSAGES):
+        if isinstance(event, TextDelta):
+            if ttft is None:
+                ttft = time.perf_counter() - t0
+            chars += len(event.text)
+        elif isinstance(event, StreamEnd):
+            break
+    return ttft, time.perf_counter() - t0, chars
+
+
+async def run(replies: int, tokens: int, warmup: int) -> dict[str, Any]:
+    """Start the fake server, run every path ``warmup`` + ``replies`` times round-robin.
+
+    Returns ``{"samples": {path: Samples}, "overhead": {provider: ms}, "cpu_overhead": {provider: ms}}``;
+    raises ``SystemExit`` if any path received the wrong text.
+    """
+    reply_text = " ".join(f"word{i}" for i in range(tokens))
+    async with FakeLLMServer(reply=reply_text) as server:
+        raw_client = httpx2.AsyncClient(timeout=30)
+        openai_p = OpenAIProvider(name="openai", model="gpt-4o-mini", api_key="sk-bench", base_url=server.openai_base_url)
+        anthropic_p = AnthropicProvider(
+            name="anthropic", model="claude-haiku-4-5", api_key="sk-ant-bench", base_url=server.anthropic_base_url
+        )
+        paths = {
+            "raw-openai": lambda: raw_openai(raw_client, server),
+            "openai": lambda: via_provider(openai_p),
+            "raw-anthropic": lambda: raw_anthropic(raw_client, server),
+            "anthropic": lambda: via_provider(anthropic_p),
+        }
+        samples = {name: Samples() for name in paths}
+        try:
+            for _ in range(warmup):
+                for fn in paths.values():
+                    await fn()
+            gc.collect()
+            for _ in range(replies):
+                for name, fn in paths.items():
+                    cpu0 = time.process_time()
+                    ttft, total, chars = await fn()
+                    cpu = time.process_time() - cpu0
+                    rec = server.requests[-1]
+                    s = samples[name]
+                    s.ttft.append((ttft or total) * 1000)
+                    s.total.append(total * 1000)
+                    server_ms = (rec.server_time_s or 0.0) * 1000
+                    s.server.append(server_ms)
+                    s.client.append(total * 1000 - server_ms)
+                    s.cpu.append(cpu * 1000)
+                    s.chars = chars
+        finally:
+            await openai_p.aclose()
+            await anthropic_p.aclose()
+            await raw_client.aclose()
+
+    expected_chars = len(reply_text)
+    for name, s in samples.items():
+        if s.chars != expected_chars:
+            raise SystemExit(f"{name}: received {s.chars} characters, expected {expected_chars}")
+
+    # Paired per round (each round runs raw then provider back to back), so load drift on a
+    # shared machine cancels out; the median of the paired differences is the headline.
+    overhead = {
+        name: statistics.median(
+            p - r for p, r in zip(samples[name].client, samples[f"raw-{name}"].client, strict=True)
+        )
+        for name in ("openai", "anthropic")
+    }
+    # Same pairing on process CPU time (client and in-process server alike; the server's share is
+    # identical for both paths of a pair), which is what the layer costs regardless of machine load.
+    cpu_overhead = {
+        name: statistics.median(p - r for p, r in zip(samples[name].cpu, samples[f"raw-{name}"].cpu, strict=True))
+        for name in ("openai", "anthropic")
+    }
+    return {"samples": samples, "overhead": overhead, "cpu_overhead": cpu_overhead}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point: parse ``--replies/--tokens/--warmup``, run, print the table and one JSON line."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--replies", type=int, default=200, help="measured replies per path (default 200)")
+    parser.add_argument("--tokens", type=int, default=64, help="tokens (SSE text deltas) per reply (default 64)")
+    parser.add_argument("--warmup", type=int, default=10, help="unmeasured replies per path first (default 10)")
+    args = parser.parse_args(argv)
+    if args.replies < 1 or args.tokens < 1:
+        parser.error("--replies and --tokens must be >= 1")
+
+    result = asyncio.run(run(args.replies, args.tokens, args.warmup))
+    samples: dict[str, Samples] = result["samples"]
+    overhead: dict[str, float] = result["overhead"]
+    cpu_overhead: dict[str, float] = result["cpu_overhead"]
+    load1 = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    cpus = os.cpu_count() or 1
+
+    print(f"Provider layer bench — {args.replies} replies x {args.tokens} tokens per path, fake server on 127.0.0.1")
+    print("All times in ms. client = caller-observed total - server's own time for that request.")
+    print(f"Machine: {cpus} CPUs, load average {load1:.2f} (wall-clock numbers inflate under load).")
+    header = f"{'path':<14}{'ttft p50':>10}{'ttft p95':>10}{'total p50':>11}{'total p95':>11}{'server p50':>12}{'client p50':>12}{'client p95':>12}"
+    print(header)
+    print("-" * len(header))
+    for name, s in samples.items():
+        print(
+            f"{name:<14}{pct(s.ttft, .5):>10.2f}{pct(s.ttft, .95):>10.2f}{pct(s.total, .5):>11.2f}"
+            f"{pct(s.total, .95):>11.2f}{pct(s.server, .5):>12.2f}{pct(s.client, .5):>12.2f}{pct(s.client, .95):>12.2f}"
+        )
+    print()
+    for name, value in overhead.items():
+        verdict = "OK" if value < TARGET_MS else "OVER TARGET"
+        print(
+            f"{name:<10} overhead vs raw SSE read: {value:6.2f} ms/reply wall "
+            f"({value / args.tokens * 1000:6.1f} us/token), {cpu_overhead[name]:5.2f} ms CPU  "
+            f"[{verdict}, target < {TARGET_MS:g} ms]"
+        )
+    worst = max(overhead.values())
+    summary = {
+        "bench": "providers",
+        "replies": args.replies,
+        "tokens_per_reply": args.tokens,
+        "overhead_ms_per_reply": round(worst, 3),
+        "overhead_ms_per_reply_by_provider": {k: round(v, 3) for k, v in overhead.items()},
+        "overhead_cpu_ms_per_reply_by_provider": {k: round(v, 3) for k, v in cpu_overhead.items()},
+        "ttft_ms_p50": {k: round(pct(s.ttft, 0.5), 3) for k, s in samples.items()},
+        "total_ms_p50": {k: round(pct(s.total, 0.5), 3) for k, s in samples.items()},
+        "server_ms_p50": {k: round(pct(s.server, 0.5), 3) for k, s in samples.items()},
+        "load_avg_1m": round(load1, 2),
+        "cpus": cpus,
+        "target_ms": TARGET_MS,
+        "within_target": worst < TARGET_MS,
+    }
+    print(json.dumps(summary, separators=(",", ":")))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,80 @@
+"""Plain chat: the thread's context window, streamed through the default LLM provider.
+
+With no provider configured the bot says what to set. Failures are told in the
+thread: a missing key names the setting, an auth error names the provider, a
+context-length error says by how much, and a stream cut mid-way keeps the partial
+text, marked as cut off. The reply (as shown) is stored in the thread's memory.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from adapters.base import Message, Outlet
+from bot.llm import LLM
+from bot.memory import Memory
+from bot.providers import ProviderError, StreamInterrupted
+from bot.providers.types import StreamEnd
+from bot.store import SessionStore
+from bot.sessions import ContextBudgetError
+
+log = logging.getLogger("baton.chat")
+
+CHAT_NEEDS_PROVIDER = (
+    "I run workflows and commands without an LLM (/help lists them). Chatting needs an LLM provider: "
+    "set OPENAI_API_KEY or ANTHROPIC_API_KEY, or add a [providers.<name>] entry with base_url "
+    "(Ollama, vLLM, llama.cpp) in config/baton.toml."
+)
+
+
+class Chat:
+    """Answers chat messages.
+
+    Args:
+        llm: the providers (``None``: chat explains how to configure one).
+        memory: assembles each thread's context window.
+        sessions: stores the reply.
+    """
+
+    def __init__(self, llm: LLM | None, memory: Memory, sessions: SessionStore) -> None:
+        self.llm = llm
+        self.memory = memory
+        self.sessions = sessions
+
+    async def reply(self, msg: Message, outlet: Outlet, message_id: int = 0) -> str:
+        """Answer ``msg`` (already stored with id ``message_id``) in its thread; returns the text shown."""
+        key = msg.key
+        if self.llm is None:
+            await self.sessions.append(key, "assistant", "baton", CHAT_NEEDS_PROVIDER)
+            await outlet.send(key, CHAT_NEEDS_PROVIDER)
+            return CHAT_NEEDS_PROVIDER
+        stream = outlet.stream_reply(key) if hasattr(outlet, "stream_reply") else None
+        text = ""
+        end: StreamEnd | None = None
+        try:
+            window = await self.memory.context(key, msg.text, new_id=message_id)
+            async for piece in self.llm.chat(window):
+                if isinstance(piece, str):
+                    text += piece
+                    if stream is not None:
+                        stream.update(text)
+                else:
+                    end = piece
+        except StreamInterrupted as e:
+            log.warning("chat stream cut in %s: %s", key, e.reason)
+            text = f"{e.partial_text}\n…[reply cut off: {e.reason}]"
+        except ContextBudgetError as e:
+            text = f"I cannot build a context for this: {e}"
+        except ProviderError as e:
+            log.warning("chat failed in %s: %s", key, e)
+            text = f"The LLM provider failed: {e}"
+        if not text:
+            text = "(the model returned an empty reply)"
+        await self.sessions.append(key, "assistant", "baton", text)
+        if stream is not None:
+            await stream.finish(text)
+        else:
+            await outlet.send(key, text)
+        if end is not None and self.llm is not None:
+            log.info("chat reply in %s: %s tokens in, %s out", key, end.usage.input_tokens, end.usage.output_tokens)
+        return text

@@ -1,0 +1,186 @@
+"""The bot's use of LLM providers: workflow LLM steps, chat replies and summaries.
+
+* LLM steps (``engine.actions.LLMRunner``): a step's prompt plus the outputs of the
+  steps it depends on ("automatic context passing between steps", seed
+  *Advanced Orchestration*), on the provider named by ``with <name>`` or the default.
+  Usage comes from the provider's own usage fields; USD from ``config/prices.toml``.
+* Budget controls from the same seed (``[workflow.cost_control]``):
+  ``max_cost_per_workflow`` (USD) refuses a step whose worst case (prompt tokens plus
+  ``max_tokens`` of output at the model's price) would take the run over the limit;
+  ``budget_alert_threshold`` (a fraction of it) posts one warning in the run's thread.
+* Chat: the thread's context window streamed through the default provider.
+* Summaries: abstractive through the default provider (the session manager falls
+  back to extractive when this fails).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from typing import Any
+
+from bot.providers import PriceTable, ProviderError, ProviderRegistry, StreamInterrupted
+from bot.providers.config import implicit_providers
+from bot.providers.errors import TransientProviderError
+from bot.providers.types import ChatMessage, StreamEnd, TextDelta, Usage
+from bot.sessions import ContextWindow, MemoryMessage, TokenCounter
+from engine.actions import StepOutput
+from engine.context import current_run_id
+from engine.errors import StepError
+
+log = logging.getLogger("baton.llm")
+
+STEP_SYSTEM = (
+    "You are one step of a chat-ops workflow. Do exactly what the step asks, concisely. "
+    "The outputs of the earlier steps it depends on follow the task."
+)
+SUMMARY_SYSTEM = "Summarize this part of a chat thread in a few sentences. Keep names, numbers, decisions and open questions."
+
+
+def step_prompt(prompt: str, inputs: Mapping[str, str]) -> str:
+    """The user message of an LLM step: the task, then each earlier step's output under its name."""
+    if not inputs:
+        return prompt
+    parts = [prompt, "", "Outputs of the earlier steps:"]
+    for label, output in inputs.items():
+        parts.append(f"### {label}\n{output.strip() or '(no output)'}")
+    return "\n".join(parts)
+
+
+AlertFn = Callable[[str, str], Awaitable[None]]
+
+
+class LLM:
+    """Providers as the bot uses them.
+
+    Args:
+        registry: named providers.
+        prices: USD per 1M tokens by model.
+        counter: counts prompt tokens for budget estimates.
+        max_tokens: reply cap per call (tokens).
+        max_cost_per_workflow: USD per run (``None``: no limit).
+        budget_alert_threshold: fraction of the limit at which the thread is warned.
+        alert: ``(run_id, text)`` → posts a warning in the run's thread.
+    """
+
+    def __init__(
+        self,
+        registry: ProviderRegistry,
+        prices: PriceTable,
+        counter: TokenCounter,
+        *,
+        max_tokens: int = 1024,
+        max_cost_per_workflow: float | None = None,
+        budget_alert_threshold: float = 0.8,
+        alert: AlertFn | None = None,
+    ) -> None:
+        self.registry = registry
+        self.prices = prices
+        self.counter = counter
+        self.max_tokens = max_tokens
+        self.max_cost = max_cost_per_workflow
+        self.alert_threshold = budget_alert_threshold
+        self.alert = alert
+        self._spent: dict[str, float] = {}
+        self._alerted: set[str] = set()
+
+    @classmethod
+    def from_settings(cls, providers: Mapping[str, Any], counter: TokenCounter, **kw: Any) -> LLM | None:
+        """An :class:`LLM` for ``[providers]`` (or, when none are configured, for the vendor keys
+        set in the environment: OPENAI_API_KEY / ANTHROPIC_API_KEY); ``None`` when there is neither."""
+        mapping = dict(providers) or implicit_providers(os.environ)
+        if not mapping:
+            return None
+        return cls(ProviderRegistry.from_mapping(mapping), PriceTable.load(), counter, **kw)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return self.registry.names
+
+    def spent(self, run_id: str) -> float:
+        """USD spent on LLM steps by run ``run_id`` so far (this process)."""
+        return self._spent.get(run_id, 0.0)
+
+    def _estimate(self, model: str, prompt_tokens: int, max_out: int) -> float:
+        return self.prices.cost_usd(model, Usage(prompt_tokens, max_out))
+
+    # -- workflow steps ----------------------------------------------------------
+
+    async def __call__(self, prompt: str, provider: str | None, inputs: Mapping[str, str]) -> StepOutput:
+        """Run one LLM step (the engine's ``LLMRunner``).
+
+        Raises:
+            StepError: provider errors (retryable when transient), or a budget refusal (not retryable).
+        """
+        run_id = current_run_id.get() or "-"
+        text = step_prompt(prompt, inputs)
+        try:
+            p = self.registry.get(provider)
+        except ProviderError as e:
+            raise StepError(str(e), retryable=False) from None
+        if self.max_cost is not None:
+            est = self._estimate(p.model, self.counter.count_message("user", text) + self.counter.count(STEP_SYSTEM), self.max_tokens)
+            spent = self.spent(run_id)
+            if spent + est > self.max_cost:
+                raise StepError(
+                    f"not run: this step could cost up to ${est:.4f} and the run has spent ${spent:.4f} "
+                    f"of its max_cost_per_workflow ${self.max_cost:.2f} ([workflow.cost_control])",
+                    retryable=False,
+                )
+        out: list[str] = []
+        end: StreamEnd | None = None
+        try:
+            async for ev in p.stream([ChatMessage("user", text)], system=STEP_SYSTEM, max_tokens=self.max_tokens):
+                if isinstance(ev, TextDelta):
+                    out.append(ev.text)
+                else:
+                    end = ev
+        except StreamInterrupted as e:
+            raise StepError(f"{e} (partial output kept)", retryable=False, output=e.partial_text + "\n…[cut off]") from None
+        except ProviderError as e:
+            raise StepError(str(e), retryable=isinstance(e, TransientProviderError)) from None
+        usage = end.usage if end else Usage(0, 0)
+        model = end.model if end and end.model else p.model
+        cost = self.prices.cost_usd(model, usage)
+        await self._account(run_id, cost)
+        return StepOutput("".join(out), usage.input_tokens, usage.output_tokens, cost)
+
+    async def _account(self, run_id: str, cost: float) -> None:
+        self._spent[run_id] = total = self.spent(run_id) + cost
+        if self.max_cost and self.alert and run_id not in self._alerted and total >= self.alert_threshold * self.max_cost:
+            self._alerted.add(run_id)
+            await self.alert(
+                run_id,
+                f"Budget alert: run #{run_id} has spent ${total:.4f}, {100 * total / self.max_cost:.0f}% of its "
+                f"max_cost_per_workflow ${self.max_cost:.2f}.",
+            )
+
+    # -- chat ----------------------------------------------------------------------
+
+    async def chat(self, window: ContextWindow, provider: str | None = None) -> AsyncIterator[str | StreamEnd]:
+        """Stream a reply to ``window``: text pieces, then one :class:`StreamEnd`.
+
+        Raises:
+            ProviderError: as :meth:`bot.providers.Provider.stream` (``StreamInterrupted`` after text).
+        """
+        system = "\n\n".join(m.content for m in window.messages if m.role == "system")
+        msgs = [ChatMessage(m.role, m.content) for m in window.messages if m.role != "system"]
+        p = self.registry.get(provider)
+        async for ev in p.stream(msgs, system=system or None, max_tokens=self.max_tokens):
+            yield ev.text if isinstance(ev, TextDelta) else ev
+
+    # -- summaries -------------------------------------------------------------------
+
+    async def summarize(self, messages: Sequence[MemoryMessage], max_tokens: int) -> str:
+        """Abstractive summary of ``messages`` in at most about ``max_tokens`` tokens."""
+        transcript = "\n".join(f"{m.author} ({m.role}): {m.text}" for m in messages)
+        p = self.registry.get(None)
+        reply = []
+        async for ev in p.stream([ChatMessage("user", transcript)], system=SUMMARY_SYSTEM, max_tokens=max_tokens):
+            if isinstance(ev, TextDelta):
+                reply.append(ev.text)
+        return "".join(reply)
+
+    async def aclose(self) -> None:
+        await self.registry.aclose()

@@ -1,0 +1,1 @@
+"""Tests for bot.providers (run against the in-process fake LLM server)."""
