@@ -1,4 +1,4 @@
-"""Pure helpers of the Discord adapter: message text, status rendering, ranking, log redaction.
+"""Pure helpers of the Discord adapter: message text, status rendering, autocomplete ranking, log redaction.
 
 No discord.py objects here, so these are cheap to test and to benchmark.
 """
@@ -27,11 +27,6 @@ THREAD_NAME_LIMIT = 100
 
 _FENCE = "```"
 _FENCE_ESCAPE = "`\u200b``"  # a zero-width space keeps text from closing our code block
-
-
-def fence(text: str) -> str:
-    """``text`` inside a code block (``` inside it is defused)."""
-    return f"{_FENCE}\n{text.replace(_FENCE, _FENCE_ESCAPE)}\n{_FENCE}"
 
 
 def split_message(text: str, limit: int = MESSAGE_LIMIT) -> list[str]:
@@ -74,6 +69,53 @@ def split_message(text: str, limit: int = MESSAGE_LIMIT) -> list[str]:
     if current:
         chunks.append("\n".join(current))
     return [f"{_FENCE}\n{c}\n{_FENCE}" for c in chunks]
+
+
+def split_plain(text: str, limit: int = MESSAGE_LIMIT) -> list[str]:
+    """Discord message contents for markdown text (an LLM reply): split at line boundaries, no added fences.
+
+    A chunk that ends inside a code block gets the block closed, and the next
+    chunk reopens it, so every message renders on its own. Each chunk is at most
+    ``limit`` characters; an empty ``text`` gives ``["…"]``.
+    """
+    text = text.rstrip()
+    if not text:
+        return ["…"]
+    if len(text) <= limit:
+        return [text]
+    room = limit - 2 * (len(_FENCE) + 1)  # space to close and reopen a code block
+    chunks: list[str] = []
+    current: list[str] = []
+    size = 0
+    in_code = False  # at the end of ``current``
+    reopen = False  # ``current`` starts inside a code block
+
+    def flush() -> None:
+        nonlocal current, size, reopen
+        body = "\n".join(current)
+        if reopen:
+            body = f"{_FENCE}\n{body}"
+        if in_code:
+            body = f"{body}\n{_FENCE}"
+        chunks.append(body)
+        current, size, reopen = [], 0, in_code
+
+    for line in text.split("\n"):
+        while len(line) > room:
+            if current:
+                flush()
+            current, size = [line[:room]], room
+            flush()
+            line = line[room:]
+        if current and size + 1 + len(line) > room:
+            flush()
+        current.append(line)
+        size += len(line) + (1 if len(current) > 1 else 0)
+        if line.lstrip().startswith(_FENCE):
+            in_code = not in_code
+    if current:
+        flush()
+    return chunks
 
 
 def escape_inline(text: str) -> str:

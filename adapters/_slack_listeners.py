@@ -36,7 +36,7 @@ from slack_bolt.async_app import AsyncApp, AsyncAssistant
 from slack_sdk.errors import SlackApiError
 
 from adapters._slack_outlet import _DELIVERY_ERRORS, SlackOutlet, _api_error
-from adapters._slack_render import ACTION_RETRY, ACTION_SHOW_LOG, escape, without_actions
+from adapters._slack_render import ACTION_RETRY, escape, without_actions
 from adapters._slack_translate import (
     PLATFORM,
     button_command,
@@ -101,12 +101,10 @@ class AcksFirst:
         self._waiters.append(fut)
         self._release_soon()
         try:
-            await asyncio.wait_for(asyncio.shield(fut), self.max_defer)
+            await asyncio.wait_for(fut, self.max_defer)
         except TimeoutError:
-            pass
+            pass  # waited long enough: go now
         finally:
-            if not fut.done():
-                fut.cancel()
             with contextlib.suppress(ValueError):
                 self._waiters.remove(fut)
         self._release_soon()  # pass the turn on, next loop iteration
@@ -181,8 +179,7 @@ class SlackListeners:
         bolt.event("app_mention")(self.on_mention)
         bolt.event("message")(self.on_message)
         bolt.command(self.command)(self.on_command)
-        bolt.action(ACTION_RETRY)(self.on_button)
-        bolt.action(ACTION_SHOW_LOG)(self.on_button)
+        bolt.action(re.compile(r"^baton_"))(self.on_button)  # every Baton button, see _slack_translate.BUTTONS
         # Acknowledge every other event (member joins, reactions, uninstall, …): an
         # unhandled event answered 404 would be redelivered by Slack.
         bolt.event(re.compile(".*"))(self.on_other_event)

@@ -78,8 +78,11 @@ class SlackRunView:
         self.key = key
         self.board = StatusBoard(run_id, title)
         self.message = ThrottledStatusMessage(
-            self.board, self._post, self._edit, status_payload, min_interval=outlet.status_min_interval
+            self.board, self._post, self._edit, self._render, min_interval=outlet.status_min_interval
         )
+
+    def _render(self, board: StatusBoard) -> dict[str, Any]:
+        return status_payload(board, thread=self.key.thread)
 
     def on_event(self, event: RunEvent) -> None:
         self.message.on_event(event)

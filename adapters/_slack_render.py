@@ -25,7 +25,13 @@ ACTION_RETRY = "baton_retry_step"
 """``action_id`` of the "Retry failed step" button; its value is :func:`button_value`."""
 ACTION_SHOW_LOG = "baton_show_log"
 """``action_id`` of the "Show log" button."""
+ACTION_APPROVE = "baton_approve"
+"""``action_id`` of "Approve" under a step waiting for approval (``/approve ID STEP``)."""
+ACTION_REJECT = "baton_reject"
+"""``action_id`` of "Reject" under a step waiting for approval (``/reject ID STEP``)."""
 ACTIONS_BLOCK_ID = "baton_run_actions"
+APPROVAL_BLOCK_PREFIX = "baton_approval_"
+MAX_APPROVAL_BLOCKS = 5
 
 _FENCE = "```"
 _BROKEN_FENCE = "`\u200b``"
@@ -104,6 +110,13 @@ def truncate(text: str, limit: int) -> tuple[str, int]:
     return out, len(text) - len(out)
 
 
+def _button(action_id: str, text: str, value: str, style: str | None = None) -> dict[str, Any]:
+    b: dict[str, Any] = {"type": "button", "action_id": action_id, "text": {"type": "plain_text", "text": text}, "value": value}
+    if style:
+        b["style"] = style
+    return b
+
+
 def button_value(run_id: int, thread: str, step: str | None = None) -> str:
     """The JSON a run button carries: ``{"run": id, "thread": ts, "step": node id or null}`` (< 2000 chars)."""
     return json.dumps({"run": run_id, "thread": thread, "step": step}, separators=(",", ":"))[:2000]
@@ -115,19 +128,8 @@ def run_buttons(run_id: int, thread: str, failed_step: str | None) -> dict[str, 
         "type": "actions",
         "block_id": ACTIONS_BLOCK_ID,
         "elements": [
-            {
-                "type": "button",
-                "action_id": ACTION_RETRY,
-                "style": "primary",
-                "text": {"type": "plain_text", "text": "Retry failed step"},
-                "value": button_value(run_id, thread, failed_step),
-            },
-            {
-                "type": "button",
-                "action_id": ACTION_SHOW_LOG,
-                "text": {"type": "plain_text", "text": "Show log"},
-                "value": button_value(run_id, thread),
-            },
+            _button(ACTION_RETRY, "Retry failed step", button_value(run_id, thread, failed_step), "primary"),
+            _button(ACTION_SHOW_LOG, "Show log", button_value(run_id, thread)),
         ],
     }
 
@@ -166,11 +168,35 @@ def status_table(board: StatusBoard, *, max_chars: int = SECTION_LIMIT - 100) ->
     return "\n".join(lines)
 
 
-def status_payload(board: StatusBoard) -> dict[str, Any]:
+def approval_blocks(board: StatusBoard, thread: str) -> list[dict[str, Any]]:
+    """For each step waiting for approval: its question and "Approve" / "Reject" buttons.
+
+    A click is the clicking user's ``/approve ID STEP`` / ``/reject ID STEP`` (the
+    core checks ``[permissions] approve``). The buttons go away with the next edit
+    once the step is decided.
+    """
+    blocks: list[dict[str, Any]] = []
+    for r in [r for r in board.rows() if r.status == "waiting"][:MAX_APPROVAL_BLOCKS]:
+        question = r.label.split(" ", 1)[1] if r.label.startswith("approve ") else r.label
+        ask = f"{ICONS.get('waiting', '⏸')} *{escape(question)}* — step `{escape(r.node_id)}` waits for approval"
+        blocks.append(_section(_cell(ask, SECTION_LIMIT)))
+        value = button_value(board.run_id, thread, r.node_id)
+        blocks.append(
+            {
+                "type": "actions",
+                "block_id": f"{APPROVAL_BLOCK_PREFIX}{r.node_id}"[:255],
+                "elements": [_button(ACTION_APPROVE, "Approve", value, "primary"), _button(ACTION_REJECT, "Reject", value, "danger")],
+            }
+        )
+    return blocks
+
+
+def status_payload(board: StatusBoard, thread: str | None = None) -> dict[str, Any]:
     """``text`` + ``blocks`` of a run's status message (posted once, then edited with ``chat.update``).
 
     Layout: a title line (run id, status, workflow), the step table (step, status,
-    time, cost) and a context line with progress and totals.
+    time, cost), a context line with progress and totals, and, given the run's
+    ``thread``, Approve/Reject buttons for steps waiting for approval.
     """
     rows = board.rows()
     icon = ICONS.get(board.status, "▶" if board.status == "running" else "…")
@@ -192,6 +218,8 @@ def status_payload(board: StatusBoard) -> dict[str, Any]:
     blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": " · ".join(ctx)}]})
     if board.error:
         blocks.append(_section(_cell(f"Error: {escape(board.error)}", SECTION_LIMIT)))
+    if thread is not None:
+        blocks += approval_blocks(board, thread)
     return {"text": escape(f"Run #{board.run_id} {board.status}: {title}"), "blocks": blocks}
 
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, NotRequired, TypedDict
 
-from adapters._slack_render import ACTION_RETRY, ACTION_SHOW_LOG, unescape
+from adapters._slack_render import ACTION_APPROVE, ACTION_REJECT, ACTION_RETRY, ACTION_SHOW_LOG, unescape
 from adapters.base import Message
 from bot.store.sessions import ThreadKey
 
@@ -135,22 +136,52 @@ def command_text(text: str) -> str:
     return "/" + t
 
 
-def button_command(action_id: str, value: str) -> tuple[str, str] | None:
-    """``(thread ts, command text)`` for a run button, or ``None`` for a value we did not write.
+def _retry(run_id: int, step: str | None) -> str:
+    return f"/rerun {run_id} from {step}" if step else f"/rerun {run_id}"
 
-    ``baton_retry_step`` → ``/rerun ID from STEP`` (``/rerun ID`` when no step
-    failed); ``baton_show_log`` → ``/run show ID``. Approval buttons plug in here
-    once the engine has approval steps (``baton_approve`` → the core's approve
-    command).
+
+def _show_log(run_id: int, step: str | None) -> str:
+    return f"/run show {run_id}"
+
+
+def _approve(run_id: int, step: str | None) -> str:
+    return f"/approve {run_id} {step}" if step else f"/approve {run_id}"
+
+
+def _reject(run_id: int, step: str | None) -> str:
+    return f"/reject {run_id} {step}" if step else f"/reject {run_id}"
+
+
+BUTTONS: dict[str, Callable[[int, str | None], str]] = {
+    ACTION_RETRY: _retry,
+    ACTION_SHOW_LOG: _show_log,
+    ACTION_APPROVE: _approve,
+    ACTION_REJECT: _reject,
+}
+"""``action_id`` → the command a click means, from the button's run id and step.
+
+A new kind of button is one entry here plus its rendering in
+:mod:`adapters._slack_render`; the listeners route every ``baton_*`` action id
+to :func:`button_command` unchanged.
+"""
+
+
+def button_command(action_id: str, value: str) -> tuple[str, str] | None:
+    """``(thread ts, command text)`` for one of Baton's buttons, or ``None`` for anything else.
+
+    ``value`` is :func:`adapters._slack_render.button_value` JSON; ``baton_retry_step``
+    → ``/rerun ID from STEP`` (``/rerun ID`` when no step failed), ``baton_show_log``
+    → ``/run show ID``, ``baton_approve`` / ``baton_reject`` → ``/approve ID STEP`` /
+    ``/reject ID STEP``. The click is the clicking user's command (the core checks
+    their permission).
     """
+    to_command = BUTTONS.get(action_id)
+    if to_command is None:
+        return None
     try:
         data = json.loads(value)
         run_id, thread = int(data["run"]), str(data["thread"])
     except (ValueError, KeyError, TypeError):
         return None
     step = data.get("step")
-    if action_id == ACTION_RETRY:
-        return thread, f"/rerun {run_id} from {step}" if step else f"/rerun {run_id}"
-    if action_id == ACTION_SHOW_LOG:
-        return thread, f"/run show {run_id}"
-    return None
+    return thread, to_command(run_id, str(step) if step else None)

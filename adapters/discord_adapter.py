@@ -24,10 +24,13 @@ What it does
   limit headers and retries 429s, https://discord.com/developers/docs/topics/rate-limits).
   The result follows in the thread; a failed run's result carries *Retry*
   (``/rerun ID from STEP`` as the clicking user) and *Show log* (``/run show ID``)
-  buttons. Buttons are persistent (:class:`ActionButton`, ``custom_id``
-  ``baton:<action>:<run>[:<step>]``), so they work after a restart; new actions
-  (Approve/Reject, once the engine can pause at a gate) are added to
-  :data:`BUTTON_ACTIONS`.
+  buttons; while an ``approve`` step waits, the status message carries Approve and
+  Reject buttons (``/approve ID STEP`` / ``/reject ID STEP`` as the clicking user).
+  Buttons are persistent (:class:`ActionButton`, ``custom_id``
+  ``baton:<action>:<run>[:<step>]``), so they work after a restart; actions are
+  looked up in :data:`BUTTON_ACTIONS`.
+* Chat replies (LLM) stream into one message edited in place
+  (:meth:`DiscordOutlet.stream_reply`), as markdown without code fences.
 * Permissions: before anything runs, ``app.bot.allowed`` is asked with the member's
   role names (and ids); a refusal is ephemeral and nothing is recorded or run.
 
@@ -42,6 +45,7 @@ import asyncio
 import contextvars
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, replace
 from typing import Any, Literal
@@ -59,9 +63,9 @@ from adapters._discord_text import (
     RedactSecrets,
     choice_label,
     escape_inline,
-    fence,
     render_status,
     split_message,
+    split_plain,
     thread_name,
 )
 from adapters.base import Message, RunView, StatusBoard, ThrottledStatusMessage
@@ -94,7 +98,9 @@ REDACT = RedactSecrets()
 
 #: Core commands that answer in place (they read or stop things); a mention with one
 #: of these in a channel is answered there instead of opening a thread.
-_IN_PLACE = {"help", "workflows", "runs", "run_show", "cancel", "history", "unknown"}
+_IN_PLACE = {
+    "help", "workflows", "runs", "run_show", "cancel", "history", "recall", "context", "summary", "forget", "approve", "reject", "unknown",
+}  # fmt: skip
 _FAILED_RESULT = re.compile(r"^Run #(\d+) failed in \d")
 _STEP_ID = re.compile(r"^[^\s:]{1,64}$")
 
@@ -209,6 +215,7 @@ class _Responder:
     used: bool = False
 
     async def answer(self, chunks: list[str], view: discord.ui.View | None) -> None:
+        """The first chunk edits ``@original``; later chunks are follow-up messages (``view`` on the last)."""
         for i, chunk in enumerate(chunks):
             last = i == len(chunks) - 1
             kw: dict[str, Any] = {"allowed_mentions": NO_MENTIONS}
@@ -230,6 +237,8 @@ class DiscordRunView:
     ``on_event`` is synchronous and cheap (it folds the event into the board and
     wakes the editor); edits are coalesced to at most one per
     ``settings.status_min_interval`` seconds; ``aclose`` flushes the final state.
+    While a step waits for approval (``step_waiting``), the message carries
+    Approve/Reject buttons for it; they go away once it is decided.
     """
 
     def __init__(self, outlet: DiscordOutlet, key: ThreadKey, run_id: int, title: str) -> None:
@@ -237,22 +246,99 @@ class DiscordRunView:
         self.key = key
         self.board = StatusBoard(run_id, title)
         self.status = ThrottledStatusMessage(
-            self.board, self._post, self._edit, render_status, min_interval=outlet.settings.status_min_interval
+            self.board, self._post, self._edit, self._render, min_interval=outlet.settings.status_min_interval
         )
 
     def on_event(self, event: RunEvent) -> None:
+        """Fold ``event`` into the board and schedule a redraw (sync, no I/O)."""
         self.status.on_event(event)
 
+    @staticmethod
+    def _render(board: StatusBoard) -> tuple[str, tuple[str, ...]]:
+        waiting = tuple(r.node_id for r in board.rows() if r.status == "waiting") if board.status == "running" else ()
+        return render_status(board), waiting
+
     async def _post(self, payload: object) -> object:
-        return await self.outlet.post(self.key, str(payload))
+        content, waiting = payload  # type: ignore[misc]
+        return await self.outlet.post(self.key, content, approval_buttons(self.board.run_id, waiting))
 
     async def _edit(self, handle: object, payload: object) -> None:
-        await self.outlet.edit(handle, str(payload))
+        content, waiting = payload  # type: ignore[misc]
+        await self.outlet.edit(handle, content, view=approval_buttons(self.board.run_id, waiting))
 
     async def aclose(self) -> None:
+        """Write the final state; remember a failed run's steps for its result's Retry button."""
         await self.status.aclose()
         if self.board.status == "failed":
             self.outlet.remember_failure(self.board)
+
+
+def approval_buttons(run_id: int, steps: tuple[str, ...]) -> discord.ui.View | None:
+    """Approve/Reject buttons for the steps of run ``run_id`` waiting for a decision (``None`` when none).
+
+    Discord allows 5 rows of 5 buttons per message; at most 12 waiting steps get buttons.
+    """
+    steps = tuple(s for s in steps if _STEP_ID.match(s))[:12]
+    if not steps:
+        return None
+    view = discord.ui.View(timeout=None)
+    for step in steps:
+        suffix = f" {step}" if len(steps) > 1 else ""
+        view.add_item(ActionButton("approve", run_id, step, label=f"Approve{suffix}"[:80], style=discord.ButtonStyle.success))
+        view.add_item(ActionButton("reject", run_id, step, label=f"Reject{suffix}"[:80], style=discord.ButtonStyle.danger))
+    return view
+
+
+class DiscordReplyStream:
+    """A chat reply shown while the LLM writes it (:class:`adapters.base.ReplyStream`).
+
+    One message is posted, then edited in place at most once per
+    ``min_interval`` seconds with the text so far (the latest text wins); the
+    final text is always written by :meth:`finish`. Replies are markdown, so they
+    are split without code fences (:func:`split_plain`): the first 2000 characters
+    stay in the edited message, the rest is posted after it at the end.
+    """
+
+    def __init__(self, outlet: DiscordOutlet, key: ThreadKey, *, min_interval: float) -> None:
+        self.outlet = outlet
+        self.key = key
+        self.min_interval = min_interval
+        self.text = ""
+        self._final = False
+        self._handle: discord.Message | None = None
+        self._dirty = asyncio.Event()
+        self._task: asyncio.Task[None] = asyncio.create_task(self._loop(), name=f"discord-reply-{key.thread}")
+
+    def update(self, text: str) -> None:
+        """The reply so far (sync, cheap; the message is edited soon)."""
+        self.text = text
+        self._dirty.set()
+
+    async def finish(self, text: str) -> None:
+        """Show the final ``text`` (over several messages when longer than 2000 characters) and stop."""
+        self.text = text
+        self._final = True
+        self._dirty.set()
+        await self._task
+        for chunk in split_plain(text)[1:]:
+            await self.outlet.post(self.key, chunk)
+
+    async def _loop(self) -> None:
+        last = 0.0
+        while True:
+            await self._dirty.wait()
+            wait = self.min_interval - (time.monotonic() - last)
+            if wait > 0 and self._handle is not None and not self._final:
+                await asyncio.sleep(wait)
+            self._dirty.clear()
+            content = split_plain(self.text)[0]
+            if self._handle is None:
+                self._handle = await self.outlet.post(self.key, content)
+            else:
+                await self.outlet.edit(self._handle, content)
+            last = time.monotonic()
+            if self._final and not self._dirty.is_set():
+                return
 
 
 class DiscordOutlet:
@@ -305,12 +391,15 @@ class DiscordOutlet:
             log.error("discord: posting in %s failed: %s %s", key, e.status, e.text)
             return None
 
-    async def edit(self, handle: object, content: str) -> None:
-        """Replace the content of a message posted by :meth:`post` (failures are logged)."""
-        if not isinstance(handle, discord.Message) or self._ready("a status edit") is None:
+    async def edit(self, handle: object, content: str, *, view: discord.ui.View | None = MISSING) -> None:
+        """Replace the content (and, when ``view`` is given, the buttons; ``None`` removes them) of a posted message.
+
+        Failures are logged, not raised.
+        """
+        if not isinstance(handle, discord.Message) or self._ready("a message edit") is None:
             return
         try:
-            await handle.edit(content=content, allowed_mentions=NO_MENTIONS)
+            await handle.edit(content=content, view=view, allowed_mentions=NO_MENTIONS)
         except discord.HTTPException as e:
             log.error("discord: editing message %s failed: %s %s", handle.id, e.status, e.text)
 
@@ -331,6 +420,10 @@ class DiscordOutlet:
     def run_view(self, key: ThreadKey, run_id: int, title: str) -> RunView:
         """A :class:`DiscordRunView` for run ``run_id`` in thread ``key``."""
         return DiscordRunView(self, key, run_id, title)
+
+    def stream_reply(self, key: ThreadKey) -> DiscordReplyStream:
+        """A :class:`DiscordReplyStream` in thread ``key`` (chat replies shown while written)."""
+        return DiscordReplyStream(self, key, min_interval=self.settings.status_min_interval)
 
     async def _result_buttons(self, text: str) -> discord.ui.View | None:
         m = _FAILED_RESULT.match(text)
@@ -400,9 +493,11 @@ class ActionButton(
     async def from_custom_id(  # type: ignore[override]
         cls, interaction: discord.Interaction, item: discord.ui.Button[Any], match: re.Match[str], /
     ) -> ActionButton:
+        """Rebuild the button from a clicked component's ``custom_id`` (called by discord.py)."""
         return cls(match["action"], int(match["run"]), match["step"], label=item.label, style=item.style)
 
     async def callback(self, interaction: discord.Interaction) -> None:  # type: ignore[override]
+        """A click: hand it to :meth:`BatonDiscordClient.on_button`."""
         client = interaction.client
         if isinstance(client, BatonDiscordClient):
             await client.on_button(interaction, self.action, self.run_id, self.step)
@@ -639,15 +734,15 @@ class BatonDiscordClient(discord.Client):
     async def _start(self, interaction: discord.Interaction, text: str, source: str, title: str) -> None:
         """Start work: compile and check permission *before* deferring, so refusals are ephemeral.
 
-        Compiling and ``allowed`` are in-memory and take well under a millisecond,
-        so the deferral still goes out at once (Discord's 3-second rule); whether
-        the answer is ephemeral must be chosen at deferral time.
+        Compiling and ``allowed`` are in memory (about a millisecond), so the
+        deferral still goes out at once (Discord's 3-second rule); whether the
+        answer is ephemeral must be chosen at deferral time.
         """
         draft = self.baton_message(interaction.user, text, self._key_here(interaction), f"interaction:{interaction.id}")
         try:
             graph = self.app.bot.compile(source)
         except WorkflowSyntaxError as e:
-            await self._private(interaction, f"I could not parse that workflow: {e.reason} (line {e.line}, column {e.column})\n{fence(e.caret())}")
+            await self._private(interaction, f"I could not parse that workflow: {e.reason} (line {e.line}, column {e.column})\n{e.caret()}")
             return
         except UnknownWorkflowError as e:
             await self._private(interaction, f"{str(e).capitalize()} Known workflows: {', '.join(self.app.catalog.names()) or 'none'}.")
@@ -749,6 +844,23 @@ class BatonDiscordClient(discord.Client):
         await interaction.edit_original_response(content=f"Retrying run #{run_id}{where}; status and result follow in the thread.", allowed_mentions=NO_MENTIONS)
         await self.app.bot.handle(msg, self.outlet)
 
+    async def button_approve(self, interaction: discord.Interaction, run_id: int, step: str | None) -> None:
+        """Approve: ``/approve ID STEP`` as the clicking user (public answer; a refusal only to them)."""
+        await self._decide(interaction, run_id, step, "approve")
+
+    async def button_reject(self, interaction: discord.Interaction, run_id: int, step: str | None) -> None:
+        """Reject: ``/reject ID STEP`` as the clicking user (public answer; a refusal only to them)."""
+        await self._decide(interaction, run_id, step, "reject")
+
+    async def _decide(self, interaction: discord.Interaction, run_id: int, step: str | None, verb: str) -> None:
+        approvals = getattr(self.app.bot, "approvals", None)
+        may = approvals is None or approvals.may_decide(str(interaction.user.id), member_roles(interaction.user))
+        await interaction.response.defer(ephemeral=not may, thinking=True)
+        got = await self.app.runs.get(run_id)
+        key = await self.app.sessions.key_for(got[0].thread_id) if got else self._key_here(interaction)
+        text = f"/{verb} {run_id}" + (f" {step}" if step else "")
+        await self.forward(interaction, text, ephemeral=not may, key=key)
+
     async def button_log(self, interaction: discord.Interaction, run_id: int, step: str | None) -> None:
         """Show log: the core's ``/run show ID``, answered to the clicking user only."""
         await interaction.response.defer(ephemeral=True, thinking=True)
@@ -840,11 +952,12 @@ class BatonDiscordClient(discord.Client):
 
 ButtonHandler = Callable[[BatonDiscordClient, discord.Interaction, int, "str | None"], Awaitable[None]]
 
-#: Button actions by the ``<action>`` of their ``custom_id``. Approve/Reject land here
-#: once the engine can pause a run at a gate and resume it with a decision.
+#: Button actions by the ``<action>`` of their ``custom_id`` (``baton:<action>:<run>[:<step>]``).
 BUTTON_ACTIONS: dict[str, ButtonHandler] = {
     "retry": BatonDiscordClient.button_retry,
     "log": BatonDiscordClient.button_log,
+    "approve": BatonDiscordClient.button_approve,
+    "reject": BatonDiscordClient.button_reject,
 }
 
 
@@ -949,8 +1062,10 @@ __all__ = [
     "BatonDiscordClient",
     "DiscordConfigError",
     "DiscordOutlet",
+    "DiscordReplyStream",
     "DiscordRunView",
     "DiscordSettings",
+    "approval_buttons",
     "build_discord_client",
     "gateway_intents",
     "member_roles",

@@ -6,7 +6,8 @@ result always go to that thread; replies in a thread Baton takes part in
 continue it without a mention. Events are acked at once and handed to the core
 in a kept task after their ``event_id`` is recorded (redeliveries are dropped,
 also across restarts). Slash command ``/baton`` answers in a new thread; buttons
-under a failed run's result retry the failed step or show the run's log.
+under a failed run's result retry the failed step or show the run's log, and a
+step waiting for approval gets Approve / Reject buttons in the status message.
 
 Use::
 
@@ -44,18 +45,19 @@ if TYPE_CHECKING:
 
 __all__ = [
     "PLATFORM",
-    "check_token",
     "SlackConfigError",
     "SlackHTTPServer",
     "SlackOutlet",
     "SlackRunView",
     "SlackSettings",
     "build_slack_app",
+    "check_token",
     "create_web_client",
     "serve_slack",
 ]
 
 log = logging.getLogger("baton.slack")
+
 
 def build_slack_app(
     app: App, settings: SlackSettings, *, socket_mode: bool = False, outlet: SlackOutlet | None = None
@@ -80,7 +82,7 @@ def build_slack_app(
         outlet = registered if isinstance(registered, SlackOutlet) else SlackOutlet.from_settings(settings)
     if registered is not outlet:
         # TODO(core): a public App.add_outlet(); RunManager.outlets is the registry runs report through.
-        app.manager.outlets[PLATFORM] = outlet
+        app.add_outlet(outlet)
     bolt = AsyncApp(
         name="baton",
         logger=logging.getLogger("baton.slack.bolt"),
@@ -196,18 +198,18 @@ async def serve_slack(app: App, settings: SlackSettings, *, socket_mode: bool = 
     bolt, outlet = build_slack_app(app, settings, socket_mode=socket_mode)
     try:
         me = await check_token(outlet.client)
-        log.warning("Slack: connected as %s in %s", me.get("user"), me.get("team"))
+        log.info("Slack: connected as %s in %s", me.get("user"), me.get("team"))
         resumed = await app.manager.resume_unfinished({PLATFORM})
         if resumed:
-            log.warning("Slack: resumed runs %s", ", ".join(f"#{r}" for r in resumed))
+            log.info("Slack: resumed runs %s", ", ".join(f"#{r}" for r in resumed))
         if socket_mode:
             await _serve_socket_mode(bolt, settings)
         else:
             async with SlackHTTPServer(bolt, host=settings.host, port=settings.port, path=settings.path) as srv:
-                log.warning("Slack: serving events at %s", srv.url)
+                log.info("Slack: serving events at %s", srv.url)
                 await asyncio.Event().wait()
     finally:
-        await asyncio.shield(_wind_down(app, outlet, settings, owned))
+        await _finish(asyncio.create_task(_wind_down(app, outlet, settings, owned), name="slack-wind-down"))
 
 
 async def _serve_socket_mode(bolt: AsyncApp, settings: SlackSettings) -> None:
@@ -215,11 +217,26 @@ async def _serve_socket_mode(bolt: AsyncApp, settings: SlackSettings) -> None:
 
     handler = AsyncSocketModeHandler(bolt, _secret(settings.app_token), logger=logging.getLogger("baton.slack.socket"))
     await handler.connect_async()
-    log.warning("Slack: connected over Socket Mode")
+    log.info("Slack: connected over Socket Mode")
     try:
         await asyncio.Event().wait()
     finally:
-        await asyncio.shield(handler.close_async())
+        await _finish(asyncio.create_task(handler.close_async(), name="slack-socket-close"))
+
+
+async def _finish(task: asyncio.Task[Any]) -> None:
+    """Await must-finish cleanup to its end even if cancelled meanwhile; then re-raise that cancellation."""
+    cancelled = False
+    while True:
+        try:
+            await asyncio.shield(task)
+            break
+        except asyncio.CancelledError:
+            if task.done():
+                raise
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError
 
 
 async def _wind_down(app: App, outlet: SlackOutlet, settings: SlackSettings, owned: bool) -> None:

@@ -120,6 +120,10 @@ class App:
         tasks = [asyncio.create_task(retention.loop(), name="baton-retention")]
         return cls(settings, db, sessions, runs, catalog, manager, bot, memory, retention, llm, tasks)
 
+    def add_outlet(self, outlet: Outlet) -> None:
+        """Register an adapter's outlet after start (results of its platform's runs go there)."""
+        self.manager.outlets[outlet.platform] = outlet
+
     async def aclose(self) -> None:
         """Stop runs (they stay resumable), flush checkpoints, close the database."""
         for t in self._tasks:

@@ -58,17 +58,54 @@ def console(thread: str = typer.Option(None, help="thread name (the session key)
         raise typer.Exit(130) from None
 
 
+async def _serve(adapter: str, socket_mode: bool) -> None:
+    from bot.app import App
+
+    settings = _settings()
+    if adapter == "slack":
+        from adapters.slack import SlackSettings, serve_slack
+
+        slack = SlackSettings()
+        slack.check(socket_mode=socket_mode)  # a missing token fails here, before anything starts
+        baton = await App.start(settings, {})
+        try:
+            await serve_slack(baton, slack, socket_mode=socket_mode)
+        finally:
+            await asyncio.shield(baton.aclose())
+        return
+    from adapters.discord_adapter import DiscordOutlet, DiscordSettings, serve_discord
+
+    discord_settings = DiscordSettings()
+    discord_settings.require_token()  # a missing token fails here, before anything starts
+    baton = await App.start(settings, {"discord": DiscordOutlet(discord_settings)})
+    try:
+        await serve_discord(baton, discord_settings)
+    finally:
+        await asyncio.shield(baton.aclose())
+
+
 @app.command("run")
 def run_adapter(
     adapter: str = typer.Option("console", help="console, slack or discord"),
     thread: str = typer.Option(None, help="console thread name"),
+    socket_mode: bool = typer.Option(False, "--socket-mode", help="Slack: connect over Socket Mode instead of serving HTTP"),
 ) -> None:
-    """Run the bot on one adapter."""
+    """Run the bot on one adapter: the console, Slack (HTTP Events API or Socket Mode) or Discord."""
     if adapter == "console":
         console(thread)
         return
-    typer.echo(f"adapter '{adapter}' is not available in this build yet; use --adapter console", err=True)
-    raise typer.Exit(2)
+    if adapter not in ("slack", "discord"):
+        typer.echo(f"unknown adapter '{adapter}'; use console, slack or discord", err=True)
+        raise typer.Exit(2)
+    try:
+        asyncio.run(_serve(adapter, socket_mode))
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    except Exception as e:  # configuration errors name the missing setting
+        if type(e).__name__ in ("SlackConfigError", "DiscordConfigError"):
+            typer.echo(f"baton: {e}", err=True)
+            raise typer.Exit(2) from None
+        raise
 
 
 @db_app.command("upgrade")

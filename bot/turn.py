@@ -117,6 +117,7 @@ class Bot:
         self.memory = memory
         self.approvals = approvals
         self._forget_pending: dict[ThreadKey, float] = {}
+        self._compiled: dict[str, Graph] = {}
         self._lanes: dict[ThreadKey, asyncio.Queue[tuple[Message, Outlet, Command | None, int]]] = {}
         self._lane_tasks: dict[ThreadKey, asyncio.Task[None]] = {}
 
@@ -354,8 +355,19 @@ class Bot:
             await self._rerun(msg, outlet, cmd.arg)
 
     def compile(self, text: str) -> Graph:
-        """Compile workflow text (or a bare workflow name) against the catalogue."""
-        return compile_text(text, self.catalog, name=text if text in self.catalog.workflows else None)
+        """Compile workflow text (or a bare workflow name) against the catalogue.
+
+        Graphs are immutable and the catalogue is fixed for the process, so compiled
+        graphs are cached by text (parsing costs milliseconds on the event loop).
+        Errors are not cached: they raise every time.
+        """
+        graph = self._compiled.get(text)
+        if graph is None:
+            graph = compile_text(text, self.catalog, name=text if text in self.catalog.workflows else None)
+            if len(self._compiled) >= 1024:
+                self._compiled.pop(next(iter(self._compiled)))
+            self._compiled[text] = graph
+        return graph
 
     async def _run(self, msg: Message, outlet: Outlet, text: str) -> None:
         if not text:
