@@ -135,7 +135,7 @@ async def main() -> dict[str, object]:
         for i in range(args.turns):
             role, text = texts[(max(args.sizes) + i) % len(texts)]
             m = await sessions.append(key, role, "bench", text)
-            await mem.context(key, text, new_id=m.id)
+            await mem.context(key, text, new_id=m.id, tokens=m.tokens)
         turns[strat] = args.turns / (time.perf_counter() - t0)
 
     # idle sessions: persistent (database) and memory mode (in-process)

@@ -132,18 +132,41 @@ class SqlMemory:
         c = self._entry(key)
         lo = after_id or 0
         while True:
-            got = [m for m in c.messages if m.id > lo and (before_id is None or m.id < before_id)]
-            if len(got) >= limit:
-                return got[-limit:]
-            if token_budget is not None and sum(m.tokens for m in got) >= token_budget:
+            covered = c.floor is not None and c.floor <= lo
+            got = self._suffix(c.messages, lo, before_id, limit, token_budget, complete=covered)
+            if got is not None:
                 return got
-            if c.floor is not None and c.floor <= lo:
-                return got  # everything above after_id is loaded
             upper = None if c.floor is None else c.floor + 1
             page = [m.to_memory() for m in await self.store.tail(key, limit=self.page, after_id=after_id, before_id=upper)]
             c.messages[:0] = page
             c.tokens += sum(m.tokens for m in page)
             c.floor = lo if len(page) < self.page else page[0].id - 1
+            if c.floor <= lo:  # everything above after_id is loaded now
+                return self._suffix(c.messages, lo, before_id, limit, token_budget, complete=True) or []
+
+    @staticmethod
+    def _suffix(
+        messages: list[MemoryMessage], lo: int, before_id: int | None, limit: int, token_budget: int | None, *, complete: bool = False
+    ) -> list[MemoryMessage] | None:
+        """The newest cached messages in ``(lo, before_id)`` that satisfy the request, oldest first;
+        ``None`` when the cache does not reach far enough back (and is not ``complete``)."""
+        out: list[MemoryMessage] = []
+        tokens = 0
+        for m in reversed(messages):
+            if before_id is not None and m.id >= before_id:
+                continue
+            if m.id <= lo:
+                complete = True
+                break
+            out.append(m)
+            tokens += m.tokens
+            if len(out) >= limit or (token_budget is not None and tokens >= token_budget):
+                complete = True
+                break
+        if not complete:
+            return None
+        out.reverse()
+        return out
 
     async def summaries(self, key: SessionKey) -> list[SummaryRecord]:
         c = self._entry(key)
@@ -274,11 +297,14 @@ class Memory:
         draft = MessageDraft(message.role, message.author, message.text, tokens, message.encoding or self.counter.encoding, message.created_at)  # type: ignore[arg-type]
         self._memory_ids[key] = (await store.append(key, draft)).id
 
-    async def context(self, key: SessionKey, new_text: str, *, new_id: int = 0, role: str = "user") -> ContextWindow:
+    async def context(
+        self, key: SessionKey, new_text: str, *, new_id: int = 0, role: str = "user", tokens: int | None = None
+    ) -> ContextWindow:
         """The context window the next LLM call in this thread would receive.
 
         Args:
             new_text: the new message (already stored with id ``new_id``, or not stored: 0).
+            tokens: its cached count, when known (else counted here).
 
         Raises:
             ContextBudgetError: the budget cannot hold the mandatory parts.
@@ -287,7 +313,8 @@ class Memory:
         strategy = self._strategies.get(id(cfg))
         if strategy is None:  # one per config: strategies keep caches (e.g. compressed messages)
             strategy = self._strategies[id(cfg)] = make_strategy(cfg.context, self.counter)
-        new = MemoryMessage(new_id, role, "user", new_text, self.counter.count_message(role, new_text), datetime.now(UTC), self.counter.encoding)  # type: ignore[arg-type]
+        count = tokens if tokens is not None else self.counter.count_message(role, new_text)
+        new = MemoryMessage(new_id, role, "user", new_text, count, datetime.now(UTC), self.counter.encoding)  # type: ignore[arg-type]
         if cfg.mode == "memory" and new_id:  # the in-process store numbers its own copies
             new = MemoryMessage(self._memory_ids.get(key, 0), new.role, new.author, new.text, new.tokens, new.created_at, new.encoding)
         return await build_context(self._store(key, cfg), key, strategy, self.system_prompt, new, summarizer=self.summarize)

@@ -18,7 +18,11 @@ cron-descriptor (cron descriptions), zoneinfo/tzdata (zones).
 from .errors import ScheduleParseError
 from .parse import explain, parse_schedule
 from .spec import Kind, ScheduleSpec
+from .jobs import ControlledClock, ScheduleRow, SchedulerService, SystemClock, schedules
+from .commands import handle_schedule_command, parse_schedule_command
 
 __all__ = [
     "parse_schedule", "explain", "ScheduleSpec", "ScheduleParseError", "Kind",
+    "SchedulerService", "ScheduleRow", "ControlledClock", "SystemClock", "schedules",
+    "handle_schedule_command", "parse_schedule_command",
 ]

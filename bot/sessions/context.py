@@ -326,9 +326,21 @@ class _BaseStrategy:
         self._cache: OrderedDict[tuple, str] = OrderedDict()
         self._cache_lock = threading.Lock()
         self._summary_costs: OrderedDict[tuple, tuple[str, int]] = OrderedDict()
+        self._plain: dict[tuple[int, int, str], PromptMessage] = {}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(encoding={self.counter.encoding!r}, config={self.config!r})"
+
+    def _plain_message(self, m: MemoryMessage) -> PromptMessage:
+        """The untruncated history form of ``m``, built once per stored message (bounded memo)."""
+        key = (m.id, m.tokens, m.encoding)
+        pm = self._plain.get(key)
+        if pm is None or (pm.content is not m.text and pm.content != m.text):  # ids can repeat across in-process stores
+            pm = PromptMessage(m.role, m.text, self.counter.message_tokens(m), "history", m.id, m.id, False)
+            if len(self._plain) >= 65536:
+                self._plain.clear()
+            self._plain[key] = pm
+        return pm
 
     # -- tiers (overridden) ----------------------------------------------------------
     def _protected(self) -> int:
@@ -540,10 +552,19 @@ class _BaseStrategy:
             """Add messages from ordered[-1-start] backwards; returns (next index, stopped_by_budget)."""
             nonlocal used
             k = start
-            while k < len(ordered):
-                idx = len(ordered) - 1 - k
+            n = len(ordered)
+            plain = not self.compresses
+            while k < n:
+                idx = n - 1 - k
                 m = ordered[idx]
                 room = budget - used
+                if plain and idx >= n_comp:  # fast path: a full history message with its cached count
+                    pm = self._plain_message(m)
+                    if pm.tokens <= room:
+                        chosen.append(pm)
+                        used += pm.tokens
+                        k += 1
+                        continue
                 forms: list[tuple[str, PromptKind, bool]] = []
                 if idx >= n_comp:
                     forms.append((m.text, "history", False))
