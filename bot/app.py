@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from adapters.base import Outlet
 from bot.approvals import ApprovalBroker
@@ -13,6 +14,7 @@ from bot.llm import LLM
 from bot.memory import Memory
 from bot.retention import Retention
 from bot.runs import RunManager
+from bot.scheduling import SchedulerService
 from bot.sessions import TokenCounter
 from bot.settings import Settings
 from bot.store import Database, RunStore, SessionStore, upgrade
@@ -65,15 +67,26 @@ class App:
     retention: Retention
     llm: LLM | None
     _tasks: list[asyncio.Task[None]]
+    scheduler: SchedulerService | None = None
 
     @classmethod
-    async def start(cls, settings: Settings, outlets: dict[str, Outlet], *, migrate: bool | None = None) -> App:
+    async def start(
+        cls,
+        settings: Settings,
+        outlets: dict[str, Outlet],
+        *,
+        migrate: bool | None = None,
+        scheduler_clock: Any = None,
+        scheduler_options: dict[str, Any] | None = None,
+    ) -> App:
         """Open the database (migrating SQLite at start), load workflows, build the bot.
 
         Args:
             outlets: platform → outlet of each adapter this process serves.
             migrate: apply migrations now; default: yes for SQLite (the embedded
                 default), no for other databases (run ``baton db upgrade``).
+            scheduler_clock, scheduler_options: the scheduler's clock (tests pass a
+                controlled one) and options overriding ``[scheduling]``.
         """
         url = settings.db_url
         if migrate if migrate is not None else url.startswith("sqlite"):
@@ -118,14 +131,30 @@ class App:
         bot = Bot(settings, sessions, runs, manager, catalog, memory=memory, approvals=approvals, chat=Chat(llm, memory, sessions))
         retention = Retention(db, sessions, memory, settings.retention)
         tasks = [asyncio.create_task(retention.loop(), name="baton-retention")]
-        return cls(settings, db, sessions, runs, catalog, manager, bot, memory, retention, llm, tasks)
+        app = cls(settings, db, sessions, runs, catalog, manager, bot, memory, retention, llm, tasks)
+        sc = settings.scheduling
+        options: dict[str, Any] = {
+            "default_tz": sc.timezone,
+            "min_interval_s": sc.min_interval,
+            "misfire_grace_s": int(sc.misfire_grace),
+            "overlap": sc.overlap,
+            **(scheduler_options or {}),
+        }
+        app.scheduler = bot.scheduler = SchedulerService(app, clock=scheduler_clock, **options)
+        await app.scheduler.start()
+        return app
 
     def add_outlet(self, outlet: Outlet) -> None:
-        """Register an adapter's outlet after start (results of its platform's runs go there)."""
+        """Register an adapter's outlet after start (results of its platform's runs go there,
+        and its platform's schedules are loaded)."""
         self.manager.outlets[outlet.platform] = outlet
+        if self.scheduler is not None:
+            self._tasks.append(asyncio.create_task(self.scheduler.add_platform(outlet.platform), name=f"schedules-{outlet.platform}"))
 
     async def aclose(self) -> None:
-        """Stop runs (they stay resumable), flush checkpoints, close the database."""
+        """Stop schedules and runs (they stay resumable), flush checkpoints, close the database."""
+        if self.scheduler is not None:
+            await self.scheduler.aclose()
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

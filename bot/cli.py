@@ -29,6 +29,15 @@ app.add_typer(db_app, name="db")
 app.add_typer(workflow_app, name="workflow")
 
 
+def _add_schedule_app() -> None:
+    from bot.scheduling.cli import schedule_app
+
+    app.add_typer(schedule_app, name="schedule")
+
+
+_add_schedule_app()
+
+
 def _settings() -> Settings:
     s = Settings()
     logging.basicConfig(level=s.log_level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

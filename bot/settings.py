@@ -77,6 +77,15 @@ class ActionEntry(BaseModel):
     description: str = ""
 
 
+class SchedulingSettings(BaseModel):
+    """``[scheduling]``: jobs from messages like "every weekday at 9am run standup-report"."""
+
+    timezone: str = Field("UTC", description="zone for phrases that name none")
+    min_interval: float = Field(60.0, description="seconds; schedules firing more often are refused")
+    misfire_grace: float = Field(300.0, description="seconds a late firing may still run (once, coalesced); later ones are reported as missed")
+    overlap: Literal["skip", "queue", "allow"] = Field("skip", description="a firing while the previous one still runs")
+
+
 class RetentionSettings(BaseModel):
     """``[retention]``: applied by a periodic job, never in the turn path. 0 disables a rule."""
 
@@ -122,6 +131,7 @@ class Settings(BaseSettings):
     )
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
+    scheduling: SchedulingSettings = Field(default_factory=SchedulingSettings)
 
     @field_validator("data_dir", "config_dir")
     @classmethod

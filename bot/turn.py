@@ -21,6 +21,8 @@ from adapters.base import Message, Outlet
 from bot.approvals import ApprovalBroker
 from bot.chat import CHAT_NEEDS_PROVIDER, Chat
 from bot.memory import Memory
+from bot.scheduling import SchedulerService
+from bot.scheduling.commands import HELP_LINES, handle_schedule_command, parse_schedule_command
 from bot.runs import RunManager, result_text
 from bot.settings import Settings
 from bot.store import RunStore, SessionStore, StoreError, ThreadKey
@@ -46,6 +48,7 @@ HELP = """Baton — run workflows from chat.
   /summary               the stored summaries of this thread
   /forget                delete this thread's memory (asks for confirmation)
   /help                  this text
+""" + HELP_LINES.rstrip("\n") + """
 Workflow language: A THEN B (sequence), A AND B (parallel), THEN IF_SUCCESS x ELSE y,
 THEN IF_FAILURE x, THEN IF_ANY_FAILED x, ( ) grouping, step (retry 3) (timeout 30s);
 keywords are upper case, quotes escape: echo "A THEN B"."""
@@ -116,6 +119,7 @@ class Bot:
         self.chat = chat
         self.memory = memory
         self.approvals = approvals
+        self.scheduler: SchedulerService | None = None  # set by the App once it exists
         self._forget_pending: dict[ThreadKey, float] = {}
         self._compiled: dict[str, Graph] = {}
         self._lanes: dict[ThreadKey, asyncio.Queue[tuple[Message, Outlet, Command | None, int]]] = {}
@@ -134,6 +138,10 @@ class Bot:
         except StoreError as e:
             log.error("storing a message failed: %s", e)
             await outlet.send(msg.key, f"I could not record your message ({e}); nothing was run. Please try again.")
+            return
+        sc = parse_schedule_command(msg.text) if self.scheduler is not None else None
+        if sc is not None:  # schedule …, /schedules, /pause ID, /resume ID, /unschedule ID
+            await self._safely(lambda m, o, c: handle_schedule_command(self.scheduler, self, m, o, *sc), msg, outlet, None)
             return
         cmd = parse_command(msg.text)
         if cmd is not None and cmd.name in _IMMEDIATE:
