@@ -40,7 +40,7 @@ from adapters._slack_render import (
 )
 from adapters._slack_settings import SlackSettings, create_web_client
 from adapters._slack_translate import PLATFORM
-from adapters.base import RunView, StatusBoard, ThrottledStatusMessage
+from adapters.base import RunView, StatusBoard, ThrottledReply, ThrottledStatusMessage
 from bot.store.sessions import ThreadKey
 from engine.events import RunEvent
 
@@ -179,6 +179,32 @@ class SlackOutlet:
             else f"Truncated: {dropped} more characters not shown."
         )
         await self._post(key, kept, reply_blocks(kept, note=note) + actions)
+
+    def stream_reply(self, key: ThreadKey) -> ThrottledReply:
+        """A chat reply written while the LLM streams: one threaded message, edited in place
+        with ``chat.update`` at most once per ``status_min_interval`` seconds (Tier 3 limits)."""
+        self._touch(key)
+
+        def blocks(text: str) -> list[dict[str, Any]]:
+            body = escape(text)
+            if len(body) > SECTION_LIMIT:  # one section holds 3000 characters; the whole reply stays in /history
+                body = body[: SECTION_LIMIT - 60] + "\n…[cut here; the full reply is in /history]"
+            return [{"type": "section", "text": {"type": "mrkdwn", "text": body}}]
+
+        async def post(text: Any) -> object:
+            return await self._post(key, str(text), blocks(str(text))) or NO_MESSAGE
+
+        async def edit(handle: object, text: Any) -> None:
+            if handle is NO_MESSAGE:
+                return
+            try:
+                await self.client.chat_update(
+                    channel=key.channel, ts=str(handle), text=escape(first_line(str(text))), blocks=blocks(str(text))
+                )
+            except _DELIVERY_ERRORS as e:
+                log.warning("updating a streamed reply in %s failed: %s", key, _api_error(e))
+
+        return ThrottledReply(post, edit, min_interval=self.status_min_interval)
 
     def run_view(self, key: ThreadKey, run_id: int, title: str) -> RunView:
         """A live status message for run ``run_id`` in thread ``key`` (see :class:`SlackRunView`)."""

@@ -84,8 +84,9 @@ def thread_reply(text: str, thread_ts: str, *, channel: str = "C111", event_id: 
 class Harness:
     """A Baton App + the bolt app over real HTTP on 127.0.0.1 + the fake Web API it talks to."""
 
-    def __init__(self, sqlite_url: str, slack: FakeSlackAPI, **slack_kw: Any) -> None:
+    def __init__(self, sqlite_url: str, slack: FakeSlackAPI, *, baton: dict[str, Any] | None = None, **slack_kw: Any) -> None:
         self.sqlite_url = sqlite_url
+        self.baton = baton or {}
         self.slack = slack
         self.slack_kw = slack_kw
         self.app: App | None = None
@@ -101,7 +102,7 @@ class Harness:
         )
 
     async def start(self) -> Harness:
-        settings = Settings(config_dir=REPO / "config", database_url=self.sqlite_url)
+        settings = Settings(config_dir=REPO / "config", database_url=self.sqlite_url, **self.baton)
         self.app = await App.start(settings, {}, migrate=True)
         bolt, self.outlet = build_slack_app(self.app, self.settings)
         self.server = await SlackHTTPServer(bolt, host="127.0.0.1", port=0).start()
