@@ -143,6 +143,53 @@ async def via_provider(provider: OpenAIProvider | AnthropicProvider) -> tuple[fl
     return ttft, time.perf_counter() - t0, chars
 
 
+class _BenchOutlet:
+    """An outlet that streams replies and notes when the first edit would be shown."""
+
+    platform = "bench"
+
+    def __init__(self) -> None:
+        self.first: float | None = None
+        self.chars = 0
+        self.done = asyncio.Event()
+
+    async def send(self, key: Any, text: str) -> None:
+        self.chars = len(text)
+        self.done.set()
+
+    def run_view(self, key: Any, run_id: int, title: str) -> Any:
+        raise AssertionError("no runs in this bench")
+
+    def stream_reply(self, key: Any) -> Any:
+        outlet = self
+
+        class _Stream:
+            def update(self, text: str) -> None:
+                if outlet.first is None:
+                    outlet.first = time.perf_counter()
+
+            async def finish(self, text: str) -> None:
+                outlet.chars = len(text)
+                outlet.done.set()
+
+        return _Stream()
+
+
+async def via_bot(app: Any, outlet: _BenchOutlet, turn: int) -> tuple[float | None, float, int]:
+    """One chat message through the whole bot: stored, context assembled (sliding window over the
+    thread), streamed from the provider into a reply stream, the reply stored. Returns
+    (time to the first visible edit, total, chars) in seconds."""
+    from adapters.base import Message
+
+    outlet.first, outlet.chars = None, 0
+    outlet.done.clear()
+    t0 = time.perf_counter()
+    await app.bot.handle(Message("bench", "c", f"thread-{turn % 20}", "u", f"question number {turn}: how are the disks?"), outlet)
+    await outlet.done.wait()
+    total = time.perf_counter() - t0
+    return (outlet.first - t0) if outlet.first else None, total, outlet.chars
+
+
 async def run(replies: int, tokens: int, warmup: int) -> dict[str, Any]:
     """Start the fake server, run every path ``warmup`` + ``replies`` times round-robin.
 
@@ -156,9 +203,26 @@ async def run(replies: int, tokens: int, warmup: int) -> dict[str, Any]:
         anthropic_p = AnthropicProvider(
             name="anthropic", model="claude-haiku-4-5", api_key="sk-ant-bench", base_url=server.anthropic_base_url
         )
+        import tempfile
+
+        from bot.app import App
+        from bot.settings import Settings
+
+        bot_app = await App.start(
+            Settings(
+                config_dir=Path(__file__).resolve().parents[1] / "config",
+                database_url=f"sqlite+aiosqlite:///{Path(tempfile.mkdtemp()) / 'bench.db'}",
+                providers={"bench": {"kind": "openai_compatible", "model": "gpt-4o-mini", "base_url": server.openai_base_url}},
+            ),
+            {},
+            migrate=True,
+        )
+        outlet = _BenchOutlet()
+        turn = iter(range(10**9))
         paths = {
             "raw-openai": lambda: raw_openai(raw_client, server),
             "openai": lambda: via_provider(openai_p),
+            "bot": lambda: via_bot(bot_app, outlet, next(turn)),
             "raw-anthropic": lambda: raw_anthropic(raw_client, server),
             "anthropic": lambda: via_provider(anthropic_p),
         }
@@ -186,6 +250,7 @@ async def run(replies: int, tokens: int, warmup: int) -> dict[str, Any]:
             await openai_p.aclose()
             await anthropic_p.aclose()
             await raw_client.aclose()
+            await bot_app.aclose()
 
     expected_chars = len(reply_text)
     for name, s in samples.items():
@@ -200,12 +265,17 @@ async def run(replies: int, tokens: int, warmup: int) -> dict[str, Any]:
         )
         for name in ("openai", "anthropic")
     }
+    # The whole bot (store, context, provider, reply stream, store) against the same raw read.
+    overhead["bot"] = statistics.median(
+        b - r for b, r in zip(samples["bot"].client, samples["raw-openai"].client, strict=True)
+    )
     # Same pairing on process CPU time (client and in-process server alike; the server's share is
     # identical for both paths of a pair), which is what the layer costs regardless of machine load.
     cpu_overhead = {
         name: statistics.median(p - r for p, r in zip(samples[name].cpu, samples[f"raw-{name}"].cpu, strict=True))
         for name in ("openai", "anthropic")
     }
+    cpu_overhead["bot"] = statistics.median(b - r for b, r in zip(samples["bot"].cpu, samples["raw-openai"].cpu, strict=True))
     return {"samples": samples, "overhead": overhead, "cpu_overhead": cpu_overhead}
 
 
@@ -246,11 +316,17 @@ def main(argv: list[str] | None = None) -> int:
             f"[{verdict}, target < {TARGET_MS:g} ms]"
         )
     worst = max(overhead.values())
+    print(
+        f"time to first visible edit of a chat reply through the bot: p50 {pct(samples['bot'].ttft, .5):.2f} ms, "
+        f"p95 {pct(samples['bot'].ttft, .95):.2f} ms (raw SSE first token: p50 {pct(samples['raw-openai'].ttft, .5):.2f} ms)"
+    )
     summary = {
         "bench": "providers",
         "replies": args.replies,
         "tokens_per_reply": args.tokens,
         "overhead_ms_per_reply": round(worst, 3),
+        "bot_overhead_ms_per_reply": round(overhead["bot"], 3),
+        "first_edit_ms_p50": round(pct(samples["bot"].ttft, 0.5), 3),
         "overhead_ms_per_reply_by_provider": {k: round(v, 3) for k, v in overhead.items()},
         "overhead_cpu_ms_per_reply_by_provider": {k: round(v, 3) for k, v in cpu_overhead.items()},
         "ttft_ms_p50": {k: round(pct(s.ttft, 0.5), 3) for k, s in samples.items()},
