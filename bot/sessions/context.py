@@ -283,10 +283,25 @@ class ContextStrategy(Protocol):
 # helpers
 
 
+_COVER_MEMO: list[tuple[tuple[SummaryRecord, ...], list[SummaryRecord]]] = []
+
+
 def summary_cover(summaries: Sequence[SummaryRecord]) -> list[SummaryRecord]:
     """Non-overlapping chain of summaries, oldest first, preferring the widest
     (highest-level) summary at each start. Its last ``last_id`` is the frontier:
-    messages up to it are represented by summaries."""
+    messages up to it are represented by summaries. The last few results are
+    memoised (a turn asks for the same cover several times)."""
+    key = tuple(summaries)
+    for k, v in _COVER_MEMO:
+        if k == key:  # tuples of the same records compare by identity first: cheap
+            return list(v)
+    cover = _summary_cover(summaries)
+    _COVER_MEMO.insert(0, (key, cover))
+    del _COVER_MEMO[8:]
+    return list(cover)
+
+
+def _summary_cover(summaries: Sequence[SummaryRecord]) -> list[SummaryRecord]:
     ordered = sorted(summaries, key=lambda s: (s.first_id, -s.last_id, -s.level))
     cover: list[SummaryRecord] = []
     last: int | None = None
@@ -327,6 +342,7 @@ class _BaseStrategy:
         self._cache_lock = threading.Lock()
         self._summary_costs: OrderedDict[tuple, tuple[str, int]] = OrderedDict()
         self._plain: dict[tuple[int, int, str], PromptMessage] = {}
+        self._compressed_costs: dict[tuple[int, str, str], int] = {}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(encoding={self.counter.encoding!r}, config={self.config!r})"
@@ -464,6 +480,21 @@ class _BaseStrategy:
         return None
 
     # -- assembly --------------------------------------------------------------------
+    def _compressed_cost(self, m: MemoryMessage, text: str) -> int:
+        """Chat-message tokens of a compressed form, counted once per message (bounded memo)."""
+        if text is m.text:
+            return self.counter.message_tokens(m)
+        key = (m.id, m.role, text)
+        with self._cache_lock:
+            hit = self._compressed_costs.get(key)
+        if hit is None:
+            hit = self.counter.count_message(m.role, text)
+            with self._cache_lock:
+                if len(self._compressed_costs) > 4096:
+                    self._compressed_costs.clear()
+                self._compressed_costs[key] = hit
+        return hit
+
     def _compressed_text(self, m: MemoryMessage) -> str:
         """Extractive compression of one message to ``compression_ratio`` of its
         text tokens (min 16); cached per (id, text, encoding)."""
@@ -572,7 +603,12 @@ class _BaseStrategy:
                     forms.append((self._compressed_text(m), "compressed", False))
                 pm: PromptMessage | None = None
                 for text, kind, trunc in forms:
-                    cost = c.message_tokens(m) if text is m.text and kind == "history" else c.count_message(m.role, text)
+                    if text is m.text and kind == "history":
+                        cost = c.message_tokens(m)
+                    elif kind == "compressed":
+                        cost = self._compressed_cost(m, text)
+                    else:
+                        cost = c.count_message(m.role, text)
                     if cost <= room:
                         pm = PromptMessage(m.role, text, cost, kind, m.id, m.id, trunc)
                         break

@@ -261,6 +261,9 @@ def store_for(config: SessionConfig, *, clock: Callable[[], float] = time.monoto
 
 INLINE_ASSEMBLY_MAX_MESSAGES = 512
 """Assemblies over at most this many cached-count messages run on the event loop."""
+INLINE_COMPRESSING_MAX_MESSAGES = 64
+"""Compressing strategies (extractive compression of at most a message or two per turn;
+the rest is memoised) run inline up to this many messages."""
 
 
 async def build_context(
@@ -294,7 +297,8 @@ async def build_context(
     created = await ensure_summaries(strategy, history, stored, summarizer)
     for rec in created:
         await store.add_summary(key, rec)
-    if len(history) <= INLINE_ASSEMBLY_MAX_MESSAGES and not created and not getattr(strategy, "compresses", False):
+    limit = INLINE_COMPRESSING_MAX_MESSAGES if getattr(strategy, "compresses", False) else INLINE_ASSEMBLY_MAX_MESSAGES
+    if len(history) <= limit and not created:
         # Small, cached work (counts are stored): well under a millisecond of CPU,
         # less than a thread hop costs on a busy machine. Larger work goes to a thread.
         return strategy.assemble(system_prompt, history, new_message, stored)

@@ -10,6 +10,14 @@ also removes lock contention between our own connections. Reads run on the same
 thread (they are short; WAL lets other processes read concurrently).
 
 The event loop never blocks: it only enqueues and awaits.
+
+Checkpoints: by default SQLite checkpoints the WAL inside whichever commit pushes it
+past 1,000 pages, so one commit in a few hundred pays an fsync of the database file
+(milliseconds). The worker's connection turns that off and a second thread runs a
+``PASSIVE`` checkpoint once a second while there are writes
+(https://www.sqlite.org/wal.html#ckpt: passive checkpoints never block writers).
+If that thread cannot keep up, a ``TRUNCATE`` checkpoint runs when the WAL passes
+``WAL_LIMIT_PAGES``, so the file stays bounded.
 """
 
 from __future__ import annotations
@@ -27,6 +35,8 @@ from bot.store.errors import StoreError
 T = TypeVar("T")
 
 _STOP = object()
+CHECKPOINT_INTERVAL_S = 1.0
+WAL_LIMIT_PAGES = 20000
 
 
 class SqliteWorkerError(StoreError):
@@ -56,10 +66,14 @@ class SqliteWorker:
         self._thread = threading.Thread(target=self._main, name="baton-sqlite", daemon=True)
         self._ready = threading.Event()
         self._open_error: BaseException | None = None
+        self._dirty = threading.Event()
+        self._stopping = threading.Event()
         self._thread.start()
         self._ready.wait()
         if self._open_error is not None:
             raise SqliteWorkerError(f"cannot open {path}: {self._open_error}") from self._open_error
+        self._checkpointer = threading.Thread(target=self._checkpoints, name="baton-sqlite-checkpoint", daemon=True)
+        self._checkpointer.start()
 
     async def call(self, fn: Callable[[sqlite3.Connection], T], what: str) -> T:
         """Run ``fn(conn)`` on the worker thread and return its result.
@@ -84,16 +98,42 @@ class SqliteWorker:
         await asyncio.shield(fut)
 
     def close(self) -> None:
-        """Finish queued work, then close the connection and stop the thread."""
+        """Finish queued work, then close the connection and stop the threads (a last checkpoint runs)."""
         if self._thread.is_alive():
             self._q.put(_STOP)
             self._thread.join()
+        self._stopping.set()
+        self._dirty.set()
+        if self._checkpointer.is_alive():
+            self._checkpointer.join()
+
+    def _checkpoints(self) -> None:
+        try:
+            conn = connect(self.path)
+        except sqlite3.Error:
+            return  # the worker reports open errors; without this thread SQLite's defaults would be better
+        try:
+            while True:
+                self._dirty.wait()
+                stopping = self._stopping.wait(CHECKPOINT_INTERVAL_S)
+                self._dirty.clear()
+                try:
+                    busy, wal_pages, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                    if wal_pages > WAL_LIMIT_PAGES or stopping:
+                        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                except sqlite3.Error:
+                    pass  # busy or locked: the next round retries
+                if stopping:
+                    return
+        finally:
+            conn.close()
 
     # -- the thread ------------------------------------------------------
 
     def _main(self) -> None:
         try:
             conn = connect(self.path)
+            conn.execute("PRAGMA wal_autocheckpoint=0")  # checkpoints run on their own thread (see module docs)
         except BaseException as e:  # reported to the constructor
             self._open_error = e
             self._ready.set()
@@ -106,6 +146,7 @@ class SqliteWorker:
                 pending = None
                 if item is _STOP:
                     return
+                self._dirty.set()
                 if item[0] == "call":
                     self._run_call(conn, item)
                     continue
