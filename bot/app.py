@@ -13,6 +13,7 @@ from bot.chat import Chat
 from bot.llm import LLM
 from bot.memory import Memory
 from bot.retention import Retention
+from bot.routing import Router, RouterConfig, load_routes
 from bot.runs import RunManager
 from bot.scheduling import SchedulerService
 from bot.sessions import TokenCounter
@@ -22,6 +23,7 @@ from bot.turn import Bot
 from engine.actions import ActionRunner
 from engine.catalog import Catalog
 from engine.definitions import load_definitions
+from engine.parse import compile_text
 from engine.run import Executor
 
 log = logging.getLogger("baton")
@@ -50,6 +52,35 @@ def build_catalog(settings: Settings) -> Catalog:
     for name in cat.workflows:
         cat.graph_for(name, stack=(name,))
     return cat
+
+
+async def build_router(settings: Settings, catalog: Catalog, llm: LLM | None) -> Router | None:
+    """The router from ``config/routes.yaml`` (``None`` when routing is off or there is no file).
+
+    Raises:
+        RouteConfigError: an invalid routes file (the message names the place).
+        EncoderUnavailable: an encoder named explicitly is not installed.
+    """
+    rs = settings.routing
+    path = settings.config_dir / "routes.yaml"
+    if not rs.enabled or not path.is_file():
+        return None
+    routes = load_routes(path)
+    for r in routes:  # a route naming an unknown workflow fails at start, not mid-conversation
+        target = r.target.removeprefix("run:").strip()
+        if not r.negative and target != "chat":
+            compile_text(target, catalog)
+    encoder = None if rs.encoder == "none" else rs.encoder
+    router = Router(
+        routes,
+        encoder=encoder,
+        cache_dir=settings.data_dir / "routing-cache",
+        classify=llm.classify if (llm is not None and rs.llm) else None,
+        config=RouterConfig(commands=False),
+        extra_names=catalog.names(),
+    )
+    await router.prepare()
+    return router
 
 
 @dataclass
@@ -128,7 +159,10 @@ class App:
         manager = RunManager(runs, sessions, executor, outlets)
         if llm is not None:
             llm.alert = manager.tell_run
-        bot = Bot(settings, sessions, runs, manager, catalog, memory=memory, approvals=approvals, chat=Chat(llm, memory, sessions))
+        router = await build_router(settings, catalog, llm)
+        bot = Bot(
+            settings, sessions, runs, manager, catalog, memory=memory, approvals=approvals, chat=Chat(llm, memory, sessions), router=router
+        )
         retention = Retention(db, sessions, memory, settings.retention)
         tasks = [asyncio.create_task(retention.loop(), name="baton-retention")]
         app = cls(settings, db, sessions, runs, catalog, manager, bot, memory, retention, llm, tasks)

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -169,6 +170,35 @@ class LLM:
         p = self.registry.get(provider)
         async for ev in p.stream(msgs, system=system or None, max_tokens=self.max_tokens):
             yield ev.text if isinstance(ev, TextDelta) else ev
+
+    # -- routing ---------------------------------------------------------------------
+
+    async def classify(self, text: str, route_names: Sequence[str]) -> tuple[str | None, float]:
+        """The routing layer's LLM classifier: which route ``text`` asks for (or none).
+
+        Asks the default provider for JSON ``{"route": NAME|null, "confidence": 0..1}``
+        constrained to ``route_names``; anything else counts as no route.
+
+        Raises:
+            ProviderError: the provider failed (the router then falls back to chat).
+        """
+        system = (
+            "You route chat-ops requests. Answer with JSON only: "
+            '{"route": <one of the names or null>, "confidence": <0 to 1>}. '
+            "Names: " + ", ".join(route_names) + ". Use null for anything that is not clearly one of them."
+        )
+        p = self.registry.get(None)
+        reply = []
+        async for ev in p.stream([ChatMessage("user", text)], system=system, max_tokens=60):
+            if isinstance(ev, TextDelta):
+                reply.append(ev.text)
+        raw = "".join(reply)
+        try:
+            data = json.loads(raw[raw.index("{") : raw.rindex("}") + 1])
+            name, conf = data.get("route"), float(data.get("confidence", 0))
+        except (ValueError, TypeError, AttributeError):
+            return None, 0.0
+        return (name if name in route_names else None), max(0.0, min(1.0, conf))
 
     # -- summaries -------------------------------------------------------------------
 

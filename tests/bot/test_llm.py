@@ -88,7 +88,8 @@ async def test_llm_steps_on_two_providers_pass_outputs_and_cost(sqlite_url: str,
 async def test_stream_cut_midway_keeps_partial_text(sqlite_url: str, outlet: RecordingOutlet) -> None:
     async with FakeLLMServer("one two three four five six seven eight") as server:
         server.cut_stream(after_chunks=3)
-        settings = Settings(config_dir=REPO / "config", database_url=sqlite_url, providers=providers(server))
+        # no routing classifier call first: the fault is meant for the chat stream
+        settings = Settings(config_dir=REPO / "config", database_url=sqlite_url, providers=providers(server), routing={"llm": False})
         app = await App.start(settings, {"test": outlet}, migrate=True)
         try:
             await app.bot.handle(Message("test", "C", "T", "alice", "count for me"), outlet)
