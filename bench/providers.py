@@ -184,7 +184,7 @@ async def via_bot(app: Any, outlet: _BenchOutlet, turn: int) -> tuple[float | No
     outlet.first, outlet.chars = None, 0
     outlet.done.clear()
     t0 = time.perf_counter()
-    await app.bot.handle(Message("bench", "c", f"thread-{turn % 20}", "u", f"question number {turn}: how are the disks?"), outlet)
+    await app.bot.handle(Message("bench", "c", f"thread-{turn % 20}", "u", f"question number {turn}: tell me something nice"), outlet)
     await outlet.done.wait()
     total = time.perf_counter() - t0
     return (outlet.first - t0) if outlet.first else None, total, outlet.chars
@@ -213,6 +213,7 @@ async def run(replies: int, tokens: int, warmup: int) -> dict[str, Any]:
                 config_dir=Path(__file__).resolve().parents[1] / "config",
                 database_url=f"sqlite+aiosqlite:///{Path(tempfile.mkdtemp()) / 'bench.db'}",
                 providers={"bench": {"kind": "openai_compatible", "model": "gpt-4o-mini", "base_url": server.openai_base_url}},
+                routing={"encoder": "none", "llm": False},  # chat path only: no classifier call before the reply
             ),
             {},
             migrate=True,
