@@ -237,12 +237,9 @@ class ThrottledReply:
         render: Callable[[str], object] = lambda t: t,
     ) -> None:
         self.text = ""
-        self.first_update_at: float | None = None
         self._msg = ThrottledMessage(lambda: render(self.text or "…"), post, edit, min_interval=min_interval, name="reply")
 
     def update(self, text: str) -> None:
-        if self.first_update_at is None:
-            self.first_update_at = time.monotonic()
         self.text = text
         self._msg.touch()
 

@@ -47,7 +47,6 @@ def build_catalog(settings: Settings) -> Catalog:
         args["description"] = a.description
         actions[name] = (a.kind, args)
     cat.actions = actions
-    cat.output_limit = settings.workflow.output_limit
     # compile every workflow now so a broken file fails at start, not mid-conversation
     for name in cat.workflows:
         cat.graph_for(name, stack=(name,))

@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from bot.sessions import (
@@ -344,8 +344,3 @@ class Memory:
     def purge_expired(self) -> int:
         """Drop expired in-process (``memory`` mode) sessions; returns how many."""
         return sum(s.purge_expired() for s in self._memory_stores.values())
-
-
-def cutoff(days: float) -> datetime:
-    """Now minus ``days`` (UTC)."""
-    return datetime.now(UTC) - timedelta(days=days)

@@ -42,26 +42,29 @@ class Resolved:
     idempotent: bool
 
 
-@dataclass(frozen=True)
-class ShellAction:
-    """A configured shell command.
-
-    Attributes:
-        argv: the command and its arguments, exactly as run (no shell).
-        timeout_s: seconds before the process is killed.
-        idempotent: safe to run again after a crash interrupted it.
-        description: shown by ``/workflows``.
-    """
-
-    argv: tuple[str, ...]
-    timeout_s: float = 30.0
-    idempotent: bool = False
-    description: str = ""
+def _canon(s: str) -> str:
+    """Case- and separator-insensitive form: ``Disk_Check`` and ``disk-check`` compare equal."""
+    return re.sub(r"[\s_.:-]+", "-", s.strip().lower())
 
 
 def close_names(name: str, known: Iterable[str], limit: int = 3, cutoff: float = 60.0) -> list[str]:
-    """The known names closest to ``name`` (rapidfuzz WRatio ≥ ``cutoff``), best first."""
-    return [m[0] for m in process.extract(name, list(known), scorer=fuzz.WRatio, limit=limit, score_cutoff=cutoff)]
+    """The ``known`` names closest to ``name``, best first, at most ``limit``.
+
+    Scoring is rapidfuzz ``WRatio`` (0–100) on a case-folded form where runs of
+    ``space _ . : -`` count as one separator, so ``disk_chek`` suggests
+    ``disk-check``; names scoring below ``cutoff`` are dropped. Ties keep the order
+    of ``known``; duplicates are returned once. An empty ``name`` or ``limit <= 0``
+    gives ``[]``. Used for unknown workflows, commands, steps and routes.
+    """
+    if limit <= 0 or not name.strip():
+        return []
+    names = list(dict.fromkeys(known))
+    if not names:
+        return []
+    hits = process.extract(_canon(name), [_canon(n) for n in names], scorer=fuzz.WRatio, limit=limit, score_cutoff=cutoff)
+    # process.extract on a list returns (choice, score, index); stable on ties.
+    hits = sorted(hits, key=lambda h: (-h[1], h[2]))
+    return [names[h[2]] for h in hits]
 
 
 @dataclass
@@ -80,7 +83,6 @@ class Catalog:
     actions: Mapping[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)
     shell_allow: Sequence[str] = ()
     providers: Sequence[str] = ()
-    output_limit: int = 4000
     _graphs: dict[str, Graph] = field(default_factory=dict, repr=False)
 
     def names(self) -> list[str]:

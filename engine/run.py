@@ -36,7 +36,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 from engine.actions import StepOutput
 from engine.context import current_run_id
 from engine.errors import StepError
-from engine.events import TERMINAL, RunEvent, RunStatus, StepRecord
+from engine.events import RunEvent, RunStatus, StepRecord
 from engine.graph import Graph, Node
 
 log = logging.getLogger("baton.engine")

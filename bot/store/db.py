@@ -25,7 +25,7 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait
 
 import migrations
 from bot.store.errors import StoreError
-from bot.store.sqlite_worker import SqliteWorker
+from bot.store.sqlite_worker import SqliteWorker, apply_pragmas
 
 log = logging.getLogger("baton.store")
 
@@ -61,12 +61,7 @@ def _aware(dt: datetime | None) -> datetime | None:
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
-    cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA synchronous=NORMAL")
-    cur.execute("PRAGMA foreign_keys=ON")
-    cur.execute("PRAGMA busy_timeout=30000")
-    cur.close()
+    apply_pragmas(dbapi_conn)
 
 
 def alembic_config(url: str) -> Config:

@@ -456,14 +456,5 @@ class SessionStore:
                 delete(processed_events).where(processed_events.c.platform == platform, processed_events.c.event_id == event_id)
             )
 
-    def evict(self, thread_ids: set[int] | None = None) -> None:
-        """Drop cached thread ids (after retention deleted threads); all when ``None``."""
-        if thread_ids is None:
-            self._thread_ids.clear()
-        else:
-            for k, v in list(self._thread_ids.items()):
-                if v in thread_ids:
-                    del self._thread_ids[k]
-
 
 __all__ = ["Forgotten", "SessionStore", "StoredMessage", "ThreadKey", "fts_terms"]

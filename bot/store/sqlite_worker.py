@@ -43,13 +43,21 @@ class SqliteWorkerError(StoreError):
     """A statement failed in the worker; the message names what was being done."""
 
 
+def apply_pragmas(conn: Any) -> None:
+    """Baton's SQLite settings on any DB-API connection (sqlite3, or aiosqlite through SQLAlchemy):
+    WAL journal, synchronous=NORMAL, foreign keys on, a 30 s busy timeout."""
+    cur = conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
+
+
 def connect(path: str) -> sqlite3.Connection:
-    """Open ``path`` with Baton's pragmas (WAL, synchronous=NORMAL, foreign keys, busy timeout)."""
+    """Open ``path`` with Baton's pragmas (:func:`apply_pragmas`)."""
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    conn.execute("PRAGMA foreign_keys=ON")
-    conn.execute("PRAGMA busy_timeout=30000")
+    apply_pragmas(conn)
     return conn
 
 
