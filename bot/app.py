@@ -192,6 +192,7 @@ class App:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.bot.aclose()
+        await self.memory.aclose()
         await self.manager.shutdown()
         await self.runs.aclose()
         if self.llm is not None:

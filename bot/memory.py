@@ -17,6 +17,7 @@ are stored and reused (:func:`bot.sessions.build_context`).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -34,6 +35,7 @@ from bot.sessions import (
     SummaryRecord,
     TokenCounter,
     build_context,
+    ensure_summaries,
     make_strategy,
 )
 from bot.store.sessions import Forgotten, SessionStore, StoredMessage
@@ -224,6 +226,13 @@ class Memory:
         system_prompt: what every LLM call starts with.
         summarize: abstractive summarizer (an LLM call), or ``None`` for extractive.
 
+    Summaries are made in the background, never inside a turn: a turn whose
+    thread has a complete chunk without a summary is assembled from the stored
+    summaries plus the messages themselves, and one task per thread summarizes
+    (an LLM call can take seconds; the reply must not wait for it). The next turn
+    uses what was stored. :meth:`settle` waits for that work; :meth:`aclose`
+    cancels it (the next turn plans it again).
+
     Raises:
         ContextBudgetError: at construction, when a budget cannot hold the system
             prompt plus the reserve (checked for every configured channel).
@@ -251,6 +260,7 @@ class Memory:
         self._sql = SqlMemory(sessions, cache=sessions.db.dialect == "sqlite")
         self._null = NullSessionStore()
         self._strategies: dict[int, Any] = {}
+        self._summarizing: dict[SessionKey, asyncio.Task[None]] = {}
         sessions.listeners.append(self.observe)
         for name, cfg in [("default", self.default), *self.channels.items()]:
             self._check_budget(name, cfg)
@@ -317,7 +327,40 @@ class Memory:
         new = MemoryMessage(new_id, role, "user", new_text, count, datetime.now(UTC), self.counter.encoding)  # type: ignore[arg-type]
         if cfg.mode == "memory" and new_id:  # the in-process store numbers its own copies
             new = MemoryMessage(self._memory_ids.get(key, 0), new.role, new.author, new.text, new.tokens, new.created_at, new.encoding)
-        return await build_context(self._store(key, cfg), key, strategy, self.system_prompt, new, summarizer=self.summarize)
+        store = self._store(key, cfg)
+        return await build_context(
+            store, key, strategy, self.system_prompt, new, defer=lambda history, stored: self._summarize_later(key, store, strategy, history, stored)
+        )
+
+    def _summarize_later(self, key: SessionKey, store: Any, strategy: Any, history: Any, stored: Any) -> None:
+        """Start the thread's background summarization unless one is running (the next turn plans again)."""
+        if key in self._summarizing:
+            return
+        task = asyncio.create_task(self._summarize(key, store, strategy, list(history), list(stored)), name=f"summaries {key}")
+        self._summarizing[key] = task
+        task.add_done_callback(lambda t: self._summarizing.pop(key, None) if self._summarizing.get(key) is t else None)
+
+    async def _summarize(self, key: SessionKey, store: Any, strategy: Any, history: list[MemoryMessage], stored: list[SummaryRecord]) -> None:
+        try:
+            for rec in await ensure_summaries(strategy, history, stored, self.summarize):
+                await store.add_summary(key, rec)
+        except Exception:  # reported; the thread's context uses its messages until a later turn retries
+            log.exception("summarizing %s failed; its context window uses the messages themselves until a later turn retries", key)
+
+    async def settle(self, key: SessionKey | None = None) -> None:
+        """Wait for background summarization (of one thread, or all) to finish."""
+        while True:
+            tasks = [t for k, t in self._summarizing.items() if key is None or k == key]
+            if not tasks:
+                return
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def aclose(self) -> None:
+        """Cancel background summarization (nothing is lost: a later turn plans it again)."""
+        tasks = list(self._summarizing.values())
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def recall(self, key: SessionKey, query: str, *, limit: int = 5) -> list[StoredMessage]:
         """Earlier messages of the thread matching ``query`` (full-text search; no LLM)."""
@@ -325,6 +368,10 @@ class Memory:
 
     async def forget(self, key: SessionKey) -> Forgotten:
         """Delete the thread's messages and summaries (database and in-process)."""
+        task = self._summarizing.get(key)
+        if task is not None:  # a summary written after the delete would bring the thread back
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
         cfg = self.config_for(key)
         if cfg.mode == "memory":
             await self._store(key, cfg).clear(key)
@@ -332,7 +379,8 @@ class Memory:
         return await self.sessions.clear(key)
 
     async def summaries(self, key: SessionKey) -> list[SummaryRecord]:
-        """The thread's stored summaries, oldest span first."""
+        """The thread's stored summaries, oldest span first (after pending background work)."""
+        await self.settle(key)
         cfg = self.config_for(key)
         got = await self._store(key, cfg).summaries(key) if cfg.mode != "stateless" else []
         return sorted(got, key=lambda s: (s.first_id, -s.level))

@@ -60,7 +60,6 @@ and compressed messages): async callers run ``assemble`` via
 
 from __future__ import annotations
 
-import hashlib
 import math
 import threading
 from collections import OrderedDict
@@ -338,11 +337,10 @@ class _BaseStrategy:
         self.counter = counter or TokenCounter()
         self._min_msg = min(self.counter.count_message(r, "") for r in ROLES)
         self._min_trunc = self.counter.min_truncated_tokens()
-        self._cache: OrderedDict[tuple, str] = OrderedDict()
+        self._cache: OrderedDict[tuple, tuple[str, PromptMessage]] = OrderedDict()
         self._cache_lock = threading.Lock()
         self._summary_costs: OrderedDict[tuple, tuple[str, int]] = OrderedDict()
         self._plain: dict[tuple[int, int, str], PromptMessage] = {}
-        self._compressed_costs: dict[tuple[int, str, str], int] = {}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(encoding={self.counter.encoding!r}, config={self.config!r})"
@@ -480,44 +478,35 @@ class _BaseStrategy:
         return None
 
     # -- assembly --------------------------------------------------------------------
-    def _compressed_cost(self, m: MemoryMessage, text: str) -> int:
-        """Chat-message tokens of a compressed form, counted once per message (bounded memo)."""
-        if text is m.text:
-            return self.counter.message_tokens(m)
-        key = (m.id, m.role, text)
+    def _compressed_message(self, m: MemoryMessage) -> PromptMessage:
+        """The compressed form of ``m`` as a prompt message (text and chat-message
+        tokens), built once per stored message (bounded memo, checked against the text:
+        ids can repeat across in-process stores)."""
+        key = (m.id, m.encoding, m.role)
         with self._cache_lock:
-            hit = self._compressed_costs.get(key)
-        if hit is None:
-            hit = self.counter.count_message(m.role, text)
-            with self._cache_lock:
-                if len(self._compressed_costs) > 4096:
-                    self._compressed_costs.clear()
-                self._compressed_costs[key] = hit
-        return hit
+            hit = self._cache.get(key)
+            if hit is not None and (hit[0] is m.text or hit[0] == m.text):
+                self._cache.move_to_end(key)
+                return hit[1]
+        text = self._compressed_text(m)
+        cost = self.counter.message_tokens(m) if text is m.text else self.counter.count_message(m.role, text)
+        pm = PromptMessage(m.role, text, cost, "compressed", m.id, m.id, False)
+        with self._cache_lock:
+            self._cache[key] = (m.text, pm)
+            if len(self._cache) > 4096:
+                self._cache.popitem(last=False)
+        return pm
 
     def _compressed_text(self, m: MemoryMessage) -> str:
         """Extractive compression of one message to ``compression_ratio`` of its
-        text tokens (min 16); cached per (id, text, encoding)."""
+        text tokens (min 16); ``m.text`` itself when that is short enough."""
         c = self.counter
-        digest = hashlib.blake2b(m.text.encode("utf-8", "surrogatepass"), digest_size=8).digest()
-        key = (m.id, digest, c.encoding, self.config.compression_ratio)
-        with self._cache_lock:
-            hit = self._cache.get(key)
-            if hit is not None:
-                self._cache.move_to_end(key)
-                return hit
         text_tokens = c.count(m.text)
         target = max(16, math.ceil(text_tokens * self.config.compression_ratio))
         if text_tokens <= target:
-            out = m.text
-        else:
-            squeezed = compress_text(m.text, target - c.count(COMPRESSED_PREFIX), c)
-            out = COMPRESSED_PREFIX + squeezed if squeezed else m.text
-        with self._cache_lock:
-            self._cache[key] = out
-            if len(self._cache) > 4096:
-                self._cache.popitem(last=False)
-        return out
+            return m.text
+        squeezed = compress_text(m.text, target - c.count(COMPRESSED_PREFIX), c)
+        return COMPRESSED_PREFIX + squeezed if squeezed else m.text
 
     def assemble(
         self,
@@ -584,34 +573,19 @@ class _BaseStrategy:
             nonlocal used
             k = start
             n = len(ordered)
-            plain = not self.compresses
             while k < n:
                 idx = n - 1 - k
                 m = ordered[idx]
                 room = budget - used
-                if plain and idx >= n_comp:  # fast path: a full history message with its cached count
-                    pm = self._plain_message(m)
-                    if pm.tokens <= room:
-                        chosen.append(pm)
-                        used += pm.tokens
-                        k += 1
-                        continue
-                forms: list[tuple[str, PromptKind, bool]] = []
-                if idx >= n_comp:
-                    forms.append((m.text, "history", False))
-                if self.compresses:
-                    forms.append((self._compressed_text(m), "compressed", False))
                 pm: PromptMessage | None = None
-                for text, kind, trunc in forms:
-                    if text is m.text and kind == "history":
-                        cost = c.message_tokens(m)
-                    elif kind == "compressed":
-                        cost = self._compressed_cost(m, text)
-                    else:
-                        cost = c.count_message(m.role, text)
-                    if cost <= room:
-                        pm = PromptMessage(m.role, text, cost, kind, m.id, m.id, trunc)
-                        break
+                if idx >= n_comp:  # full tier: the message as stored, with its cached count
+                    full = self._plain_message(m)
+                    if full.tokens <= room:
+                        pm = full
+                if pm is None and self.compresses:
+                    comp = self._compressed_message(m)
+                    if comp.tokens <= room:
+                        pm = comp
                 if pm is None and not chosen:
                     overhead = c.count_message(m.role, "")
                     if room - overhead >= self._min_trunc:

@@ -275,12 +275,18 @@ async def build_context(
     *,
     summarizer: Summarizer | SummarizeFn | None = None,
     summaries: Sequence[SummaryRecord] | None = None,
+    defer: Callable[[Sequence[MemoryMessage], Sequence[SummaryRecord]], None] | None = None,
 ) -> ContextWindow:
     """One turn's context against any store: load summaries, fetch the bounded
     tail the strategy asks for (messages before ``new_message.id`` plus replies
     stored since; pass an unstored message with ``id=0``), create and store missing summaries
     (``summarizer`` with extractive fallback; ``None`` = extractive), then
-    assemble in a worker thread.
+    assemble (inline when small, else in a worker thread).
+
+    ``defer``: when given, missing summaries are not made in this turn; ``defer(history,
+    stored_summaries)`` is called instead (the session manager summarizes in the
+    background) and this window is assembled from the stored summaries plus the
+    not-yet-summarized messages themselves, which the tail request always covers.
 
     Raises:
         ContextBudgetError: the budget cannot hold the mandatory parts.
@@ -294,7 +300,12 @@ async def build_context(
     history = await store.tail(key, limit=req.limit, after_id=req.after_id, **kw)  # type: ignore[arg-type]
     if new_message.id > 0:
         history = [m for m in history if m.id != new_message.id and (m.id < new_message.id or m.role != "user")]
-    created = await ensure_summaries(strategy, history, stored, summarizer)
+    if defer is not None:
+        created: list[SummaryRecord] = []
+        if getattr(strategy, "summarizes", False) and strategy.plan(history, stored):
+            defer(history, stored)
+    else:
+        created = await ensure_summaries(strategy, history, stored, summarizer)
     for rec in created:
         await store.add_summary(key, rec)
     limit = INLINE_COMPRESSING_MAX_MESSAGES if getattr(strategy, "compresses", False) else INLINE_ASSEMBLY_MAX_MESSAGES

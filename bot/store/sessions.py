@@ -19,7 +19,7 @@ import re
 import sqlite3
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, func, select, update
@@ -79,6 +79,9 @@ class Forgotten:
 
 
 _WORD = re.compile(r"\w+", re.UNICODE)
+
+THREAD_TOUCH_S = 60.0
+"""A thread's ``updated_at`` is advanced by an append only when it is older than this (seconds)."""
 
 
 def fts_terms(query: str) -> list[str]:
@@ -205,8 +208,11 @@ class SessionStore:
         now = created_at or datetime.now(UTC)
         if tokens is None:
             tokens, encoding = await self._count_tokens(role, text_)
+        # threads.updated_at (idle expiry, counted in days) moves at most once a
+        # minute, so a busy thread's appends do not rewrite its row and index entry.
+        touch_before_dt = now - timedelta(seconds=THREAD_TOUCH_S)
         if self._sqlite:
-            ts = _ts(now)
+            ts, touch_before = _ts(now), _ts(touch_before_dt)
 
             def op(c: sqlite3.Connection) -> tuple[int, int]:
                 def body(c: sqlite3.Connection) -> tuple[int, int]:
@@ -215,7 +221,7 @@ class SessionStore:
                         "INSERT INTO messages(thread_id, role, author, text, created_at, event_id, tokens, encoding) VALUES (?,?,?,?,?,?,?,?)",
                         (tid, role, author, text_, ts, event_id, tokens, encoding),
                     )
-                    c.execute("UPDATE threads SET updated_at=? WHERE id=?", (ts, tid))
+                    c.execute("UPDATE threads SET updated_at=? WHERE id=? AND updated_at<?", (ts, tid, touch_before))
                     return int(cur.lastrowid), int(tid)  # type: ignore[arg-type]
 
                 try:
@@ -235,7 +241,9 @@ class SessionStore:
                                 thread_id=tid, role=role, author=author, text=text_, created_at=now, event_id=event_id, tokens=tokens, encoding=encoding
                             )
                         )
-                        await conn.execute(update(threads).where(threads.c.id == tid).values(updated_at=now))
+                        await conn.execute(
+                            update(threads).where(threads.c.id == tid, threads.c.updated_at < touch_before_dt).values(updated_at=now)
+                        )
                         mid = res.inserted_primary_key[0]
         stored = StoredMessage(mid, tid, role, author, text_, now, tokens, encoding)
         for listener in self.listeners:

@@ -155,11 +155,13 @@ async def test_summaries_are_abstractive_with_a_provider(sqlite_url: str, outlet
             for i in range(10):
                 await app.sessions.append(key, "user", "alice", f"service-{i} uses port {8000 + i}")
             await app.memory.context(key, "which port?")
+            await app.memory.settle()
             assert {s.text for s in await app.sessions.summaries(key)} == {"ABSTRACT: people discussed ports."}
             server.server_error(times=10)  # the provider fails: summaries fall back to extractive
             for i in range(4):
                 await app.sessions.append(key, "user", "alice", f"late fact {i}: db on port {5432 + i}")
             await app.memory.context(key, "which port?")
+            await app.memory.settle()
             assert any("late fact" in s.text for s in await app.sessions.summaries(key))
         finally:
             await app.aclose()

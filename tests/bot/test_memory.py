@@ -91,6 +91,10 @@ async def test_summary_strategy_stores_and_reuses_summaries(sqlite_url: str, out
         key = msg("x").key
         for i in range(12):
             await app.sessions.append(key, "user", "alice", f"Fact {i}: service-{i} listens on port {8000 + i}.")
+        w0 = await app.memory.context(key, "which port?")
+        # the turn did not wait for summaries: its window holds the messages themselves
+        assert not any(m.kind == "summary" for m in w0.messages) and "Fact 0:" in w0.messages[1].content
+        await app.memory.settle()  # they were made in the background
         w1 = await app.memory.context(key, "which port?")
         stored = await app.sessions.summaries(key)
         assert stored and all(s.level == 1 for s in stored)
@@ -100,6 +104,31 @@ async def test_summary_strategy_stores_and_reuses_summaries(sqlite_url: str, out
         assert [m.content for m in w2.messages] == [m.content for m in w1.messages]
         await app.bot.handle(msg("/summary"), outlet)
         assert outlet.texts[-1].startswith("level 1, messages ")
+    finally:
+        await app.aclose()
+
+
+async def test_a_slow_summarizer_never_holds_up_a_turn_and_forget_stops_it(sqlite_url: str, outlet: RecordingOutlet) -> None:
+    app = await start(sqlite_url, outlet, sessions={"strategy": "summary", "summary_frequency": 4, "keep_recent": 2})
+    started, never = asyncio.Event(), asyncio.Event()
+
+    async def slow_llm(messages, max_tokens):  # type: ignore[no-untyped-def]
+        started.set()
+        await never.wait()  # an LLM that does not answer
+        return "never"
+
+    app.memory.summarize = slow_llm
+    try:
+        key = msg("x").key
+        for i in range(10):
+            await app.sessions.append(key, "user", "alice", f"Fact {i}: service-{i} listens on port {8000 + i}.")
+        window = await asyncio.wait_for(app.memory.context(key, "which port?"), 5)
+        assert "Fact 0: service-0 listens on port 8000." in [m.content for m in window.messages]
+        await asyncio.wait_for(started.wait(), 5)  # summarizing in the background meanwhile
+        gone = await asyncio.wait_for(app.memory.forget(key), 5)
+        assert gone.messages == 10
+        await app.memory.settle()
+        assert await app.sessions.summaries(key) == [] and await app.sessions.count(key) == 0
     finally:
         await app.aclose()
 

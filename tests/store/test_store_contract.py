@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from bot.store import Database, RunStore, SessionStore, StoreError, ThreadKey, upgrade
+from bot.store.tables import threads
 from engine.catalog import Catalog
 from engine.events import StepRecord
 from engine.parse import compile_text
@@ -40,6 +41,24 @@ async def test_messages_keep_arrival_order_per_thread(stores) -> None:  # type: 
     assert await sessions.history(ThreadKey("slack", "C9", "x")) == []
     tid = await sessions.thread_id(K1)
     assert await sessions.key_for(tid) == K1
+
+
+async def test_thread_activity_time_moves_forward_at_most_once_a_minute(stores) -> None:  # type: ignore[no-untyped-def]
+    sessions, _ = stores
+    t0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+
+    async def updated_at() -> datetime:
+        async with sessions.db.begin("reading") as conn:
+            got = (await conn.execute(threads.select().where(threads.c.id == await sessions.thread_id(K1)))).one().updated_at
+        return got if got.tzinfo else got.replace(tzinfo=UTC)
+
+    await sessions.append(K1, "user", "U1", "first", created_at=t0)
+    await sessions.append(K1, "user", "U1", "busy thread", created_at=t0 + timedelta(seconds=30))
+    assert await updated_at() == t0  # within a minute: the thread row is not rewritten
+    await sessions.append(K1, "user", "U1", "late", created_at=t0 + timedelta(seconds=90))
+    assert await updated_at() == t0 + timedelta(seconds=90)
+    await sessions.append(K1, "user", "U1", "backdated import", created_at=t0)
+    assert await updated_at() == t0 + timedelta(seconds=90)  # never moves backwards
 
 
 async def test_concurrent_appends_create_one_thread(stores) -> None:  # type: ignore[no-untyped-def]
