@@ -103,6 +103,7 @@ class SessionStore:
         self.db = db
         self.counter = counter
         self._thread_ids: dict[SessionKey, int] = {}
+        self._touched: dict[int, float] = {}  # SQLite: thread id -> its updated_at (epoch s) as last written or read
         self._sqlite = db.dialect == "sqlite"
         self.listeners: list[Callable[[SessionKey, StoredMessage], Awaitable[None]]] = []
         """Awaited after every stored message (the session manager keeps caches current)."""
@@ -212,18 +213,29 @@ class SessionStore:
         # minute, so a busy thread's appends do not rewrite its row and index entry.
         touch_before_dt = now - timedelta(seconds=THREAD_TOUCH_S)
         if self._sqlite:
-            ts, touch_before = _ts(now), _ts(touch_before_dt)
+            ts, touch_before, epoch = _ts(now), _ts(touch_before_dt), now.timestamp()
+            row = (role, author, text_, ts, event_id, tokens, encoding)
+            insert = "INSERT INTO messages(thread_id, role, author, text, created_at, event_id, tokens, encoding) VALUES (?,?,?,?,?,?,?,?)"
+
+            def body(c: sqlite3.Connection) -> tuple[int, int]:
+                tid = self._sq_thread_id(c, key, ts, True)
+                assert tid is not None
+                mid = int(c.execute(insert, (tid, *row)).lastrowid)  # type: ignore[arg-type]
+                if c.execute("UPDATE threads SET updated_at=? WHERE id=? AND updated_at<?", (ts, tid, touch_before)).rowcount:
+                    self._touched[tid] = epoch
+                else:
+                    self._touched[tid] = _dt(c.execute("SELECT updated_at FROM threads WHERE id=?", (tid,)).fetchone()[0]).timestamp()
+                return mid, tid
 
             def op(c: sqlite3.Connection) -> tuple[int, int]:
-                def body(c: sqlite3.Connection) -> tuple[int, int]:
-                    tid = self._sq_thread_id(c, key, ts, True)
-                    cur = c.execute(
-                        "INSERT INTO messages(thread_id, role, author, text, created_at, event_id, tokens, encoding) VALUES (?,?,?,?,?,?,?,?)",
-                        (tid, role, author, text_, ts, event_id, tokens, encoding),
-                    )
-                    c.execute("UPDATE threads SET updated_at=? WHERE id=? AND updated_at<?", (ts, tid, touch_before))
-                    return int(cur.lastrowid), int(tid)  # type: ignore[arg-type]
-
+                tid = self._thread_ids.get(key)
+                if tid is not None and epoch - self._touched.get(tid, float("-inf")) < THREAD_TOUCH_S:
+                    # the usual case (a known thread, touched within the minute): one autocommit
+                    # statement; the FTS trigger runs in the same implicit transaction
+                    try:
+                        return int(c.execute(insert, (tid, *row)).lastrowid), tid  # type: ignore[arg-type]
+                    except sqlite3.IntegrityError:  # the cached thread id was deleted (/forget, retention)
+                        self._thread_ids.pop(key, None)
                 try:
                     return transaction(c, body)
                 except sqlite3.IntegrityError:  # a cached thread id was deleted (/forget, retention)
