@@ -175,7 +175,7 @@ class _BenchOutlet:
         return _Stream()
 
 
-async def via_bot(app: Any, outlet: _BenchOutlet, turn: int) -> tuple[float | None, float, int]:
+async def via_bot(app: Any, outlet: _BenchOutlet, turn: int, texts: list[str]) -> tuple[float | None, float, int]:
     """One chat message through the whole bot: stored, context assembled (sliding window over the
     thread), streamed from the provider into a reply stream, the reply stored. Returns
     (time to the first visible edit, total, chars) in seconds."""
@@ -184,20 +184,83 @@ async def via_bot(app: Any, outlet: _BenchOutlet, turn: int) -> tuple[float | No
     outlet.first, outlet.chars = None, 0
     outlet.done.clear()
     t0 = time.perf_counter()
-    await app.bot.handle(Message("bench", "c", f"thread-{turn % 20}", "u", f"question number {turn}: tell me something nice"), outlet)
+    await app.bot.handle(Message("bench", "c", f"thread-{turn % 20}", "u", texts[turn % len(texts)]), outlet)
     await outlet.done.wait()
     total = time.perf_counter() - t0
+    await app.bot.drain()  # the turn is over (the reply is stored before it is finished)
     return (outlet.first - t0) if outlet.first else None, total, outlet.chars
 
 
-async def run(replies: int, tokens: int, warmup: int) -> dict[str, Any]:
-    """Start the fake server, run every path ``warmup`` + ``replies`` times round-robin.
+class _ServerProcess:
+    """The fake server in its own Python process (its CPU is not the bot's): URLs as
+    :class:`FakeLLMServer`, and the last request's server time read over HTTP."""
+
+    def __init__(self, reply: str) -> None:
+        self.reply = reply
+        self.url = ""
+        self._proc: asyncio.subprocess.Process | None = None
+
+    async def __aenter__(self) -> "_ServerProcess":
+        self._proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "tests.fakes.llm_server", "--reply", self.reply, cwd=_ROOT, stdout=asyncio.subprocess.PIPE
+        )
+        assert self._proc.stdout is not None
+        self.url = (await asyncio.wait_for(self._proc.stdout.readline(), 30)).decode().strip()
+        if not self.url.startswith("http://127.0.0.1:"):
+            raise SystemExit(f"the fake server did not start (printed {self.url!r})")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._proc is not None and self._proc.returncode is None:
+            self._proc.terminate()
+            await self._proc.wait()
+
+    @property
+    def openai_base_url(self) -> str:
+        return f"{self.url}/v1"
+
+    @property
+    def anthropic_base_url(self) -> str:
+        return self.url
+
+    async def last_server_ms(self, client: httpx2.AsyncClient) -> float:
+        data = (await client.get(f"{self.url}/_fake/timings")).json()
+        return float(data.get("server_time_s") or 0.0) * 1000
+
+
+class _InProcess(FakeLLMServer):
+    async def last_server_ms(self, client: httpx2.AsyncClient) -> float:
+        return float(self.requests[-1].server_time_s or 0.0) * 1000
+
+
+def questions(data: Path | None, n: int = 500) -> list[str]:
+    """User turns from SGD dialogs (``conversations/sgd/*/dialogues_*.json.gz``), or synthetic ones."""
+    if data is None:
+        return [f"question number {i}: tell me something nice" for i in range(n)]
+    import glob
+    import gzip
+
+    out: list[str] = []
+    for f in sorted(glob.glob(str(data / "sgd" / "*" / "dialogues_*.json.gz"))):
+        for d in json.load(gzip.open(f, "rt", encoding="utf-8")):
+            out.extend(t["utterance"] for t in d["turns"] if t["speaker"] == "USER")
+            if len(out) >= n:
+                return out[:n]
+    if not out:
+        raise SystemExit(f"no SGD dialogs under {data}/sgd (expected shared/data/conversations)")
+    return out
+
+
+async def run(replies: int, tokens: int, warmup: int, *, in_process: bool = False, data: Path | None = None) -> dict[str, Any]:
+    """Start the fake server (its own process unless ``in_process``), run every path
+    ``warmup`` + ``replies`` times round-robin.
 
     Returns ``{"samples": {path: Samples}, "overhead": {provider: ms}, "cpu_overhead": {provider: ms}}``;
     raises ``SystemExit`` if any path received the wrong text.
     """
     reply_text = " ".join(f"word{i}" for i in range(tokens))
-    async with FakeLLMServer(reply=reply_text) as server:
+    texts = questions(data)
+    async with (_InProcess(reply=reply_text) if in_process else _ServerProcess(reply_text)) as server:
         raw_client = httpx2.AsyncClient(timeout=30)
         openai_p = OpenAIProvider(name="openai", model="gpt-4o-mini", api_key="sk-bench", base_url=server.openai_base_url)
         anthropic_p = AnthropicProvider(
@@ -223,7 +286,7 @@ async def run(replies: int, tokens: int, warmup: int) -> dict[str, Any]:
         paths = {
             "raw-openai": lambda: raw_openai(raw_client, server),
             "openai": lambda: via_provider(openai_p),
-            "bot": lambda: via_bot(bot_app, outlet, next(turn)),
+            "bot": lambda: via_bot(bot_app, outlet, next(turn), texts),
             "raw-anthropic": lambda: raw_anthropic(raw_client, server),
             "anthropic": lambda: via_provider(anthropic_p),
         }
@@ -238,11 +301,10 @@ async def run(replies: int, tokens: int, warmup: int) -> dict[str, Any]:
                     cpu0 = time.process_time()
                     ttft, total, chars = await fn()
                     cpu = time.process_time() - cpu0
-                    rec = server.requests[-1]
+                    server_ms = await server.last_server_ms(raw_client)
                     s = samples[name]
                     s.ttft.append((ttft or total) * 1000)
                     s.total.append(total * 1000)
-                    server_ms = (rec.server_time_s or 0.0) * 1000
                     s.server.append(server_ms)
                     s.client.append(total * 1000 - server_ms)
                     s.cpu.append(cpu * 1000)
@@ -283,14 +345,16 @@ async def run(replies: int, tokens: int, warmup: int) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point: parse ``--replies/--tokens/--warmup``, run, print the table and one JSON line."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("data", type=Path, nargs="?", help="the conversations folder (shared/data/conversations): the bot path asks real user turns")
     parser.add_argument("--replies", type=int, default=200, help="measured replies per path (default 200)")
+    parser.add_argument("--in-process", action="store_true", help="run the fake server on the bench's own event loop (its CPU then counts as ours)")
     parser.add_argument("--tokens", type=int, default=64, help="tokens (SSE text deltas) per reply (default 64)")
     parser.add_argument("--warmup", type=int, default=10, help="unmeasured replies per path first (default 10)")
     args = parser.parse_args(argv)
     if args.replies < 1 or args.tokens < 1:
         parser.error("--replies and --tokens must be >= 1")
 
-    result = asyncio.run(run(args.replies, args.tokens, args.warmup))
+    result = asyncio.run(run(args.replies, args.tokens, args.warmup, in_process=args.in_process, data=args.data))
     samples: dict[str, Samples] = result["samples"]
     overhead: dict[str, float] = result["overhead"]
     cpu_overhead: dict[str, float] = result["cpu_overhead"]

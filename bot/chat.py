@@ -14,7 +14,7 @@ from adapters.base import Message, Outlet
 from bot.llm import LLM
 from bot.memory import Memory
 from bot.providers import ProviderError, StreamInterrupted
-from bot.providers.types import StreamEnd
+from bot.providers.types import StreamEnd, TextDelta
 from bot.store import SessionStore
 from bot.sessions import ContextBudgetError
 
@@ -41,8 +41,9 @@ class Chat:
         self.memory = memory
         self.sessions = sessions
 
-    async def reply(self, msg: Message, outlet: Outlet, message_id: int = 0) -> str:
-        """Answer ``msg`` (already stored with id ``message_id``) in its thread; returns the text shown."""
+    async def reply(self, msg: Message, outlet: Outlet, message_id: int = 0, *, tokens: int | None = None) -> str:
+        """Answer ``msg`` (already stored with id ``message_id`` and ``tokens`` counted) in its
+        thread; returns the text shown."""
         key = msg.key
         if self.llm is None:
             await self.sessions.append(key, "assistant", "baton", CHAT_NEEDS_PROVIDER)
@@ -52,10 +53,10 @@ class Chat:
         text = ""
         end: StreamEnd | None = None
         try:
-            window = await self.memory.context(key, msg.text, new_id=message_id)
+            window = await self.memory.context(key, msg.text, new_id=message_id, tokens=tokens)
             async for piece in self.llm.chat(window):
-                if isinstance(piece, str):
-                    text += piece
+                if isinstance(piece, TextDelta):
+                    text += piece.text
                     if stream is not None:
                         stream.update(text)
                 else:

@@ -24,7 +24,7 @@ from typing import Any
 from bot.providers import PriceTable, ProviderError, ProviderRegistry, StreamInterrupted
 from bot.providers.config import implicit_providers
 from bot.providers.errors import TransientProviderError
-from bot.providers.types import ChatMessage, StreamEnd, TextDelta, Usage
+from bot.providers.types import ChatMessage, StreamEnd, StreamEvent, TextDelta, Usage
 from bot.sessions import ContextWindow, MemoryMessage, TokenCounter
 from engine.actions import StepOutput
 from engine.context import current_run_id
@@ -159,17 +159,18 @@ class LLM:
 
     # -- chat ----------------------------------------------------------------------
 
-    async def chat(self, window: ContextWindow, provider: str | None = None) -> AsyncIterator[str | StreamEnd]:
-        """Stream a reply to ``window``: text pieces, then one :class:`StreamEnd`.
+    def chat(self, window: ContextWindow, provider: str | None = None) -> AsyncIterator[StreamEvent]:
+        """Stream a reply to ``window``: :class:`TextDelta` events, then one :class:`StreamEnd`
+        (the provider's own stream, no extra layer per token).
 
         Raises:
-            ProviderError: as :meth:`bot.providers.Provider.stream` (``StreamInterrupted`` after text).
+            ProviderNotConfigured: no such provider (at call time).
+            ProviderError: while iterating, as :meth:`bot.providers.Provider.stream`
+                (``StreamInterrupted`` after text).
         """
         system = "\n\n".join(m.content for m in window.messages if m.role == "system")
         msgs = [ChatMessage(m.role, m.content) for m in window.messages if m.role != "system"]
-        p = self.registry.get(provider)
-        async for ev in p.stream(msgs, system=system or None, max_tokens=self.max_tokens):
-            yield ev.text if isinstance(ev, TextDelta) else ev
+        return self.registry.get(provider).stream(msgs, system=system or None, max_tokens=self.max_tokens)
 
     # -- routing ---------------------------------------------------------------------
 

@@ -128,7 +128,7 @@ class Bot:
         self.scheduler: SchedulerService | None = None  # set by the App once it exists
         self._forget_pending: dict[ThreadKey, float] = {}
         self._compiled: dict[str, Graph] = {}
-        self._lanes: dict[ThreadKey, asyncio.Queue[tuple[Message, Outlet, Command | None, int]]] = {}
+        self._lanes: dict[ThreadKey, asyncio.Queue[tuple[Message, Outlet, Command | None, int, int | None]]] = {}
         self._lane_tasks: dict[ThreadKey, asyncio.Task[None]] = {}
 
     # -- entry -------------------------------------------------------------
@@ -156,7 +156,7 @@ class Bot:
         lane = self._lanes.get(msg.key)
         if lane is None:
             lane = self._lanes[msg.key] = asyncio.Queue()
-        lane.put_nowait((msg, outlet, cmd, stored.id))
+        lane.put_nowait((msg, outlet, cmd, stored.id, stored.tokens))
         if msg.key not in self._lane_tasks:
             self._lane_tasks[msg.key] = asyncio.create_task(self._serve_lane(msg.key), name=f"lane-{msg.key}")
 
@@ -164,8 +164,8 @@ class Bot:
         lane = self._lanes[key]
         try:
             while not lane.empty():
-                msg, outlet, cmd, message_id = lane.get_nowait()
-                await self._safely(lambda m, o, c: self._ordered(m, o, c, message_id), msg, outlet, cmd)
+                msg, outlet, cmd, message_id, tokens = lane.get_nowait()
+                await self._safely(lambda m, o, c: self._ordered(m, o, c, message_id, tokens), msg, outlet, cmd)
         except asyncio.CancelledError:
             self._lane_tasks.pop(key, None)
             raise
@@ -372,7 +372,7 @@ class Bot:
 
     # -- ordered work --------------------------------------------------------
 
-    async def _ordered(self, msg: Message, outlet: Outlet, cmd: Command | None, message_id: int = 0) -> None:
+    async def _ordered(self, msg: Message, outlet: Outlet, cmd: Command | None, message_id: int = 0, tokens: int | None = None) -> None:
         key = msg.key
         if cmd is None:
             target = await self._route(msg, outlet)
@@ -380,7 +380,7 @@ class Bot:
                 return
             if target == "":
                 if self.chat is not None:
-                    await self.chat.reply(msg, outlet, message_id)
+                    await self.chat.reply(msg, outlet, message_id, tokens=tokens)
                 else:
                     await self.reply(key, outlet, CHAT_NEEDS_PROVIDER)
                 return

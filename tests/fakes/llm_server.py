@@ -52,6 +52,11 @@ Scripting
   headers, normalised ``messages`` / ``system`` / ``user_texts``, status, outcome),
   with the server's own timings (``first_byte_s``, ``server_time_s``).
 
+Out of process (``bench/providers.py``, so the server's CPU is not the caller's):
+``python -m tests.fakes.llm_server --reply TEXT`` prints its URL on one line and
+serves until killed; ``GET /_fake/timings`` returns the last request's timings as
+JSON (``{"server_time_s": …, "first_byte_s": …, "status": …}``).
+
 Other suites: ``from tests.fakes.llm_server import FakeLLMServer`` and point a
 provider entry's ``base_url`` at ``server.openai_base_url`` (kinds ``openai`` /
 ``openai_compatible``) or ``server.anthropic_base_url`` (kind ``anthropic``).
@@ -327,6 +332,7 @@ class FakeLLMServer:
         app.router.add_post("/v1/chat/completions", self._handle_openai)
         app.router.add_post("/chat/completions", self._handle_openai)
         app.router.add_post("/v1/messages", self._handle_anthropic)
+        app.router.add_get("/_fake/timings", self._handle_timings)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.25)
         await self._runner.setup()
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -518,6 +524,11 @@ class FakeLLMServer:
         self.requests.append(rec)
         self._seq += 1
         return rec
+
+    async def _handle_timings(self, request: web.Request) -> web.Response:
+        rec = self.requests[-1] if self.requests else None
+        data = {} if rec is None else {"server_time_s": rec.server_time_s, "first_byte_s": rec.first_byte_s, "status": rec.status}
+        return web.json_response(data)
 
     def _finish(self, rec: RecordedRequest, outcome: str, status: int = 200) -> None:
         rec.outcome = outcome
@@ -856,3 +867,20 @@ _END_MARKER = b"<end-of-tokens>"
 def _sse(data: Mapping[str, Any], *, event: str | None = None) -> bytes:
     prefix = f"event: {event}\n" if event else ""
     return f"{prefix}data: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+
+
+async def _serve(reply: str) -> None:
+    server = await FakeLLMServer(reply=reply).start()
+    print(server.url, flush=True)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await server.stop()
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Serve the fake OpenAI/Anthropic API on 127.0.0.1 until killed.")
+    parser.add_argument("--reply", default=DEFAULT_REPLY, help="the reply text (streamed word by word)")
+    asyncio.run(_serve(parser.parse_args().reply))

@@ -211,3 +211,32 @@ async def test_concurrent_streams_share_one_provider(llm_server: FakeLLMServer, 
         tasks = [tg.create_task(provider.complete([ChatMessage("user", f"job-{i}")])) for i in range(10)]
     assert [t.result().text for t in tasks] == [f"echo: job-{i}" for i in range(10)]
     assert len(llm_server.requests) == 10 and provider.breaker.state == "closed"
+
+
+async def test_openai_sse_framing_comments_crlf_multiline_data_and_an_unterminated_tail() -> None:
+    """SSE as servers really send it (https://html.spec.whatwg.org/multipage/server-sent-events.html):
+    keep-alive comments, CRLF line ends, an ``event:`` field, data split over two ``data:`` lines,
+    and bytes after ``[DONE]``; an event cut off before its blank line is not dispatched."""
+    body = (
+        b": keep-alive\r\n\r\n"
+        b'data: {"model":"m","choices":[{"index":0,"delta":{"content":"disk "},"finish_reason":null}]}\r\n\r\n'
+        b"event: chunk\r\n"
+        b'data: {"model":"m","choices":[{"index":0,\r\n'
+        b'data: "delta":{"content":"full"},"finish_reason":"stop"}]}\r\n\r\n'
+        b'data: {"model":"m","choices":[],"usage":{"prompt_tokens":7,"completion_tokens":2}}\r\n\r\n'
+        b"data: [DONE]\r\n\r\n"
+        b'data: {"choices":[{"index":0,"delta":{"content":" never shown"}}]}'
+    )
+    seen: list[httpx2.Request] = []
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        seen.append(request)
+        return httpx2.Response(200, headers={"content-type": "text/event-stream"}, content=body)
+
+    async with httpx2.AsyncClient(transport=httpx2.MockTransport(handler)) as http:
+        provider = OpenAIProvider(name="local", model="m", api_key=None, base_url="http://vllm.invalid/v1", compatible=True, http_client=http)
+        events = [e async for e in provider.stream([ChatMessage("user", "df?")])]
+    assert "".join(e.text for e in events if isinstance(e, TextDelta)) == "disk full"
+    end = events[-1]
+    assert isinstance(end, StreamEnd) and end.usage == Usage(7, 2) and end.raw_finish_reason == "stop"
+    assert seen[0].url.path == "/v1/chat/completions"
