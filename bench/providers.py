@@ -1,30 +1,37 @@
-"""Benchmark: what the provider layer adds to a streamed reply.
+"""Benchmark: what the bot and its provider layer add to a streamed chat reply.
 
-Runs the in-process fake LLM server (tests/fakes/llm_server.py) on 127.0.0.1 — no
-external data, no network beyond loopback — and streams ``--replies`` replies of
-``--tokens`` tokens through each path, interleaved round-robin:
+Starts the fake LLM server (tests/fakes/llm_server.py) on 127.0.0.1 in its own Python
+process (``--in-process``: on the bench's event loop instead, where its CPU counts as
+ours) — no network beyond loopback — and streams ``--replies`` replies of ``--tokens``
+tokens through each path, interleaved round-robin:
 
 * ``raw-openai`` / ``raw-anthropic``: a bare ``httpx2`` POST whose SSE body is read
   and JSON-decoded line by line — the floor any client pays;
 * ``openai`` / ``anthropic``: :class:`bot.providers.OpenAIProvider` /
   :class:`bot.providers.AnthropicProvider` (real SDK + retry/breaker wrapper), as the
-  caller sees them (``async for event in provider.stream(...)``).
+  caller sees them (``async for event in provider.stream(...)``);
+* ``bot``: a chat message through the whole bot (``App.start`` on SQLite, an
+  OpenAI-compatible provider entry): the message stored, routed, its context window
+  assembled, the reply streamed into a reply stream and stored. The questions are real
+  user turns from the conversations data set when its path is given.
 
 Per reply it records, in milliseconds: time to first text delta as seen by the caller
-(TTFT), total time until the final event, the server's own time for that request
-(handler start → last byte written, as recorded by the fake), and
-``client = total - server``. **Overhead per reply** for a provider is the median, over
-rounds, of ``provider client - raw client`` for the same wire format (each round runs
-the paths back to back, so load drift cancels): the time the provider layer (SDK
-request building and SSE decoding + our retry/breaker wrapper) adds on top of reading
-the same bytes.
+(TTFT; for ``bot`` the first edit of the reply), total time until the final event (for
+``bot``: the reply finished; the turn is then drained outside the timing), the server's
+own time for that request (handler start → last byte written, as recorded by the fake),
+and ``client = total - server``. **Overhead per reply** for a path is the median, over
+rounds, of ``path client - raw client`` for the same wire format (each round runs the
+paths back to back, so load drift cancels): the time the layer adds on top of reading
+the same bytes. The bot's client time itself (HTTP read included) is printed too.
+``--chunk-delay-ms`` paces the tokens like a real model; the default (0) streams as
+fast as the server writes, the worst case for per-token costs.
 
 Usage::
 
-    python bench/providers.py --replies 200 [--tokens 64]
+    python bench/providers.py ../shared/data/conversations --replies 200 [--tokens 64] [--chunk-delay-ms 0]
 
 Prints a table, then exactly one JSON line (last line of output) with
-``overhead_ms_per_reply`` (the worse of the two providers) and details.
+``overhead_ms_per_reply`` (the worst of openai, anthropic and bot) and details.
 """
 
 from __future__ import annotations
@@ -195,14 +202,16 @@ class _ServerProcess:
     """The fake server in its own Python process (its CPU is not the bot's): URLs as
     :class:`FakeLLMServer`, and the last request's server time read over HTTP."""
 
-    def __init__(self, reply: str) -> None:
+    def __init__(self, reply: str, chunk_delay_ms: float = 0.0) -> None:
         self.reply = reply
+        self.chunk_delay_ms = chunk_delay_ms
         self.url = ""
         self._proc: asyncio.subprocess.Process | None = None
 
     async def __aenter__(self) -> "_ServerProcess":
         self._proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "tests.fakes.llm_server", "--reply", self.reply, cwd=_ROOT, stdout=asyncio.subprocess.PIPE
+            sys.executable, "-m", "tests.fakes.llm_server", "--reply", self.reply, "--chunk-delay-ms", str(self.chunk_delay_ms),
+            cwd=_ROOT, stdout=asyncio.subprocess.PIPE,
         )
         assert self._proc.stdout is not None
         self.url = (await asyncio.wait_for(self._proc.stdout.readline(), 30)).decode().strip()
@@ -251,7 +260,9 @@ def questions(data: Path | None, n: int = 500) -> list[str]:
     return out
 
 
-async def run(replies: int, tokens: int, warmup: int, *, in_process: bool = False, data: Path | None = None) -> dict[str, Any]:
+async def run(
+    replies: int, tokens: int, warmup: int, *, in_process: bool = False, data: Path | None = None, chunk_delay_ms: float = 0.0
+) -> dict[str, Any]:
     """Start the fake server (its own process unless ``in_process``), run every path
     ``warmup`` + ``replies`` times round-robin.
 
@@ -260,7 +271,8 @@ async def run(replies: int, tokens: int, warmup: int, *, in_process: bool = Fals
     """
     reply_text = " ".join(f"word{i}" for i in range(tokens))
     texts = questions(data)
-    async with (_InProcess(reply=reply_text) if in_process else _ServerProcess(reply_text)) as server:
+    server_cm = _InProcess(reply=reply_text, chunk_delay_s=chunk_delay_ms / 1000) if in_process else _ServerProcess(reply_text, chunk_delay_ms)
+    async with server_cm as server:
         raw_client = httpx2.AsyncClient(timeout=30)
         openai_p = OpenAIProvider(name="openai", model="gpt-4o-mini", api_key="sk-bench", base_url=server.openai_base_url)
         anthropic_p = AnthropicProvider(
@@ -350,18 +362,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--in-process", action="store_true", help="run the fake server on the bench's own event loop (its CPU then counts as ours)")
     parser.add_argument("--tokens", type=int, default=64, help="tokens (SSE text deltas) per reply (default 64)")
     parser.add_argument("--warmup", type=int, default=10, help="unmeasured replies per path first (default 10)")
+    parser.add_argument(
+        "--chunk-delay-ms", type=float, default=0.0,
+        help="the server pauses this long between tokens, like a real model (default 0: as fast as it can write)",
+    )
     args = parser.parse_args(argv)
     if args.replies < 1 or args.tokens < 1:
         parser.error("--replies and --tokens must be >= 1")
 
-    result = asyncio.run(run(args.replies, args.tokens, args.warmup, in_process=args.in_process, data=args.data))
+    result = asyncio.run(
+        run(args.replies, args.tokens, args.warmup, in_process=args.in_process, data=args.data, chunk_delay_ms=args.chunk_delay_ms)
+    )
     samples: dict[str, Samples] = result["samples"]
     overhead: dict[str, float] = result["overhead"]
     cpu_overhead: dict[str, float] = result["cpu_overhead"]
     load1 = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     cpus = os.cpu_count() or 1
 
-    print(f"Provider layer bench — {args.replies} replies x {args.tokens} tokens per path, fake server on 127.0.0.1")
+    where = "on the bench's event loop" if args.in_process else "in its own process"
+    pace = f", {args.chunk_delay_ms:g} ms between tokens" if args.chunk_delay_ms else ", tokens as fast as it writes"
+    print(f"Provider layer bench — {args.replies} replies x {args.tokens} tokens per path, fake server on 127.0.0.1 {where}{pace}")
     print("All times in ms. client = caller-observed total - server's own time for that request.")
     print(f"Machine: {cpus} CPUs, load average {load1:.2f} (wall-clock numbers inflate under load).")
     header = f"{'path':<14}{'ttft p50':>10}{'ttft p95':>10}{'total p50':>11}{'total p95':>11}{'server p50':>12}{'client p50':>12}{'client p95':>12}"
@@ -381,6 +401,11 @@ def main(argv: list[str] | None = None) -> int:
             f"[{verdict}, target < {TARGET_MS:g} ms]"
         )
     worst = max(overhead.values())
+    bot_client = pct(samples["bot"].client, 0.5)
+    print(
+        f"bot: client-side time per reply beyond the server's own time (HTTP read included): p50 {bot_client:.2f} ms, "
+        f"of which a bare SSE read of the same bytes takes {pct(samples['raw-openai'].client, 0.5):.2f} ms"
+    )
     print(
         f"time to first visible edit of a chat reply through the bot: p50 {pct(samples['bot'].ttft, .5):.2f} ms, "
         f"p95 {pct(samples['bot'].ttft, .95):.2f} ms (raw SSE first token: p50 {pct(samples['raw-openai'].ttft, .5):.2f} ms)"
@@ -391,6 +416,9 @@ def main(argv: list[str] | None = None) -> int:
         "tokens_per_reply": args.tokens,
         "overhead_ms_per_reply": round(worst, 3),
         "bot_overhead_ms_per_reply": round(overhead["bot"], 3),
+        "bot_client_ms_per_reply_p50": round(bot_client, 3),
+        "chunk_delay_ms": args.chunk_delay_ms,
+        "server": "in-process" if args.in_process else "process",
         "first_edit_ms_p50": round(pct(samples["bot"].ttft, 0.5), 3),
         "overhead_ms_per_reply_by_provider": {k: round(v, 3) for k, v in overhead.items()},
         "overhead_cpu_ms_per_reply_by_provider": {k: round(v, 3) for k, v in cpu_overhead.items()},

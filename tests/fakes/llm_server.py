@@ -869,8 +869,8 @@ def _sse(data: Mapping[str, Any], *, event: str | None = None) -> bytes:
     return f"{prefix}data: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
 
 
-async def _serve(reply: str) -> None:
-    server = await FakeLLMServer(reply=reply).start()
+async def _serve(reply: str, chunk_delay_s: float) -> None:
+    server = await FakeLLMServer(reply=reply, chunk_delay_s=chunk_delay_s).start()
     print(server.url, flush=True)
     try:
         await asyncio.Event().wait()
@@ -883,4 +883,6 @@ if __name__ == "__main__":
 
     parser = argparse.ArgumentParser(description="Serve the fake OpenAI/Anthropic API on 127.0.0.1 until killed.")
     parser.add_argument("--reply", default=DEFAULT_REPLY, help="the reply text (streamed word by word)")
-    asyncio.run(_serve(parser.parse_args().reply))
+    parser.add_argument("--chunk-delay-ms", type=float, default=0.0, help="pause between streamed tokens (ms)")
+    args = parser.parse_args()
+    asyncio.run(_serve(args.reply, args.chunk_delay_ms / 1000))
