@@ -398,26 +398,34 @@ class Bot:
             return text
         pending = self._choices.pop(key, None)
         if pending is not None and pending[0] > asyncio.get_running_loop().time() and text in ("1", "2"):
-            return pending[1][int(text) - 1]
+            return await self._routed(msg, outlet, pending[1][int(text) - 1])
         if self.router is None:
             return ""
         decision = await self.router.route(text)
         self._decisions[key] = (text, decision)
         if decision.ambiguous and len(decision.candidates) >= 2:
             names = tuple(c.route for c in decision.candidates[:2])
-            targets = tuple(self._route_target(n) for n in names)
-            self._choices[key] = (asyncio.get_running_loop().time() + self.settings.routing.choice_timeout, targets)
+            self._choices[key] = (asyncio.get_running_loop().time() + self.settings.routing.choice_timeout, names)
             await self.reply(key, outlet, f"Did you mean 1) {names[0]} or 2) {names[1]}? Reply 1 or 2 (or rephrase).")
             return None
         if decision.route:
-            target = self._route_target(decision.route)
-            return "" if target == "chat" else target
+            return await self._routed(msg, outlet, decision.route)
         return ""
 
-    def _route_target(self, name: str) -> str:
+    async def _routed(self, msg: Message, outlet: Outlet, name: str) -> str | None:
+        """The target of route ``name`` for ``msg`` (``""`` for chat), or ``None`` after telling
+        the author the route's ``allowed_users`` / ``allowed_roles`` (config/routes.yaml) exclude them.
+        The workflows it starts are checked against ``[permissions]`` as well."""
         assert self.router is not None
         route = next(r for r in self.router.routes if r.name == name)
-        return route.target.removeprefix("run:").strip()
+        if (route.allowed_users or route.allowed_roles) and not (
+            msg.author in route.allowed_users or any(r in route.allowed_roles for r in msg.roles)
+        ):
+            who = [*route.allowed_users, *(f"role:{r}" for r in route.allowed_roles)]
+            await self.reply(msg.key, outlet, f"Not run: you may not use the route '{name}' (allowed: {', '.join(who)}; see config/routes.yaml).")
+            return None
+        target = route.target.removeprefix("run:").strip()
+        return "" if target == "chat" else target
 
     def compile(self, text: str) -> Graph:
         """Compile workflow text (or a bare workflow name) against the catalogue.

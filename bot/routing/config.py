@@ -13,7 +13,7 @@ Schema (unknown keys are errors, so typos surface at start-up)::
         patterns:                   # regexes, searched case-insensitively;
           - '^deploy (?P<service>[\\w-]+) to (?P<env>\\w+)$'   # named groups -> args
         keywords: [deploy, release] # whole-word, case-insensitive
-        allowed_users: [U123]       # carried on the route, not enforced here
+        allowed_users: [U123]       # only these users or roles may trigger the route (checked by the bot)
         allowed_roles: [ops]
         threshold: 0.3              # overrides defaults.threshold
       - name: chitchat

@@ -60,9 +60,10 @@ class Route:
         patterns: compiled regexes (searched case-insensitively); their named groups
             become :attr:`Decision.args`.
         keywords: words or phrases; a whole-word, case-insensitive hit fires the route.
-        allowed_users: user ids allowed to trigger the route (carried, not enforced
-            here; empty means no restriction).
-        allowed_roles: roles allowed to trigger the route (carried, not enforced here).
+        allowed_users: user ids allowed to trigger the route (the router carries it;
+            the bot refuses anyone else before anything runs; empty with empty
+            ``allowed_roles`` means no restriction).
+        allowed_roles: roles allowed to trigger the route (same).
         threshold: minimum embedding score for this route, overriding the router's
             default (units of the embedding head: see
             :class:`bot.routing.embedding.EmbeddingConfig`); ``None`` = default.

@@ -102,3 +102,27 @@ async def test_embedding_layer_with_minilm(sqlite_url: str, outlet: RecordingOut
         assert "decided by the embedding layer" in outlet.texts[-1]
     finally:
         await app.aclose()
+
+
+async def test_a_route_limited_to_users_and_roles_refuses_others(sqlite_url: str, outlet: RecordingOutlet, tmp_path: Path) -> None:
+    cfg = tmp_path / "config"
+    shutil.copytree(REPO / "config", cfg)
+    (cfg / "routes.yaml").write_text(
+        """
+version: 1
+routes:
+  - {name: disk-check, target: disk-check, keywords: [disk], allowed_users: [bob], allowed_roles: [oncall]}
+"""
+    )
+    app = await start(sqlite_url, outlet, config=cfg)
+    try:
+        await app.bot.handle(msg("is the disk full?"), outlet)  # alice: neither bob nor on call
+        await app.bot.drain()
+        assert outlet.texts[-1] == "Not run: you may not use the route 'disk-check' (allowed: bob, role:oncall; see config/routes.yaml)."
+        assert await app.runs.list() == []
+        await app.bot.handle(Message("test", "C1", "T1", "carol", "is the disk full?", roles=("oncall",)), outlet)
+        await app.bot.handle(Message("test", "C1", "T1", "bob", "is the disk full?"), outlet)
+        await app.bot.drain()
+        assert [r.status for r in await app.runs.list()] == ["succeeded", "succeeded"]
+    finally:
+        await app.aclose()
