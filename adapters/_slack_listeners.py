@@ -8,13 +8,16 @@ Ack first. Slack expects the HTTP 200 (or the Socket Mode envelope ack) within
 acks; every listener here acks, filters the payload synchronously and starts its
 slow part with :meth:`SlackOutlet.spawn` (a task the outlet keeps).
 
-Dedupe. Before a message reaches ``Bot.handle`` its ``event_id`` (and the
-message's own ``msg:<channel>:<ts>``, since one message can arrive both as
-``app_mention`` and as ``message``) is recorded in the durable
-``processed_events`` table with ``SessionStore.mark_event``. A delivery whose id
-is already recorded is dropped, whatever its retry number; a retry whose first
-delivery was never recorded (the process died first) is processed. Retries are
-never dropped on the header alone. The record survives restarts (same database).
+Dedupe. A message's ``event_id`` (and its own ``msg:<channel>:<ts>``, since one
+message can arrive both as ``app_mention`` and as ``message``) travel with it as
+``Message.dedupe_ids``; the core records them in the durable ``processed_events``
+table in the same transaction that stores the message
+(``SessionStore.append_once``), so a crash cannot record a delivery without
+storing it. A delivery whose id is already recorded is dropped, whatever its retry
+number (a read-only check drops most of them early, before the thread's status
+is set); a retry whose first delivery was never stored (the process died first)
+is processed. Retries are never dropped on the header alone. The record survives
+restarts (same database).
 
 Order. Deliveries of one thread are handed to the core in arrival order (one
 FIFO lock per thread), so the core's per-thread lanes see them in that order.
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import re
 from collections import deque
@@ -277,13 +281,12 @@ class SlackListeners:
             await self.acks_first.turn()
             if must_know_thread and not await self._knows(msg.key):
                 return
-            for did in dedupe_ids:
-                if not await self._record(did):
-                    log.info("dropping %s: already handled (%s)", msg.event_id or msg.key, did)
-                    return
+            if await self._seen(dedupe_ids):
+                log.info("dropping %s: already handled (%s)", msg.event_id or msg.key, ", ".join(dedupe_ids))
+                return
             if set_status is not None:
                 await self._best_effort(set_status("is working on it…"))
-            await self.app.bot.handle(msg, self.outlet)
+            await self.app.bot.handle(dataclasses.replace(msg, dedupe_ids=tuple(dedupe_ids)), self.outlet)
 
     async def _knows(self, key: ThreadKey) -> bool:
         """Baton takes part in ``key``: it spoke there or has stored messages of it."""
@@ -295,13 +298,15 @@ class SlackListeners:
             log.error("checking thread %s failed: %s", key, e)
             return False
 
-    async def _record(self, event_id: str) -> bool:
-        """``mark_event``; when the database fails, let the message through (the core reports the failure)."""
+    async def _seen(self, ids: list[str]) -> bool:
+        """A cheap early drop of a delivery already handled (before the thread's status is set);
+        the core decides atomically when it stores the message. When the database fails, the
+        message goes on (the core reports the failure)."""
         try:
-            return await self.app.sessions.mark_event(PLATFORM, event_id)
+            return await self.app.sessions.seen_any(PLATFORM, ids)
         except StoreError as e:
-            log.error("recording event %s failed: %s", event_id, e)
-            return True
+            log.error("checking events %s failed: %s", ids, e)
+            return False
 
     async def _run_command(self, command: dict[str, Any], respond: Any) -> None:
         channel, user = command.get("channel_id", ""), command.get("user_id", "")

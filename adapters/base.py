@@ -31,8 +31,11 @@ class Message:
         author: the platform's user id; ``author_name`` a display name when known.
         text: the message text with any bot mention removed.
         received_at: UTC time the adapter received it.
-        event_id: the platform's delivery id (used to drop redeliveries).
+        event_id: the platform's delivery id.
         roles: the author's roles/groups on the platform (for permissions).
+        dedupe_ids: ids recorded together with the stored message (the delivery's event
+            id, the message's own id); a message with an id recorded before is a
+            redelivery and is dropped (``SessionStore.append_once``).
     """
 
     platform: str
@@ -44,6 +47,7 @@ class Message:
     event_id: str | None = None
     author_name: str | None = None
     roles: tuple[str, ...] = ()
+    dedupe_ids: tuple[str, ...] = ()
 
     @property
     def key(self) -> ThreadKey:

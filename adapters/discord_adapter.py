@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import dataclasses
 import logging
 import re
 import time
@@ -919,13 +920,15 @@ class BatonDiscordClient(discord.Client):
             return
         event_id = f"message:{message.id}"
         try:
-            if not await self.app.sessions.mark_event(PLATFORM, event_id):
+            if await self.app.sessions.seen_any(PLATFORM, [event_id]):  # before a thread is opened for it
                 log.info("discord: dropped redelivered message %s", message.id)
                 return
         except StoreError as e:  # bot.handle reports database trouble in the thread
-            log.error("discord: recording event %s failed: %s", message.id, e)
+            log.error("discord: checking event %s failed: %s", message.id, e)
         key = await self._session_for_message(message, text)
-        await self.app.bot.handle(self.baton_message(message.author, text, key, event_id), self.outlet)
+        # recorded with the stored message, in one transaction (SessionStore.append_once)
+        msg = dataclasses.replace(self.baton_message(message.author, text, key, event_id), dedupe_ids=(event_id,))
+        await self.app.bot.handle(msg, self.outlet)
 
     async def _session_for_message(self, message: discord.Message, text: str) -> ThreadKey:
         channel = message.channel

@@ -137,10 +137,20 @@ class Bot:
         """Store ``msg``, then answer it now (read-only commands) or in thread order.
 
         A database failure while storing is reported in the thread and the message
-        is not acted on (so nothing runs that was not recorded).
+        is not acted on (so nothing runs that was not recorded). A message carrying
+        ``dedupe_ids`` is stored together with them, or dropped as a redelivery.
         """
         try:
-            stored = await self.sessions.append(msg.key, "user", msg.author, msg.text, event_id=msg.event_id, created_at=msg.received_at)
+            if msg.dedupe_ids:
+                got = await self.sessions.append_once(
+                    msg.key, "user", msg.author, msg.text, dedupe_ids=msg.dedupe_ids, event_id=msg.event_id, created_at=msg.received_at
+                )
+                if got is None:
+                    log.info("dropping a redelivery of %s in %s (already handled)", msg.event_id or msg.dedupe_ids[0], msg.key)
+                    return
+                stored = got
+            else:
+                stored = await self.sessions.append(msg.key, "user", msg.author, msg.text, event_id=msg.event_id, created_at=msg.received_at)
         except StoreError as e:
             log.error("storing a message failed: %s", e)
             await outlet.send(msg.key, f"I could not record your message ({e}); nothing was run. Please try again.")

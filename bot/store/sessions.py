@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import re
 import sqlite3
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -79,6 +79,10 @@ class Forgotten:
 
 
 _WORD = re.compile(r"\w+", re.UNICODE)
+
+class _Redelivery(Exception):
+    """A delivery id was recorded before (rolls the storing transaction back)."""
+
 
 THREAD_TOUCH_S = 60.0
 """A thread's ``updated_at`` is advanced by an append only when it is older than this (seconds)."""
@@ -205,7 +209,73 @@ class SessionStore:
         """Store one message at the end of its thread (creating the thread); returns it with its id.
 
         ``tokens``/``encoding``: the cached count; computed here when not given.
+
+        Raises:
+            StoreError: the database failed (after retrying transient errors).
         """
+        stored = await self._store(key, role, author, text_, event_id, created_at, tokens, encoding, ())
+        assert stored is not None
+        return stored
+
+    async def append_once(
+        self,
+        key: SessionKey,
+        role: str,
+        author: str,
+        text_: str,
+        *,
+        dedupe_ids: Sequence[str],
+        event_id: str | None = None,
+        created_at: datetime | None = None,
+    ) -> StoredMessage | None:
+        """Store a platform delivery unless it is a redelivery: ``dedupe_ids`` (the platform's
+        event id, the message's own id…) are recorded in ``processed_events`` in the *same
+        transaction* as the message, so a crash can never record a delivery without storing
+        it (Slack retries an unacknowledged or failed event up to three times:
+        https://docs.slack.dev/apis/events-api/#retries). Returns ``None``, storing nothing,
+        when any of the ids was recorded before.
+
+        Raises:
+            StoreError: the database failed (nothing was recorded).
+        """
+        return await self._store(key, role, author, text_, event_id, created_at, None, None, tuple(dedupe_ids))
+
+    async def seen_any(self, platform: str, event_ids: Sequence[str]) -> bool:
+        """Whether any of ``event_ids`` was recorded for ``platform`` (a read-only pre-check;
+        :meth:`append_once` is what decides)."""
+        if not event_ids:
+            return False
+        if self._sqlite:
+            marks = ",".join("?" * len(event_ids))
+            return await self.db.worker.call(
+                lambda c: c.execute(
+                    f"SELECT 1 FROM processed_events WHERE platform=? AND event_id IN ({marks}) LIMIT 1", (platform, *event_ids)
+                ).fetchone()
+                is not None,
+                "checking event ids",
+            )
+        async with self.db.begin("checking event ids") as conn:
+            row = (
+                await conn.execute(
+                    select(processed_events.c.event_id)
+                    .where(processed_events.c.platform == platform, processed_events.c.event_id.in_(list(event_ids)))
+                    .limit(1)
+                )
+            ).first()
+        return row is not None
+
+    async def _store(
+        self,
+        key: SessionKey,
+        role: str,
+        author: str,
+        text_: str,
+        event_id: str | None,
+        created_at: datetime | None,
+        tokens: int | None,
+        encoding: str | None,
+        dedupe_ids: tuple[str, ...],
+    ) -> StoredMessage | None:
         now = created_at or datetime.now(UTC)
         if tokens is None:
             tokens, encoding = await self._count_tokens(role, text_)
@@ -218,6 +288,12 @@ class SessionStore:
             insert = "INSERT INTO messages(thread_id, role, author, text, created_at, event_id, tokens, encoding) VALUES (?,?,?,?,?,?,?,?)"
 
             def body(c: sqlite3.Connection) -> tuple[int, int]:
+                for did in dedupe_ids:
+                    if c.execute(
+                        "INSERT INTO processed_events(platform, event_id, received_at) VALUES (?,?,?) ON CONFLICT DO NOTHING",
+                        (key.platform, did, ts),
+                    ).rowcount != 1:
+                        raise _Redelivery(did)
                 tid = self._sq_thread_id(c, key, ts, True)
                 assert tid is not None
                 mid = int(c.execute(insert, (tid, *row)).lastrowid)  # type: ignore[arg-type]
@@ -227,9 +303,9 @@ class SessionStore:
                     self._touched[tid] = _dt(c.execute("SELECT updated_at FROM threads WHERE id=?", (tid,)).fetchone()[0]).timestamp()
                 return mid, tid
 
-            def op(c: sqlite3.Connection) -> tuple[int, int]:
+            def op(c: sqlite3.Connection) -> tuple[int, int] | None:
                 tid = self._thread_ids.get(key)
-                if tid is not None and epoch - self._touched.get(tid, float("-inf")) < THREAD_TOUCH_S:
+                if not dedupe_ids and tid is not None and epoch - self._touched.get(tid, float("-inf")) < THREAD_TOUCH_S:
                     # the usual case (a known thread, touched within the minute): one autocommit
                     # statement; the FTS trigger runs in the same implicit transaction
                     try:
@@ -237,26 +313,43 @@ class SessionStore:
                     except sqlite3.IntegrityError:  # the cached thread id was deleted (/forget, retention)
                         self._thread_ids.pop(key, None)
                 try:
-                    return transaction(c, body)
-                except sqlite3.IntegrityError:  # a cached thread id was deleted (/forget, retention)
-                    self._thread_ids.pop(key, None)
-                    return transaction(c, body)
+                    try:
+                        return transaction(c, body)
+                    except sqlite3.IntegrityError:  # a cached thread id was deleted (/forget, retention)
+                        self._thread_ids.pop(key, None)
+                        return transaction(c, body)
+                except _Redelivery:
+                    return None
 
-            mid, tid = await self.db.worker.call(op, "storing a message")
+            got = await self.db.worker.call(op, "storing a message")
+            if got is None:
+                return None
+            mid, tid = got
         else:
-            async for attempt in self.db.retrying():
-                with attempt:
-                    async with self.db.begin("storing a message") as conn:
-                        tid = await self._sa_thread_id(conn, key, now)  # type: ignore[assignment]
-                        res = await conn.execute(
-                            messages.insert().values(
-                                thread_id=tid, role=role, author=author, text=text_, created_at=now, event_id=event_id, tokens=tokens, encoding=encoding
+            try:
+                async for attempt in self.db.retrying():
+                    with attempt:
+                        async with self.db.begin("storing a message") as conn:
+                            for did in dedupe_ids:
+                                recorded = await conn.execute(
+                                    self._insert(processed_events)
+                                    .values(platform=key.platform, event_id=did, received_at=now)
+                                    .on_conflict_do_nothing(index_elements=["platform", "event_id"])
+                                )
+                                if recorded.rowcount != 1:
+                                    raise _Redelivery(did)
+                            tid = await self._sa_thread_id(conn, key, now)  # type: ignore[assignment]
+                            res = await conn.execute(
+                                messages.insert().values(
+                                    thread_id=tid, role=role, author=author, text=text_, created_at=now, event_id=event_id, tokens=tokens, encoding=encoding
+                                )
                             )
-                        )
-                        await conn.execute(
-                            update(threads).where(threads.c.id == tid, threads.c.updated_at < touch_before_dt).values(updated_at=now)
-                        )
-                        mid = res.inserted_primary_key[0]
+                            await conn.execute(
+                                update(threads).where(threads.c.id == tid, threads.c.updated_at < touch_before_dt).values(updated_at=now)
+                            )
+                            mid = res.inserted_primary_key[0]
+            except _Redelivery:
+                return None
         stored = StoredMessage(mid, tid, role, author, text_, now, tokens, encoding)
         for listener in self.listeners:
             await listener(key, stored)
@@ -441,40 +534,6 @@ class SessionStore:
             return Forgotten(m, s)
 
     # -- redelivery dedupe -----------------------------------------------------
-
-    async def mark_event(self, platform: str, event_id: str) -> bool:
-        """Record a platform event id; returns False when it was recorded before (a redelivery)."""
-        now = datetime.now(UTC)
-        if self._sqlite:
-            return await self.db.worker.call(
-                lambda c: c.execute(
-                    "INSERT INTO processed_events(platform, event_id, received_at) VALUES (?,?,?) ON CONFLICT DO NOTHING",
-                    (platform, event_id, _ts(now)),
-                ).rowcount
-                == 1,
-                "recording an event id",
-            )
-        stmt = (
-            self._insert(processed_events)
-            .values(platform=platform, event_id=event_id, received_at=now)
-            .on_conflict_do_nothing(index_elements=["platform", "event_id"])
-        )
-        async with self.db.begin("recording an event id") as conn:
-            res = await conn.execute(stmt)
-        return bool(res.rowcount)
-
-    async def forget_event(self, platform: str, event_id: str) -> None:
-        """Undo :meth:`mark_event` (its processing failed before anything happened)."""
-        if self._sqlite:
-            await self.db.worker.call(
-                lambda c: c.execute("DELETE FROM processed_events WHERE platform=? AND event_id=?", (platform, event_id)),
-                "forgetting an event id",
-            )
-            return
-        async with self.db.begin("forgetting an event id") as conn:
-            await conn.execute(
-                delete(processed_events).where(processed_events.c.platform == platform, processed_events.c.event_id == event_id)
-            )
 
 
 __all__ = ["Forgotten", "SessionStore", "StoredMessage", "ThreadKey", "fts_terms"]

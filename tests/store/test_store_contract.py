@@ -70,11 +70,14 @@ async def test_concurrent_appends_create_one_thread(stores) -> None:  # type: ig
 
 async def test_event_ids_dedupe(stores) -> None:  # type: ignore[no-untyped-def]
     sessions, _ = stores
-    assert await sessions.mark_event("slack", "Ev1") is True
-    assert await sessions.mark_event("slack", "Ev1") is False
-    assert await sessions.mark_event("discord", "Ev1") is True
-    await sessions.forget_event("slack", "Ev1")
-    assert await sessions.mark_event("slack", "Ev1") is True
+    first = await sessions.append_once(K1, "user", "U1", "restart api", dedupe_ids=["Ev1", "msg:C1:1.1"], event_id="Ev1")
+    assert first is not None and await sessions.seen_any("slack", ["Ev1"]) and not await sessions.seen_any("discord", ["Ev1"])
+    # the same message as another event type (app_mention and message): its own id is recorded
+    assert await sessions.append_once(K1, "user", "U1", "restart api", dedupe_ids=["Ev2", "msg:C1:1.1"]) is None
+    assert await sessions.count(K1) == 1 and not await sessions.seen_any("slack", ["Ev2"])  # rolled back whole
+    assert await sessions.append_once(K1, "user", "U1", "restart api", dedupe_ids=["Ev1"]) is None  # Slack's retry
+    assert await sessions.append_once(ThreadKey("discord", "C1", "T"), "user", "U1", "hi", dedupe_ids=["Ev1"]) is not None
+    assert await sessions.seen_any("slack", []) is False
 
 
 async def test_runs_and_step_checkpoints_round_trip(stores) -> None:  # type: ignore[no-untyped-def]
@@ -157,3 +160,28 @@ async def test_full_text_search_within_a_thread(stores) -> None:  # type: ignore
     assert await sessions.search(K1, "'; DROP TABLE messages; -- \"NEAR(") == []  # quotes and FTS syntax are inert
     assert await sessions.count(K1) == 3
     assert await sessions.search(ThreadKey("x", "y", "z"), "canary") == []
+
+
+async def test_a_delivery_that_fails_to_store_is_not_recorded(sqlite_url: str) -> None:
+    """The crash window between "recorded" and "stored" does not exist: a failure after the
+    ids were written rolls them back too, so Slack's retry of the event is processed."""
+    import sqlite3
+
+    await upgrade(sqlite_url)
+    db = Database(sqlite_url)
+    sessions = SessionStore(db)
+    real = sessions._sq_thread_id
+
+    def broken(*a, **k):  # type: ignore[no-untyped-def]
+        raise sqlite3.OperationalError("disk I/O error")
+
+    sessions._sq_thread_id = broken  # type: ignore[method-assign]
+    try:
+        with pytest.raises(StoreError, match="disk I/O error"):
+            await sessions.append_once(K1, "user", "U1", "restart api", dedupe_ids=["Ev9"])
+        assert not await sessions.seen_any("slack", ["Ev9"])
+        sessions._sq_thread_id = real  # type: ignore[method-assign]
+        assert await sessions.append_once(K1, "user", "U1", "restart api", dedupe_ids=["Ev9"]) is not None  # the retry
+        assert [m.text for m in await sessions.history(K1)] == ["restart api"]
+    finally:
+        await db.dispose()
