@@ -82,6 +82,9 @@ class Outlet(Protocol):
 
     # Optional: ``stream_reply(key) -> ReplyStream`` for platforms that can show a reply
     # while it is written (LLM chat). Without it the core sends the final text.
+    # Optional: ``async send_run_result(key, text, run_id, status)`` posts a run's result
+    # with the platform's controls for it (status: succeeded, failed, cancelled…);
+    # without it the core uses ``send``.
 
 
 class StatusBoard:

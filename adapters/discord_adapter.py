@@ -102,7 +102,6 @@ REDACT = RedactSecrets()
 _IN_PLACE = {
     "help", "workflows", "runs", "run_show", "cancel", "history", "recall", "context", "summary", "forget", "approve", "reject", "unknown",
 }  # fmt: skip
-_FAILED_RESULT = re.compile(r"^Run #(\d+) failed in \d")
 _STEP_ID = re.compile(r"^[^\s:]{1,64}$")
 
 
@@ -406,8 +405,14 @@ class DiscordOutlet:
 
     async def send(self, key: ThreadKey, text: str) -> None:
         """Post ``text`` as a reply in the thread ``key`` (see the class docstring)."""
+        await self._send(key, text, None)
+
+    async def send_run_result(self, key: ThreadKey, text: str, run_id: int, status: str) -> None:
+        """Post run ``run_id``'s result; a failed run's result gets Retry and Show log buttons."""
+        await self._send(key, text, await self._result_buttons(run_id) if status == "failed" else None)
+
+    async def _send(self, key: ThreadKey, text: str, view: discord.ui.View | None) -> None:
         chunks = split_message(text)
-        view = await self._result_buttons(text)
         responder = _RESPONDER.get()
         if responder is not None and responder.open and responder.key == key:
             try:
@@ -426,11 +431,10 @@ class DiscordOutlet:
         """A :class:`DiscordReplyStream` in thread ``key`` (chat replies shown while written)."""
         return DiscordReplyStream(self, key, min_interval=self.settings.status_min_interval)
 
-    async def _result_buttons(self, text: str) -> discord.ui.View | None:
-        m = _FAILED_RESULT.match(text)
-        if m is None or self.client is None:
+    async def _result_buttons(self, run_id: int) -> discord.ui.View | None:
+        """Retry (from the failed step, when known) and Show log for failed run ``run_id``."""
+        if self.client is None:
             return None
-        run_id = int(m.group(1))
         step = await self._failed_step(run_id)
         view = discord.ui.View(timeout=None)
         label = f"Retry from {step}" if step else "Retry"

@@ -161,7 +161,7 @@ class RunManager:
             return None
         if view:
             await view.aclose()
-        await self._tell(key, result_text(run_id, result, graph, fired_by=fired_by))
+        await self._tell(key, result_text(run_id, result, graph, fired_by=fired_by), run=(run_id, result.status))
         return result
 
     async def _after_cancel(self, run_id: int, key: ThreadKey, view, user: bool) -> None:  # type: ignore[no-untyped-def]
@@ -174,13 +174,20 @@ class RunManager:
         except Exception:
             log.exception("run %s: recording the cancellation failed", run_id)
 
-    async def _tell(self, key: ThreadKey, text: str) -> None:
+    async def _tell(self, key: ThreadKey, text: str, *, run: tuple[int, str] | None = None) -> None:
+        """Store and post ``text``; ``run=(run_id, status)`` marks a run's result, which an
+        outlet with ``send_run_result`` shows with its own controls (e.g. Retry on a failure)."""
         try:
             await self.sessions.append(key, "assistant", "baton", text)
         except StoreError as e:
             log.error("storing a reply failed: %s", e)
         outlet = self.outlets.get(key.platform)
-        if outlet:
+        if outlet is None:
+            return
+        send_result = getattr(outlet, "send_run_result", None)
+        if run is not None and send_result is not None:
+            await send_result(key, text, run[0], run[1])
+        else:
             await outlet.send(key, text)
 
     async def tell_run(self, run_id: str, text: str) -> None:
