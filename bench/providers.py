@@ -55,7 +55,7 @@ if _ROOT not in sys.path:
 import httpx2  # noqa: E402
 
 from bot.providers import AnthropicProvider, ChatMessage, OpenAIProvider, StreamEnd, TextDelta  # noqa: E402
-from tests.fakes.llm_server import FakeLLMServer  # noqa: E402
+from tests.fakes.llm_server import FakeLLMServer, ServerURLs  # noqa: E402
 
 TARGET_MS = 5.0
 MESSAGES = [
@@ -198,7 +198,7 @@ async def via_bot(app: Any, outlet: _BenchOutlet, turn: int, texts: list[str]) -
     return (outlet.first - t0) if outlet.first else None, total, outlet.chars
 
 
-class _ServerProcess:
+class _ServerProcess(ServerURLs):
     """The fake server in its own Python process (its CPU is not the bot's): URLs as
     :class:`FakeLLMServer`, and the last request's server time read over HTTP."""
 
@@ -223,14 +223,6 @@ class _ServerProcess:
         if self._proc is not None and self._proc.returncode is None:
             self._proc.terminate()
             await self._proc.wait()
-
-    @property
-    def openai_base_url(self) -> str:
-        return f"{self.url}/v1"
-
-    @property
-    def anthropic_base_url(self) -> str:
-        return self.url
 
     async def last_server_ms(self, client: httpx2.AsyncClient) -> float:
         data = (await client.get(f"{self.url}/_fake/timings")).json()

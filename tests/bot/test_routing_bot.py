@@ -22,6 +22,14 @@ async def start(sqlite_url: str, outlet: RecordingOutlet, config: Path = REPO / 
     return await App.start(Settings(config_dir=config, database_url=sqlite_url, **kw), {"test": outlet}, migrate=True)
 
 
+def config_with_routes(tmp_path: Path, routes_yaml: str) -> Path:
+    """A copy of config/ whose routes.yaml is ``routes_yaml``."""
+    cfg = tmp_path / "config"
+    shutil.copytree(REPO / "config", cfg)
+    (cfg / "routes.yaml").write_text(routes_yaml)
+    return cfg
+
+
 async def test_rules_route_a_plain_question_to_its_workflow(sqlite_url: str, outlet: RecordingOutlet) -> None:
     app = await start(sqlite_url, outlet)
     try:
@@ -47,9 +55,8 @@ async def test_out_of_scope_goes_to_chat(sqlite_url: str, outlet: RecordingOutle
 
 
 async def test_ambiguous_request_asks_and_a_number_picks(sqlite_url: str, outlet: RecordingOutlet, tmp_path: Path) -> None:
-    cfg = tmp_path / "config"
-    shutil.copytree(REPO / "config", cfg)
-    (cfg / "routes.yaml").write_text(
+    cfg = config_with_routes(
+        tmp_path,
         """
 version: 1
 routes:
@@ -105,9 +112,8 @@ async def test_embedding_layer_with_minilm(sqlite_url: str, outlet: RecordingOut
 
 
 async def test_a_route_limited_to_users_and_roles_refuses_others(sqlite_url: str, outlet: RecordingOutlet, tmp_path: Path) -> None:
-    cfg = tmp_path / "config"
-    shutil.copytree(REPO / "config", cfg)
-    (cfg / "routes.yaml").write_text(
+    cfg = config_with_routes(
+        tmp_path,
         """
 version: 1
 routes:

@@ -290,7 +290,23 @@ def _mask_key(key: str | None) -> str:
     return f"{key[:5]}{'*' * 12}{key[-4:]}" if len(key) > 12 else "***"
 
 
-class FakeLLMServer:
+class ServerURLs:
+    """The API base URLs of a fake server whose root is ``self.url``."""
+
+    url: str
+
+    @property
+    def openai_base_url(self) -> str:
+        """Base URL for ``openai.AsyncOpenAI(base_url=...)`` (ends in ``/v1``)."""
+        return f"{self.url}/v1"
+
+    @property
+    def anthropic_base_url(self) -> str:
+        """Base URL for ``anthropic.AsyncAnthropic(base_url=...)``."""
+        return self.url
+
+
+class FakeLLMServer(ServerURLs):
     """Local fake of the OpenAI Chat Completions and Anthropic Messages APIs.
 
     Use as ``async with FakeLLMServer(...) as server:`` (or ``await start()`` /
@@ -362,16 +378,6 @@ class FakeLLMServer:
         if self._port is None:
             raise RuntimeError("FakeLLMServer is not started")
         return f"http://{self._host}:{self._port}"
-
-    @property
-    def openai_base_url(self) -> str:
-        """Base URL for ``openai.AsyncOpenAI(base_url=...)`` (ends in ``/v1``)."""
-        return f"{self.url}/v1"
-
-    @property
-    def anthropic_base_url(self) -> str:
-        """Base URL for ``anthropic.AsyncAnthropic(base_url=...)``."""
-        return self.url
 
     # ------------------------------------------------------------------ scripting
     def queue_replies(self, *replies: str | ReplyFn) -> None:
