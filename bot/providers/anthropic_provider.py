@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any, ClassVar
 
 import anthropic
-import httpx
 import httpx2
 
 from ._redact import redact, safe_url
@@ -21,7 +20,6 @@ from .errors import (
     ProviderNotConfigured,
     ProviderRequestError,
     ProviderServerError,
-    ProviderTimeout,
     RateLimited,
 )
 from .resilience import CircuitBreaker, Clock, RetryPolicy, Sleep, parse_retry_after
@@ -34,8 +32,6 @@ LEADING_USER_PLACEHOLDER = "(earlier conversation omitted)"
 request keeps the user/assistant alternation the Messages API is built around."""
 
 _TRANSIENT_TYPES = frozenset({"overloaded_error", "api_error", "rate_limit_error", "timeout_error"})
-_TIMEOUT_ERRORS = (httpx2.TimeoutException, httpx.TimeoutException)
-_TRANSPORT_ERRORS = (httpx2.TransportError, httpx.TransportError)
 
 
 def _input_total(usage: Mapping[str, Any]) -> int:
@@ -211,14 +207,10 @@ class AnthropicProvider(ResilientProvider):
                                 input_tokens = _input_total(u)
         except anthropic.APIError as exc:
             error = self._translate(exc, model)
-        except _TIMEOUT_ERRORS:
-            error = ProviderTimeout(f"provider {self.name!r}: no data for {self.timeout_s:g} s", provider=self.name)
-        except _TRANSPORT_ERRORS as exc:
+        except (*self.HTTP_TIMEOUTS, *self.HTTP_TRANSPORT_ERRORS) as exc:
             # anthropic's AsyncStream does not wrap mid-body transport errors (e.g.
             # RemoteProtocolError "incomplete chunked read") in APIConnectionError.
-            error = ProviderConnectionError(
-                f"provider {self.name!r}: connection failed ({type(exc).__name__})", provider=self.name
-            )
+            error = self._http_error(exc)
         if error is not None:
             # Raised outside the except block so the SDK exception is neither __cause__ nor
             # __context__: it holds the request (Authorization header) and the raw body.
@@ -239,13 +231,8 @@ class AnthropicProvider(ResilientProvider):
     def _translate(self, exc: anthropic.APIError, model: str) -> ProviderError:
         """Map an SDK exception to a :class:`ProviderError` (error types per docs.anthropic.com/en/api/errors)."""
         name = self.name
-        if isinstance(exc, anthropic.APITimeoutError):
-            return ProviderTimeout(f"provider {name!r}: request timed out after {self.timeout_s:g} s", provider=name)
-        if isinstance(exc, anthropic.APIConnectionError):
-            return ProviderConnectionError(
-                f"provider {name!r}: could not connect to {safe_url(self.base_url)} or the connection dropped",
-                provider=name,
-            )
+        if isinstance(exc, (anthropic.APITimeoutError, anthropic.APIConnectionError)):  # a timeout is a connection error too
+            return self._sdk_network_error(timed_out=isinstance(exc, anthropic.APITimeoutError), base_url=self.base_url)
         body = exc.body
         # Anthropic error bodies: {"type": "error", "error": {"type": ..., "message": ...}, "request_id": ...}
         inner = body.get("error") if isinstance(body, Mapping) else None

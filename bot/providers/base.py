@@ -12,9 +12,14 @@ from typing import ClassVar, Protocol, runtime_checkable
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
+import httpx
+import httpx2
+
+from ._redact import safe_url
 from .errors import (
     ProviderConnectionError,
     ProviderError,
+    ProviderTimeout,
     StreamInterrupted,
     TransientProviderError,
 )
@@ -195,6 +200,27 @@ class ResilientProvider(ABC):
         ``from None``), including :class:`ProviderConnectionError` if the stream ends without
         the vendor's final event.
         """
+
+    # ------------------------------------------------------------------ for implementations
+    HTTP_TIMEOUTS = (httpx2.TimeoutException, httpx.TimeoutException)
+    """Timeouts of the HTTP clients the SDKs run on (read mid-body, outside the SDK's own wrapping)."""
+    HTTP_TRANSPORT_ERRORS = (httpx2.TransportError, httpx.TransportError)
+    """Transport errors of those clients (e.g. ``RemoteProtocolError``: an incomplete chunked read)."""
+
+    def _http_error(self, exc: BaseException) -> ProviderError:
+        """A read timeout (``timeout_s`` of silence) or a transport failure of the HTTP client, as a
+        :class:`ProviderTimeout` / :class:`ProviderConnectionError` naming this provider."""
+        if isinstance(exc, self.HTTP_TIMEOUTS):
+            return ProviderTimeout(f"provider {self.name!r}: no data for {self.timeout_s:g} s", provider=self.name)
+        return ProviderConnectionError(f"provider {self.name!r}: connection failed ({type(exc).__name__})", provider=self.name)
+
+    def _sdk_network_error(self, *, timed_out: bool, base_url: str | None) -> ProviderError:
+        """The SDK's own timeout / connection error (``APITimeoutError`` / ``APIConnectionError``)."""
+        if timed_out:
+            return ProviderTimeout(f"provider {self.name!r}: request timed out after {self.timeout_s:g} s", provider=self.name)
+        return ProviderConnectionError(
+            f"provider {self.name!r}: could not connect to {safe_url(base_url)} or the connection dropped", provider=self.name
+        )
 
     async def aclose(self) -> None:
         """Release resources (override when the provider owns a client)."""

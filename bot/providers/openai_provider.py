@@ -30,7 +30,6 @@ from .errors import (
     ProviderNotConfigured,
     ProviderRequestError,
     ProviderServerError,
-    ProviderTimeout,
     RateLimited,
 )
 from .resilience import CircuitBreaker, Clock, RetryPolicy, Sleep, parse_retry_after
@@ -43,8 +42,6 @@ NO_KEY_PLACEHOLDER = "sk-no-key-required"
 client without a key (``OpenAIError: Missing credentials``); llama.cpp's server docs use this
 exact placeholder and Ollama/vLLM ignore the header unless started with a key."""
 
-_TIMEOUT_ERRORS = (httpx2.TimeoutException, httpx.TimeoutException)
-_TRANSPORT_ERRORS = (httpx2.TransportError, httpx.TransportError)
 
 
 class _ChunkStream(openai.AsyncStream[object]):
@@ -247,12 +244,8 @@ class OpenAIProvider(ResilientProvider):
                             finish = str(choice["finish_reason"])
         except openai.APIError as exc:
             error = self._translate(exc, model)
-        except _TIMEOUT_ERRORS:
-            error = ProviderTimeout(f"provider {self.name!r}: no data for {self.timeout_s:g} s", provider=self.name)
-        except _TRANSPORT_ERRORS as exc:
-            error = ProviderConnectionError(
-                f"provider {self.name!r}: connection failed ({type(exc).__name__})", provider=self.name
-            )
+        except (*self.HTTP_TIMEOUTS, *self.HTTP_TRANSPORT_ERRORS) as exc:
+            error = self._http_error(exc)
         if error is not None:
             # Raised outside the except block so the SDK exception is neither __cause__ nor
             # __context__: it holds the request (Authorization header) and the raw body.
@@ -274,13 +267,8 @@ class OpenAIProvider(ResilientProvider):
     def _translate(self, exc: openai.APIError, model: str) -> ProviderError:
         """Map an SDK exception to a :class:`ProviderError` without echoing credentials."""
         name = self.name
-        if isinstance(exc, openai.APITimeoutError):
-            return ProviderTimeout(f"provider {name!r}: request timed out after {self.timeout_s:g} s", provider=name)
-        if isinstance(exc, openai.APIConnectionError):
-            return ProviderConnectionError(
-                f"provider {name!r}: could not connect to {safe_url(self.base_url)} or the connection dropped",
-                provider=name,
-            )
+        if isinstance(exc, (openai.APITimeoutError, openai.APIConnectionError)):  # a timeout is a connection error too
+            return self._sdk_network_error(timed_out=isinstance(exc, openai.APITimeoutError), base_url=self.base_url)
         body = exc.body
         message = error_field(body, "message") or exc.message or ""
         code = exc.code or error_field(body, "code")
