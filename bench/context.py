@@ -1,7 +1,7 @@
 """Session memory: context assembly time, append+assemble throughput, and memory per idle session.
 
 Usage:
-    python bench/context.py ../shared/data/conversations [--sizes 100 1000 10000] [--samples 200] [--turns 300]
+    python bench/context.py ../shared/data/conversations [--sizes 100 1000 10000] [--samples 200] [--turns 1000]
 
 Threads are grown to each size from real SGD dialogs (utterances in order, cycling
 through dialogs), stored in a fresh SQLite database through the bot's own store
@@ -94,7 +94,7 @@ async def main() -> dict[str, object]:
     ap.add_argument("data", type=Path, help="the conversations folder (shared/data/conversations)")
     ap.add_argument("--sizes", type=int, nargs="+", default=[100, 1000, 10000])
     ap.add_argument("--samples", type=int, default=200)
-    ap.add_argument("--turns", type=int, default=300)
+    ap.add_argument("--turns", type=int, default=1000)
     ap.add_argument("--idle-sessions", type=int, default=5000)
     args = ap.parse_args()
 
