@@ -3,7 +3,8 @@
 With no provider configured the bot says what to set. Failures are told in the
 thread: a missing key names the setting, an auth error names the provider, a
 context-length error says by how much, and a stream cut mid-way keeps the partial
-text, marked as cut off. The reply (as shown) is stored in the thread's memory.
+text, marked as cut off. The reply (as shown) is stored in the thread's memory once it
+is finished on the platform; the turn ends when it is stored.
 """
 
 from __future__ import annotations
@@ -71,11 +72,13 @@ class Chat:
             text = f"The LLM provider failed: {e}"
         if not text:
             text = "(the model returned an empty reply)"
-        await self.sessions.append(key, "assistant", "baton", text)
-        if stream is not None:
-            await stream.finish(text)
-        else:
-            await outlet.send(key, text)
+        try:  # shown first: the reader should not wait for the database
+            if stream is not None:
+                await stream.finish(text)
+            else:
+                await outlet.send(key, text)
+        finally:  # then remembered (also when the platform failed to show the end of it)
+            await self.sessions.append(key, "assistant", "baton", text)
         if end is not None and self.llm is not None:
             log.info("chat reply in %s: %s tokens in, %s out", key, end.usage.input_tokens, end.usage.output_tokens)
         return text
