@@ -44,6 +44,9 @@ log = logging.getLogger("baton.memory")
 
 SummarizeFn = Callable[[Sequence[MemoryMessage], int], Awaitable[str]]
 
+MAX_CONCURRENT_SUMMARIES = 4
+"""Threads summarized at once in the background (each may be an LLM call)."""
+
 
 class _Cached:
     """The cached newest part of one thread: every message with ``id > floor``, oldest first."""
@@ -230,8 +233,9 @@ class Memory:
     thread has a complete chunk without a summary is assembled from the stored
     summaries plus the messages themselves, and one task per thread summarizes
     (an LLM call can take seconds; the reply must not wait for it). The next turn
-    uses what was stored. :meth:`settle` waits for that work; :meth:`aclose`
-    cancels it (the next turn plans it again).
+    uses what was stored. At most :data:`MAX_CONCURRENT_SUMMARIES` threads are summarized
+    at once. :meth:`settle` waits for that work; :meth:`aclose` cancels it (the next turn
+    plans it again).
 
     Raises:
         ContextBudgetError: at construction, when a budget cannot hold the system
@@ -261,6 +265,7 @@ class Memory:
         self._null = NullSessionStore()
         self._strategies: dict[int, Any] = {}
         self._summarizing: dict[SessionKey, asyncio.Task[None]] = {}
+        self._summary_slots = asyncio.Semaphore(MAX_CONCURRENT_SUMMARIES)
         sessions.listeners.append(self.observe)
         for name, cfg in [("default", self.default), *self.channels.items()]:
             self._check_budget(name, cfg)
@@ -342,7 +347,9 @@ class Memory:
 
     async def _summarize(self, key: SessionKey, store: Any, strategy: Any, history: list[MemoryMessage], stored: list[SummaryRecord]) -> None:
         try:
-            for rec in await ensure_summaries(strategy, history, stored, self.summarize):
+            async with self._summary_slots:  # a burst of threads must not become a burst of LLM calls
+                created = await ensure_summaries(strategy, history, stored, self.summarize)
+            for rec in created:
                 await store.add_summary(key, rec)
         except Exception:  # reported; the thread's context uses its messages until a later turn retries
             log.exception("summarizing %s failed; its context window uses the messages themselves until a later turn retries", key)

@@ -133,6 +133,38 @@ async def test_a_slow_summarizer_never_holds_up_a_turn_and_forget_stops_it(sqlit
         await app.aclose()
 
 
+async def test_background_summaries_are_bounded_across_threads(sqlite_url: str, outlet: RecordingOutlet) -> None:
+    from bot.memory import MAX_CONCURRENT_SUMMARIES
+
+    app = await start(sqlite_url, outlet, sessions={"strategy": "summary", "summary_frequency": 4, "keep_recent": 2})
+    running, peak, release = 0, 0, asyncio.Event()
+
+    async def llm(messages, max_tokens):  # type: ignore[no-untyped-def]
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await release.wait()
+        running -= 1
+        return "people discussed ports"
+
+    app.memory.summarize = llm
+    try:
+        keys = [msg("x", thread=f"T{t}").key for t in range(MAX_CONCURRENT_SUMMARIES + 3)]
+        for key in keys:
+            for i in range(8):
+                await app.sessions.append(key, "user", "alice", f"service-{i} uses port {8000 + i}")
+            await app.memory.context(key, "which port?")  # each starts its thread's summarization
+        for _ in range(50):
+            await asyncio.sleep(0.01)
+        assert peak == MAX_CONCURRENT_SUMMARIES
+        release.set()
+        await app.memory.settle()
+        for k in keys:
+            assert {s.text for s in await app.sessions.summaries(k)} == {"people discussed ports"}
+    finally:
+        await app.aclose()
+
+
 async def test_retention_rules(sqlite_url: str, outlet: RecordingOutlet) -> None:
     app = await start(sqlite_url, outlet, retention={"max_messages_per_thread": 10, "idle_session_days": 30, "run_days": 7, "interval": 3600})
     try:
