@@ -43,8 +43,11 @@ at its own instant). APScheduler 3.x reads ``datetime.now()`` directly in
 and its executor re-implement those two spots with the clock; everything else
 (job store, jobs, events, listeners) is APScheduler's.
 
-One process fires the schedules of one database (no cross-process lease): run a
-single scheduling process per database.
+Several processes may share one database: each holds the schedules of the platforms it
+serves and wakes at each firing, and the firing is recorded with a compare-and-set on
+the scheduled instant (:meth:`ScheduleStore.claim_firings`), so exactly one of them runs
+it; the others adopt the stored state (a schedule paused or removed elsewhere stops
+firing here). Schedules created in another process are picked up at the next start.
 """
 
 from __future__ import annotations
@@ -75,9 +78,10 @@ from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.schedulers.base import STATE_RUNNING, BaseScheduler
 from apscheduler.triggers.base import BaseTrigger
-from sqlalchemy import Column, DateTime, ForeignKey, Index, Integer, String, Table, Text, bindparam, delete, select, update
+from sqlalchemy import Column, DateTime, ForeignKey, Index, Integer, String, Table, Text, bindparam, case, delete, or_, select, update
 
 from bot.store import Database, StoreError, ThreadKey
+from bot.store.sqlite_worker import transaction
 from bot.store.tables import _Id, metadata, threads
 from engine.errors import EngineError
 
@@ -718,28 +722,81 @@ class ScheduleStore:
 
     async def set_state(self, schedule_id: int, *, status: str, next_fire_at: datetime | None,
                         last_fired_at: datetime | None) -> bool:
-        """Write one schedule's status and times; False when there is no such row."""
+        """Write one schedule's status and times (``last_fired_at`` only forward); False when there is no such row."""
+        last, fired = schedules.c.last_fired_at, _utc(last_fired_at)
         async with self.db.begin(f"updating schedule {schedule_id}") as conn:
             res = await conn.execute(
                 update(schedules).where(schedules.c.id == schedule_id).values(
-                    status=status, next_fire_at=_utc(next_fire_at), last_fired_at=_utc(last_fired_at)
+                    status=status,
+                    next_fire_at=_utc(next_fire_at),
+                    last_fired_at=last if fired is None else case((or_(last.is_(None), last < fired), fired), else_=last),
                 )
             )
         return bool(res.rowcount)
 
     async def set_states(self, rows: Iterable[ScheduleRow]) -> None:
-        """Write the status and times of many schedules in one transaction (group commit)."""
+        """Write the status and times of many schedules in one transaction (group commit);
+        ``last_fired_at`` only ever moves forward."""
         params = [
             {"b_id": r.id, "b_status": r.status, "b_next": _utc(r.next_fire_at), "b_last": _utc(r.last_fired_at)}
             for r in rows
         ]
         if not params:
             return
+        last = schedules.c.last_fired_at
         stmt = update(schedules).where(schedules.c.id == bindparam("b_id")).values(
-            status=bindparam("b_status"), next_fire_at=bindparam("b_next"), last_fired_at=bindparam("b_last")
+            status=bindparam("b_status"),
+            next_fire_at=bindparam("b_next"),
+            # never backwards: a process with a stale copy must not reopen a firing another one claimed
+            last_fired_at=case((or_(last.is_(None), last < bindparam("b_last")), bindparam("b_last")), else_=last),
         )
         async with self.db.begin("recording schedule firings") as conn:
             await conn.execute(stmt, params)
+
+    async def claim_firings(self, rows: Iterable[ScheduleRow]) -> set[int]:
+        """Record firings (``last_fired_at`` = the scheduled instant), each only if it is still
+        unclaimed: a compare-and-set ``UPDATE … WHERE status = 'active' AND (last_fired_at IS NULL
+        OR last_fired_at < :instant)``, all in one transaction. Returns the ids claimed here.
+
+        Several processes sharing a database (PostgreSQL behind a load balancer, or two bots on
+        one SQLite file) each hold the schedules in memory and wake at the same instant; only
+        the first to record a firing runs it. A schedule paused, removed or finished by another
+        process is not claimed either."""
+        claimed: set[int] = set()
+        rows = list(rows)
+        if not rows:
+            return claimed
+        if self.db.dialect == "sqlite":  # one hop to the worker thread, not one per statement
+            ts = schedules.c.last_fired_at.type.bind_processor(self.db.engine.dialect) or (lambda v: v)
+            params = [(r.status, ts(_utc(r.next_fire_at)), ts(_utc(r.last_fired_at)), r.id, ts(_utc(r.last_fired_at))) for r in rows]
+
+            def body(c: Any) -> set[int]:
+                return {
+                    p[3]
+                    for p in params
+                    if c.execute(
+                        "UPDATE schedules SET status=?, next_fire_at=?, last_fired_at=? "
+                        "WHERE id=? AND status='active' AND (last_fired_at IS NULL OR last_fired_at < ?)",
+                        p,
+                    ).rowcount
+                }
+
+            return await self.db.worker.call(lambda c: transaction(c, body), "recording schedule firings")
+        async with self.db.begin("recording schedule firings") as conn:
+            for r in rows:
+                instant = _utc(r.last_fired_at)
+                res = await conn.execute(
+                    update(schedules)
+                    .where(
+                        schedules.c.id == r.id,
+                        schedules.c.status == "active",
+                        or_(schedules.c.last_fired_at.is_(None), schedules.c.last_fired_at < instant),
+                    )
+                    .values(status=r.status, next_fire_at=_utc(r.next_fire_at), last_fired_at=instant)
+                )
+                if res.rowcount:
+                    claimed.add(r.id)
+        return claimed
 
     async def delete(self, schedule_id: int) -> bool:
         """Delete a schedule; False when there was none."""
@@ -834,8 +891,8 @@ class SchedulerService:
         self._skip_noted: dict[int, int] = {}
         self._waiters: dict[int, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._pending: dict[int, ScheduleRow] = {}
-        self._pending_futs: list[asyncio.Future[None]] = []
+        self._pending: dict[int, tuple[ScheduleRow, bool]] = {}  # id -> (state to write, a firing to claim?)
+        self._pending_futs: list[tuple[int, asyncio.Future[bool]]] = []
         self._flusher: asyncio.Task[None] | None = None
         self._started = False
         self._job = _FireJob(self._fire)
@@ -1157,15 +1214,17 @@ class SchedulerService:
         elif event.code == EVENT_JOB_MAX_INSTANCES:
             log.warning("schedule #%s: firing skipped, too many firings in progress", event.job_id)
 
-    async def _persist(self, row: ScheduleRow) -> None:
-        """Write ``row``'s state; concurrent firings share one transaction."""
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    async def _persist(self, row: ScheduleRow, *, claim: bool = False) -> bool:
+        """Write ``row``'s state; concurrent writes share a transaction. With ``claim`` (a
+        firing) the write is :meth:`ScheduleStore.claim_firings`'s compare-and-set: returns
+        False when the firing was not claimed here (nothing was written)."""
+        fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         fut.add_done_callback(lambda f: f.cancelled() or f.exception())  # retrieved even if the caller is gone
-        self._pending[row.id] = row
-        self._pending_futs.append(fut)
+        self._pending[row.id] = (row, claim)
+        self._pending_futs.append((row.id, fut))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush(), name="schedule-flush")
-        await asyncio.shield(fut)
+        return await asyncio.shield(fut)
 
     async def _flush(self) -> None:
         while self._pending:
@@ -1173,19 +1232,20 @@ class SchedulerService:
             batch, futs = self._pending, self._pending_futs
             self._pending, self._pending_futs = {}, []
             try:
-                await self.store.set_states(batch.values())
+                await self.store.set_states(r for r, claim in batch.values() if not claim)
+                claimed = await self.store.claim_firings(r for r, claim in batch.values() if claim)
             except asyncio.CancelledError:
-                for f in futs:
+                for _, f in futs:
                     f.cancel()
                 raise
             except Exception as e:
-                for f in futs:
+                for _, f in futs:
                     if not f.done():
                         f.set_exception(e)
             else:
-                for f in futs:
+                for rid, f in futs:
                     if not f.done():
-                        f.set_result(None)
+                        f.set_result(rid in claimed or not batch[rid][1])
 
     async def _fire(self, schedule_id: int, *, scheduled_at: datetime | None = None) -> None:
         """The job function: record the firing, then start its run (overlap policy applies)."""
@@ -1199,14 +1259,33 @@ class SchedulerService:
             new = replace(row, last_fired_at=_utc(scheduled_at), next_fire_at=_utc(nxt),
                           status="active" if nxt else "finished")
             try:
-                await self._persist(new)
+                claimed = await self._persist(new, claim=True)
             except StoreError as e:
                 log.error("schedule #%s: recording the firing failed: %s", schedule_id, e)
                 await self._say(row.key, f"Schedule #{schedule_id} did not run at {format_when(scheduled_at, row.timezone)}: "
                                          f"the database failed ({e}).")
                 return
+            if not claimed:  # another process fired this instant, or paused/removed the schedule there
+                await self._taken(schedule_id, scheduled_at)
+                return
             self._rows[schedule_id] = new
             await self._dispatch(new, scheduled_at)
+
+    async def _taken(self, schedule_id: int, scheduled_at: datetime) -> None:
+        """A firing claimed elsewhere: not run here; this process adopts the stored state."""
+        log.info("schedule #%s: the %s firing was taken by another process (or the schedule changed there)",
+                 schedule_id, scheduled_at.isoformat())
+        try:
+            stored = await self.store.get(schedule_id)
+        except StoreError as e:
+            log.error("schedule #%s: reading it back failed: %s", schedule_id, e)
+            return
+        if stored is None:
+            self._rows.pop(schedule_id, None)
+        else:
+            self._rows[schedule_id] = stored
+        if stored is None or stored.status != "active":
+            self._remove_job(schedule_id)
 
     async def _dispatch(self, row: ScheduleRow, scheduled_at: datetime) -> None:
         if self._action is not None:

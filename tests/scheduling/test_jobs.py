@@ -7,6 +7,7 @@ test that touches the database runs on SQLite and on PostgreSQL (``db_url``).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -397,3 +398,39 @@ async def test_platforms_not_served_are_left_alone(db_url: str, outlet: Recordin
         assert "Fired by schedule #1" in await slack.wait_for("Run #1")
     finally:
         await e.close()
+
+
+# -- (e) several processes on one database: each firing runs once ---------------------------------------
+
+
+async def test_two_bots_on_one_database_run_each_firing_once(db_url: str) -> None:
+    """Two Batons share a database (scaled out behind a load balancer): both wake at 9:00,
+    one claims the firing and runs it, the other stands down; a pause made in one stops
+    the other's firings too."""
+    a_out, b_out = RecordingOutlet(), RecordingOutlet()
+    a = await open_env(db_url, a_out, FRIDAY_3PM_NY)
+    try:
+        await say(a, "schedule every weekday at 9am run echo standup")
+        b = await open_env(db_url, b_out, FRIDAY_3PM_NY)  # starts after the schedule exists: loads it
+        try:
+            assert b.svc.job_ids() == a.svc.job_ids() == {1: datetime(2026, 3, 9, 13, 0, tzinfo=UTC)}
+            monday_9am = datetime(2026, 3, 9, 9, 0, tzinfo=NY)
+            await asyncio.gather(a.clock.advance_to(monday_9am), b.clock.advance_to(monday_9am))
+            await a.app.bot.drain()
+            await b.app.bot.drain()
+            runs = await a.app.runs.list()
+            assert len(runs) == 1 and runs[0].requested_by == "schedule #1"
+            assert len(runs_texts(a_out)) + len(runs_texts(b_out)) == 1
+            assert (await a.svc.store.get(1)).last_fired_at == datetime(2026, 3, 9, 13, 0, tzinfo=UTC)  # type: ignore[union-attr]
+
+            await say(a, "/pause 1")  # in one process; the other still holds the job in memory
+            tuesday_9am = datetime(2026, 3, 10, 9, 0, tzinfo=NY)
+            await asyncio.gather(a.clock.advance_to(tuesday_9am), b.clock.advance_to(tuesday_9am))
+            await a.app.bot.drain()
+            await b.app.bot.drain()
+            assert len(await a.app.runs.list()) == 1  # no run on Tuesday: paused
+            assert b.svc.job_ids() == {}  # the other process adopted the pause
+        finally:
+            await b.close()
+    finally:
+        await a.close()
