@@ -34,7 +34,7 @@ from ._grammar import parse_tokens
 from ._lexer import tokenize
 from ._tz import get_zone, localize, zone_key
 from .errors import ScheduleParseError
-from .spec import ScheduleSpec
+from .spec import NEVER_FIRES_HORIZON, ScheduleSpec, rrule_fires_between
 
 __all__ = ["parse_schedule", "explain"]
 
@@ -111,6 +111,13 @@ def parse_schedule(
     tz = get_zone(zone)
     now_local = _wall(now, tz)
     built = build(draft, tz=tz, now_local=now_local, source=message)
+    if built.kind == "rrule" and not rrule_fires_between(built.expression, now_local, now_local + NEVER_FIRES_HORIZON):
+        # e.g. "weekends except weekends", or an end before the start: refused here rather than
+        # stored as a job that never fires (and a walk through the calendar to year 9999)
+        ex = draft.facts.get("exclusions") or draft.facts.get("until")
+        pos, end = (ex.pos, ex.end) if ex is not None else (first, len(message[:sched_end].rstrip()))
+        raise ScheduleParseError("this schedule never fires" + (": its exceptions leave no time" if ex is not None and ex.key == "exclusions" else ""),
+                                 position=pos, fragment=message[pos:end], text=message)
     if built.kind == "cron":
         description = describe_cron(built.expression)
     elif built.kind == "interval":

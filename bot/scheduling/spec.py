@@ -118,7 +118,7 @@ class ScheduleSpec:
         if self.kind == "cron":
             naive: Iterator[datetime] = _cron_iter(self.expression, begin)
         else:
-            naive = _ruleset(self.expression).xafter(begin, inc=False)
+            naive = _rrule_iter(self.expression, begin)
         return _walk(naive, tz, after_utc, n)
 
     def min_interval_seconds(self) -> float:
@@ -154,6 +154,42 @@ def _ruleset(expression: str):
         return rrulestr(expression, forceset=True)
     except (ValueError, TypeError) as exc:
         raise ValueError(f"not an RFC 5545 rule block: {exc}") from None
+
+
+NEVER_FIRES_HORIZON = timedelta(days=366 * 28)
+"""A rule with no firing within 28 years (one full cycle of the Gregorian calendar's
+weekday/date alignment) never fires."""
+
+
+def rrule_fires_between(expression: str, begin: datetime, end: datetime) -> bool:
+    """Whether the rule block fires at a local wall time in ``[begin, end]`` (naive).
+
+    The walk is bounded: every open-ended ``RRULE`` line gets ``UNTIL=end`` (RFC 5545
+    §3.3.10) before the block is expanded, so a rule whose exceptions leave nothing
+    ("weekends except weekends") answers after ``end`` instead of walking the calendar
+    to year 9999."""
+    stamp = end.strftime("%Y%m%dT%H%M%S")
+    lines = []
+    for line in expression.splitlines():
+        if line.upper().startswith("RRULE:") and "COUNT=" not in line.upper() and "UNTIL=" not in line.upper():
+            line = f"{line};UNTIL={stamp}"
+        lines.append(line)
+    try:
+        bounded = rrulestr("\n".join(lines), forceset=True)
+        return any(True for _ in bounded.xafter(begin, count=1, inc=True))
+    except ValueError:  # past year 9999: nothing left
+        return False
+
+
+def _rrule_iter(expression: str, begin: datetime) -> Iterator[datetime]:
+    """Local wall times of the rule block after ``begin``; ends when none is left
+    (dateutil raises ``ValueError`` when its walk passes year 9999)."""
+    it = _ruleset(expression).xafter(begin, inc=False)
+    while True:
+        try:
+            yield next(it)
+        except (StopIteration, ValueError):
+            return
 
 
 def _cron_iter(expression: str, begin: datetime) -> Iterator[datetime]:

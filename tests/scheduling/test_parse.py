@@ -424,3 +424,15 @@ def test_any_word_salad_is_parsed_or_refused_with_a_position(words: list[str], z
         return
     assert all(t > NOW for t in spec.next_fire_times(NOW, 3))
     assert spec.min_interval_seconds() > 0
+
+
+@pytest.mark.parametrize(
+    ("phrase", "points_at"),
+    [("every weekend except weekends run X", "weekends"), ("UTC UTC weekend except weekend run X", "weekend")],
+)
+def test_a_schedule_whose_exceptions_leave_nothing_is_refused_at_the_exception(phrase: str, points_at: str) -> None:
+    """Found by the word-salad property: it used to parse, then walk the calendar to year 9999."""
+    with pytest.raises(ScheduleParseError, match="never fires: its exceptions leave no time") as err:
+        parse_schedule(phrase, now=NOW, default_tz="UTC")
+    assert err.value.fragment == points_at and phrase[err.value.position :].startswith(points_at)
+    assert phrase.index(" except ") < err.value.position
