@@ -84,6 +84,9 @@ class _Redelivery(Exception):
     """A delivery id was recorded before (rolls the storing transaction back)."""
 
 
+ID_CACHE_MAX = 100_000
+"""Thread ids (and activity times) cached per process; a miss costs one indexed lookup."""
+
 THREAD_TOUCH_S = 60.0
 """A thread's ``updated_at`` is advanced by an append only when it is older than this (seconds)."""
 
@@ -143,7 +146,7 @@ class SessionStore:
             tid = int(cur.lastrowid)  # type: ignore[arg-type]
         else:
             tid = int(row[0])
-        self._thread_ids[key] = tid
+        self._remember(key, tid)
         return tid
 
     async def _sa_thread_id(self, conn: AsyncConnection, key: SessionKey, now: datetime, create: bool = True) -> int | None:
@@ -164,8 +167,16 @@ class SessionStore:
             )
         ).scalar_one_or_none()
         if tid is not None:
-            self._thread_ids[key] = tid
+            self._remember(key, tid)
         return tid
+
+    def _remember(self, key: SessionKey, tid: int) -> None:
+        """Cache a thread id. The caches are bounded (one entry per thread ever seen would
+        grow with the bot's lifetime): past ``ID_CACHE_MAX`` entries they start over."""
+        if len(self._thread_ids) >= ID_CACHE_MAX:
+            self._thread_ids.clear()
+            self._touched.clear()
+        self._thread_ids[key] = tid
 
     # -- threads -------------------------------------------------------------
 

@@ -185,3 +185,17 @@ async def test_a_delivery_that_fails_to_store_is_not_recorded(sqlite_url: str) -
         assert [m.text for m in await sessions.history(K1)] == ["restart api"]
     finally:
         await db.dispose()
+
+
+async def test_thread_id_cache_is_bounded(stores, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    import bot.store.sessions as store_sessions
+
+    sessions, _ = stores
+    monkeypatch.setattr(store_sessions, "ID_CACHE_MAX", 4)
+    keys = [ThreadKey("slack", "C1", f"t{i}") for i in range(10)]
+    for round_ in range(2):
+        for k in keys:
+            await sessions.append(k, "user", "U1", f"{k.thread} round {round_}")
+    assert len(sessions._thread_ids) <= 4 and len(sessions._touched) <= 4
+    for k in keys:  # every message still went to its own thread
+        assert [m.text for m in await sessions.history(k)] == [f"{k.thread} round 0", f"{k.thread} round 1"]
