@@ -340,20 +340,21 @@ class _BaseStrategy:
         self._cache: OrderedDict[tuple, tuple[str, PromptMessage]] = OrderedDict()
         self._cache_lock = threading.Lock()
         self._summary_costs: OrderedDict[tuple, tuple[str, int]] = OrderedDict()
-        self._plain: dict[tuple[int, int, str], PromptMessage] = {}
+        self._plain: dict[int, tuple[str, int | None, str | None, PromptMessage]] = {}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(encoding={self.counter.encoding!r}, config={self.config!r})"
 
     def _plain_message(self, m: MemoryMessage) -> PromptMessage:
-        """The untruncated history form of ``m``, built once per stored message (bounded memo)."""
-        key = (m.id, m.tokens, m.encoding)
-        pm = self._plain.get(key)
-        if pm is None or (pm.content is not m.text and pm.content != m.text):  # ids can repeat across in-process stores
-            pm = PromptMessage(m.role, m.text, self.counter.message_tokens(m), "history", m.id, m.id, False)
-            if len(self._plain) >= 65536:
-                self._plain.clear()
-            self._plain[key] = pm
+        """The untruncated history form of ``m``, built once per stored message (bounded memo,
+        keyed by id and checked against the message: ids can repeat across in-process stores)."""
+        hit = self._plain.get(m.id)
+        if hit is not None and (hit[0] is m.text or hit[0] == m.text) and hit[1] == m.tokens and hit[2] == m.encoding and hit[3].role == m.role:
+            return hit[3]
+        pm = PromptMessage(m.role, m.text, self.counter.message_tokens(m), "history", m.id, m.id, False)
+        if len(self._plain) >= 65536:
+            self._plain.clear()
+        self._plain[m.id] = (m.text, m.tokens, m.encoding, pm)
         return pm
 
     # -- tiers (overridden) ----------------------------------------------------------
@@ -573,6 +574,15 @@ class _BaseStrategy:
             nonlocal used
             k = start
             n = len(ordered)
+            if not self.compresses:  # fast path: full messages with cached counts, newest first
+                plain = self._plain_message
+                while k < n:
+                    pm = plain(ordered[n - 1 - k])
+                    if pm.tokens > budget - used:
+                        break  # the general loop below decides (truncation when nothing fits yet)
+                    chosen.append(pm)
+                    used += pm.tokens
+                    k += 1
             while k < n:
                 idx = n - 1 - k
                 m = ordered[idx]
@@ -625,15 +635,18 @@ class _BaseStrategy:
         out.extend(reversed(chosen))
         out.append(new_pm)
 
-        included_ids = {pm.first_id for pm in chosen}
-        spans = sorted((s.first_id, s.last_id) for s, _, _ in chosen_s)
-        omitted = 0
-        for m in history:
-            if m.id == new_message.id or m.id in included_ids:
-                continue
-            if any(a <= m.id <= b for a, b in spans):
-                continue
-            omitted += 1
+        if not chosen_s:  # chosen messages come from history (ids unique), the new one excluded
+            omitted = len(history) - len(chosen) - sum(1 for m in history if m.id == new_message.id)
+        else:
+            included_ids = {pm.first_id for pm in chosen}
+            spans = sorted((s.first_id, s.last_id) for s, _, _ in chosen_s)
+            omitted = 0
+            for m in history:
+                if m.id == new_message.id or m.id in included_ids:
+                    continue
+                if any(a <= m.id <= b for a, b in spans):
+                    continue
+                omitted += 1
         hist = [pm for pm in chosen if pm.kind == "history"]
         comp = [pm for pm in chosen if pm.kind == "compressed"]
         breakdown = TokenBreakdown(
