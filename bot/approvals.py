@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
+from bot.settings import permits
 from engine.errors import StepError
 from engine.graph import Node
 
@@ -59,8 +60,7 @@ class ApprovalBroker:
 
     def may_decide(self, author: str, roles: Sequence[str]) -> bool:
         """Whether ``author`` (with ``roles``) may approve or reject."""
-        a = self.approvers
-        return "*" in a or author in a or any(f"role:{r}" in a for r in roles)
+        return permits(self.approvers, author, roles)
 
     def decide(self, run_id: int, step: str | None, who: str, approve: bool) -> str:
         """Resolve a waiting step; returns the reply text (also when nothing matched)."""

@@ -12,6 +12,7 @@ Precedence (pydantic-settings): init arguments > environment > ``baton.toml`` > 
 from __future__ import annotations
 
 import os
+from collections.abc import Collection, Iterable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -111,6 +112,13 @@ DEFAULT_SYSTEM_PROMPT = (
     "You are Baton, a chat-ops assistant in a team's chat thread. Be brief and concrete. "
     "You can explain workflows and their results; people run workflows with 'run: ...' or /run NAME."
 )
+
+
+def permits(allowed: Collection[str], author: str, roles: Iterable[str]) -> bool:
+    """The allow-list rule of ``[permissions]`` (and of approvers, schedule admins and
+    routes): ``author`` may act when ``allowed`` holds ``"*"``, their user id, or
+    ``"role:NAME"`` for one of their ``roles``."""
+    return "*" in allowed or author in allowed or any(f"role:{r}" in allowed for r in roles)
 
 
 class Settings(BaseSettings):

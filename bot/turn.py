@@ -25,7 +25,7 @@ from bot.scheduling import SchedulerService
 from bot.scheduling.commands import HELP_LINES, handle_schedule_command, parse_schedule_command
 from bot.routing import Decision, Router
 from bot.runs import RunManager, result_text
-from bot.settings import Settings
+from bot.settings import Settings, permits
 from bot.store import RunStore, SessionStore, StoreError, ThreadKey
 from engine.catalog import Catalog, close_names
 from engine.errors import DefinitionError, EngineError, UnknownWorkflowError, WorkflowSyntaxError
@@ -428,10 +428,8 @@ class Bot:
         The workflows it starts are checked against ``[permissions]`` as well."""
         assert self.router is not None
         route = next(r for r in self.router.routes if r.name == name)
-        if (route.allowed_users or route.allowed_roles) and not (
-            msg.author in route.allowed_users or any(r in route.allowed_roles for r in msg.roles)
-        ):
-            who = [*route.allowed_users, *(f"role:{r}" for r in route.allowed_roles)]
+        who = [*route.allowed_users, *(f"role:{r}" for r in route.allowed_roles)]
+        if who and not permits(who, msg.author, msg.roles):
             await self.reply(msg.key, outlet, f"Not run: you may not use the route '{name}' (allowed: {', '.join(who)}; see config/routes.yaml).")
             return None
         target = route.target.removeprefix("run:").strip()
@@ -474,7 +472,7 @@ class Bot:
         rules = self.settings.permissions
         for name in graph.uses or ("*",):
             allowed = rules.get(name, rules.get("*", ["*"]))
-            if "*" in allowed or msg.author in allowed or any(f"role:{r}" in allowed for r in msg.roles):
+            if permits(allowed, msg.author, msg.roles):
                 continue
             return f"you may not run '{name}' (allowed: {', '.join(allowed) or 'nobody'}; set [permissions] in config/baton.toml)"
         return None

@@ -28,6 +28,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
+from bot.settings import permits
 from bot.store import StoreError
 from engine.errors import DefinitionError, EngineError, UnknownWorkflowError, WorkflowSyntaxError
 
@@ -213,8 +214,7 @@ async def _list(service: SchedulerService, bot: Bot, msg: Message, arg: str) -> 
 
 
 def _is_admin(bot: Bot, msg: Message) -> bool:
-    admins = bot.settings.permissions.get("admin", [])
-    return "*" in admins or msg.author in admins or any(f"role:{r}" in admins for r in msg.roles)
+    return permits(bot.settings.permissions.get("admin", []), msg.author, msg.roles)
 
 
 def _in_scope(bot: Bot, msg: Message, row: ScheduleRow) -> bool:
