@@ -66,9 +66,8 @@ async def build_router(settings: Settings, catalog: Catalog, llm: LLM | None) ->
         return None
     routes = load_routes(path)
     for r in routes:  # a route naming an unknown workflow fails at start, not mid-conversation
-        target = r.target.removeprefix("run:").strip()
-        if not r.negative and target != "chat":
-            compile_text(target, catalog)
+        if r.workflow is not None:
+            compile_text(r.workflow, catalog)
     encoder = None if rs.encoder == "none" else rs.encoder
     router = Router(
         routes,

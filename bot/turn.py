@@ -432,8 +432,7 @@ class Bot:
         if who and not permits(who, msg.author, msg.roles):
             await self.reply(msg.key, outlet, f"Not run: you may not use the route '{name}' (allowed: {', '.join(who)}; see config/routes.yaml).")
             return None
-        target = route.target.removeprefix("run:").strip()
-        return "" if target == "chat" else target
+        return route.workflow or ""
 
     def compile(self, text: str) -> Graph:
         """Compile workflow text (or a bare workflow name) against the catalogue.

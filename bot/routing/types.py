@@ -94,6 +94,13 @@ class Route:
             raise ValueError(f"route {self.name!r}: threshold must be within [-1, 1], got {self.threshold}")
 
     @property
+    def workflow(self) -> str | None:
+        """The workflow text the route runs (``target`` without a leading ``run:``), or
+        ``None`` when it leads to chat (``target = "chat"``) or is negative."""
+        text = self.target.removeprefix("run:").strip()
+        return None if self.negative or text == "chat" else text
+
+    @property
     def label_text(self) -> str:
         """The name as words (``calendar_update`` → ``"calendar update"``); used as an
         extra example when ``EmbeddingConfig.name_as_example`` is on."""
