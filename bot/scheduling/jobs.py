@@ -158,6 +158,19 @@ def _utc(dt: datetime | str | None) -> datetime | None:
     return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
 
 
+def _unfired_at(instant: Any) -> Any:
+    """SQL: the row's ``last_fired_at`` is unset or earlier than ``instant`` (a firing at
+    ``instant`` is not recorded yet)."""
+    last = schedules.c.last_fired_at
+    return or_(last.is_(None), last < instant)
+
+
+def _fired_forward(instant: Any) -> Any:
+    """SQL value for ``last_fired_at``: ``instant`` unless the row already holds a later one
+    (it never moves backwards; a process with a stale copy must not reopen a claimed firing)."""
+    return case((_unfired_at(instant), instant), else_=schedules.c.last_fired_at)
+
+
 @dataclass(frozen=True, slots=True)
 class ScheduleRow:
     """A schedule as stored, with its thread's key.
@@ -723,13 +736,13 @@ class ScheduleStore:
     async def set_state(self, schedule_id: int, *, status: str, next_fire_at: datetime | None,
                         last_fired_at: datetime | None) -> bool:
         """Write one schedule's status and times (``last_fired_at`` only forward); False when there is no such row."""
-        last, fired = schedules.c.last_fired_at, _utc(last_fired_at)
+        fired = _utc(last_fired_at)
         async with self.db.begin(f"updating schedule {schedule_id}") as conn:
             res = await conn.execute(
                 update(schedules).where(schedules.c.id == schedule_id).values(
                     status=status,
                     next_fire_at=_utc(next_fire_at),
-                    last_fired_at=last if fired is None else case((or_(last.is_(None), last < fired), fired), else_=last),
+                    last_fired_at=schedules.c.last_fired_at if fired is None else _fired_forward(fired),
                 )
             )
         return bool(res.rowcount)
@@ -743,12 +756,8 @@ class ScheduleStore:
         ]
         if not params:
             return
-        last = schedules.c.last_fired_at
         stmt = update(schedules).where(schedules.c.id == bindparam("b_id")).values(
-            status=bindparam("b_status"),
-            next_fire_at=bindparam("b_next"),
-            # never backwards: a process with a stale copy must not reopen a firing another one claimed
-            last_fired_at=case((or_(last.is_(None), last < bindparam("b_last")), bindparam("b_last")), else_=last),
+            status=bindparam("b_status"), next_fire_at=bindparam("b_next"), last_fired_at=_fired_forward(bindparam("b_last"))
         )
         async with self.db.begin("recording schedule firings") as conn:
             await conn.execute(stmt, params)
@@ -787,11 +796,7 @@ class ScheduleStore:
                 instant = _utc(r.last_fired_at)
                 res = await conn.execute(
                     update(schedules)
-                    .where(
-                        schedules.c.id == r.id,
-                        schedules.c.status == "active",
-                        or_(schedules.c.last_fired_at.is_(None), schedules.c.last_fired_at < instant),
-                    )
+                    .where(schedules.c.id == r.id, schedules.c.status == "active", _unfired_at(instant))
                     .values(status=r.status, next_fire_at=_utc(r.next_fire_at), last_fired_at=instant)
                 )
                 if res.rowcount:
