@@ -235,21 +235,12 @@ class _InProcess(FakeLLMServer):
 
 
 def questions(data: Path | None, n: int = 500) -> list[str]:
-    """User turns from SGD dialogs (``conversations/sgd/*/dialogues_*.json.gz``), or synthetic ones."""
+    """User turns from the SGD dialogs (read as ``bench/context.py`` reads them), or synthetic ones."""
     if data is None:
         return [f"question number {i}: tell me something nice" for i in range(n)]
-    import glob
-    import gzip
+    from context import utterances  # bench/context.py, beside this script
 
-    out: list[str] = []
-    for f in sorted(glob.glob(str(data / "sgd" / "*" / "dialogues_*.json.gz"))):
-        for d in json.load(gzip.open(f, "rt", encoding="utf-8")):
-            out.extend(t["utterance"] for t in d["turns"] if t["speaker"] == "USER")
-            if len(out) >= n:
-                return out[:n]
-    if not out:
-        raise SystemExit(f"no SGD dialogs under {data}/sgd (expected shared/data/conversations)")
-    return out
+    return [text for role, text in utterances(data, 4 * n) if role == "user"][:n]
 
 
 async def run(
