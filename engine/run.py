@@ -47,6 +47,10 @@ INTERRUPTED_MESSAGE = (
 )
 
 
+# Stored statuses of a step that started and did not finish (in an earlier process).
+_STARTED = ("running", "cancelled")
+
+
 class CheckpointStore(Protocol):
     """Where step records go. ``save_steps`` returns only once the records are durable."""
 
@@ -239,6 +243,12 @@ class _Run:
         for n in self.graph.nodes:
             if n.is_gate or n.id in self.records:
                 continue
+            prior = self.prior.get(n.id)
+            if prior is not None and prior.status in _STARTED:
+                # A stored start marker is the only trace of a possible side effect: keep it
+                # (the next resume reports the step as interrupted), never overwrite it.
+                self.records[n.id] = prior
+                continue
             rec = StepRecord(self.run_id, n.id, n.label, n.kind, "skipped", finished_at=now)
             self.records[n.id] = rec
             pending.append(rec)
@@ -266,6 +276,14 @@ class _Run:
                 self.first_error = f"{prior.label}: {prior.error}"
             self._terminal(nid, eff)
             return
+        if prior is not None and prior.status in _STARTED and not node.is_gate and not node.policy.idempotent:
+            # Checked before fail-fast: a step that was running when the process died may have
+            # had its effect, whatever its siblings did since; it is never "skipped" (fault 14.2).
+            # Its dependencies were met when it started (they are terminal in ``prior``).
+            msg = INTERRUPTED_MESSAGE.format(run_id=self.run_id, node_id=nid)
+            rec = replace(prior, status="failed", error=msg, finished_at=self.ex.clock())
+            self._spawn(nid, self._record_only(node, rec), stoppable=False)
+            return
         if self.stopping:
             self._terminal(nid, "skipped")
             return
@@ -279,17 +297,16 @@ class _Run:
         if not all(self._satisfied(e.condition, self.outcome[e.source]) for e in live):
             self._terminal(nid, "skipped")
             return
-        if prior is not None and prior.status in ("running", "cancelled") and not node.policy.idempotent:
-            msg = INTERRUPTED_MESSAGE.format(run_id=self.run_id, node_id=nid)
-            rec = replace(prior, status="failed", error=msg, finished_at=self.ex.clock())
-            self._spawn(nid, self._record_only(node, rec))
-            return
         self._spawn(nid, self._step(node, prior.attempt if prior else 0))
 
-    def _spawn(self, nid: str, coro) -> None:  # type: ignore[no-untyped-def]
+    def _spawn(self, nid: str, coro, *, stoppable: bool = True) -> None:  # type: ignore[no-untyped-def]
+        """Start ``coro`` in the run's task group; a fail-fast stop cancels only ``stoppable`` ones
+        (recording an interrupted step is not stopped by a sibling's failure)."""
         assert self.tg is not None
         try:
-            self.tasks[nid] = self.tg.create_task(coro)
+            task = self.tg.create_task(coro)
+            if stoppable:
+                self.tasks[nid] = task
         except RuntimeError:  # the group is shutting down (the run was cancelled)
             coro.close()
             self.outcome[nid] = "skipped"

@@ -1,0 +1,36 @@
+"""Issue 14, fault 3: a checkpoint write failing inside a step is reported, never a hung run."""
+
+from __future__ import annotations
+
+import asyncio
+
+from adapters.base import Message
+from bot.app import App
+from bot.settings import Settings
+from tests.conftest import REPO, RecordingOutlet
+
+
+async def test_a_failed_checkpoint_inside_a_step_is_reported_not_hung(sqlite_url: str, outlet: RecordingOutlet) -> None:
+    """The database turns read-only while a step runs: the step's final checkpoint write fails
+    inside the executor's task group (an ExceptionGroup). The run's thread is told, the run
+    task ends, and the bot keeps answering."""
+    settings = Settings(config_dir=REPO / "config", database_url=sqlite_url)
+    app = await App.start(settings, {"test": outlet}, migrate=True)
+    try:
+        await app.bot.handle(Message("test", "C1", "T1", "alice", "run: sleep 1 THEN echo after"), outlet)
+        async with asyncio.timeout(10):
+            while not any(getattr(e, "kind", "") == "step_started" for e in outlet.events):
+                await asyncio.sleep(0.01)  # polling a condition, not ordering by time
+        # the worker's connection (the one checkpoints go through) refuses writes from now on
+        await app.db.worker.call(lambda c: c.execute("PRAGMA query_only=ON"), "injecting a read-only database")
+        text = await outlet.wait_for("Run #1 stopped", timeout=10)
+        assert "readonly" in text and "resumes from its last checkpoint" in text
+        async with asyncio.timeout(5):
+            await app.manager.wait_idle()
+        assert not app.manager.active
+        assert not any("echo after" == getattr(getattr(e, "step", None), "label", "") for e in outlet.events if e.kind == "step_started")
+        await app.db.worker.call(lambda c: c.execute("PRAGMA query_only=OFF"), "ending the fault")
+        await app.bot.handle(Message("test", "C1", "T1", "alice", "/runs"), outlet)
+        await outlet.wait_for("#1", timeout=5)
+    finally:
+        await app.aclose()
