@@ -110,6 +110,9 @@ class SqliteWorker:
         if self._thread.is_alive():
             self._q.put(_STOP)
             self._thread.join()
+        # Order matters: ``_stopping`` first, then the wake-up. The checkpoint thread reads
+        # ``_stopping`` *after* clearing ``_dirty``, so a wake-up that its clear() wipes
+        # was preceded by ``_stopping.set()`` and is seen (fault 14.11).
         self._stopping.set()
         self._dirty.set()
         if self._checkpointer.is_alive():
@@ -123,8 +126,12 @@ class SqliteWorker:
         try:
             while True:
                 self._dirty.wait()
-                stopping = self._stopping.wait(CHECKPOINT_INTERVAL_S)
+                self._stopping.wait(CHECKPOINT_INTERVAL_S)  # gather a second of writes, or stop early
                 self._dirty.clear()
+                # Read after the clear, never before it: close() may have signalled between the
+                # timed-out wait and the clear, wiping its wake-up; its earlier ``_stopping.set()``
+                # is seen here (a flag read before the clear would miss it and wait forever).
+                stopping = self._stopping.is_set()
                 try:
                     busy, wal_pages, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
                     if wal_pages > WAL_LIMIT_PAGES or stopping:
