@@ -16,6 +16,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
+import asyncpg
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import event
@@ -30,10 +31,35 @@ from bot.store.sqlite_worker import SqliteWorker, apply_pragmas
 log = logging.getLogger("baton.store")
 
 
+# Errors that reach us *unwrapped* when the server cannot be reached: SQLAlchemy wraps what a
+# statement raises, but not what asyncpg's connect raises (refused, reset, "not currently
+# accepting connections", "the database system is starting up / shutting down"), fault 14.4.
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,  # ConnectionRefusedError, ConnectionResetError, socket.gaierror, …
+    TimeoutError,
+    asyncpg.exceptions.PostgresConnectionError,  # CannotConnectNowError, ConnectionDoesNotExistError, …
+    asyncpg.exceptions.ObjectNotInPrerequisiteStateError,
+    asyncpg.exceptions.InterfaceError,
+    asyncpg.exceptions.InternalClientError,
+)
+
+
 def _transient(exc: BaseException) -> bool:
-    if isinstance(exc, OperationalError):
+    if isinstance(exc, OperationalError | CONNECTION_ERRORS):
         return True
     return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
+
+
+def store_error(what: str, exc: BaseException) -> StoreError:
+    """A :class:`StoreError` for ``exc`` (a SQLAlchemy or connection-level error) while doing ``what``;
+    the original is its ``__cause__`` (the retry policy looks there)."""
+    orig = getattr(exc, "orig", None) or exc
+    text = str(orig).strip() or type(orig).__name__
+    if isinstance(orig, CONNECTION_ERRORS):
+        text = f"cannot reach the database ({type(orig).__name__}: {text})"
+    err = StoreError(f"database error while {what}: {text}")
+    err.__cause__ = exc
+    return err
 
 
 def _ensure_sqlite_folder(url: str) -> None:
@@ -109,12 +135,17 @@ class Database:
 
     @asynccontextmanager
     async def begin(self, what: str) -> AsyncIterator[AsyncConnection]:
-        """One transaction; connection-level failures become :class:`StoreError` naming ``what``."""
+        """One transaction; connection-level failures become :class:`StoreError` naming ``what``.
+
+        Raises:
+            StoreError: SQLAlchemy's errors and the unwrapped connection errors of
+                :data:`CONNECTION_ERRORS` (a PostgreSQL outage), with the original as ``__cause__``.
+        """
         try:
             async with self.engine.begin() as conn:
                 yield conn
-        except (OperationalError, DBAPIError) as e:
-            raise StoreError(f"database error while {what}: {e.orig if hasattr(e, 'orig') else e}") from e
+        except (OperationalError, DBAPIError, *CONNECTION_ERRORS) as e:
+            raise store_error(what, e) from e
 
     def retrying(self, attempts: int = 3) -> AsyncRetrying:
         """Retry policy for transactions that are safe to repeat (transient errors only)."""

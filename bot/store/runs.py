@@ -19,7 +19,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from bot.store.db import Database, _aware
+from bot.store.db import CONNECTION_ERRORS, Database, _aware, store_error
 from bot.store.errors import StoreError
 from bot.store.tables import runs, step_runs
 from engine.events import StepRecord
@@ -214,11 +214,14 @@ class RunStore:
                                     conn = await self.db.engine.connect()
                                 await conn.execute(self._stmt, rows)
                                 await conn.commit()
-                            except (OperationalError, DBAPIError) as e:
+                            except (OperationalError, DBAPIError, *CONNECTION_ERRORS) as e:
                                 if conn is not None:
-                                    await conn.close()
+                                    try:
+                                        await conn.close()
+                                    except (OperationalError, DBAPIError, *CONNECTION_ERRORS):
+                                        pass  # the connection is gone already; it was what failed
                                     conn = None
-                                raise StoreError(f"database error while checkpointing steps: {e}") from e
+                                raise store_error("checkpointing steps", e) from e
                 except Exception as e:
                     for _, fut in batch:
                         if not fut.done():
