@@ -67,7 +67,7 @@ def parse_tree(text: str) -> Tree:
     if not text.strip():
         raise WorkflowSyntaxError("the workflow is empty", text, 0)
     try:
-        return _parser().parse(text)
+        tree = _parser().parse(text)
     except UnexpectedEOF as e:
         raise WorkflowSyntaxError(_expected_msg(e.expected, "the end of the text"), text, len(text)) from None
     except UnexpectedToken as e:
@@ -85,6 +85,32 @@ def parse_tree(text: str) -> Tree:
         raise WorkflowSyntaxError(reason, text, e.pos_in_stream) from None
     except UnexpectedInput as e:  # pragma: no cover - other lark input errors
         raise WorkflowSyntaxError(str(e).splitlines()[0], text, getattr(e, "pos_in_stream", 0) or 0) from None
+    _check_nesting(tree, text)
+    return tree
+
+
+MAX_NESTING = 50
+"""Deepest allowed nesting of ``( … )`` groups. The parser (LALR) has no limit of its own, but
+the compiler walks groups recursively; this bound keeps it far inside Python's recursion limit
+(fault 14.8: 139 levels raised ``RecursionError``)."""
+
+
+def _check_nesting(tree: Tree, text: str) -> None:
+    """Raise a positioned :class:`WorkflowSyntaxError` at the first group nested deeper than
+    :data:`MAX_NESTING` (an iterative walk: checking must not recurse either)."""
+    stack: list[tuple[Tree, int]] = [(tree, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if node.data == "group":
+            depth += 1
+            if depth > MAX_NESTING:
+                pos = node.meta.start_pos if not node.meta.empty else 0
+                raise WorkflowSyntaxError(
+                    f"groups are nested more than {MAX_NESTING} deep; flatten the workflow or split it into named workflows",
+                    text,
+                    pos,
+                )
+        stack.extend((c, depth) for c in node.children if isinstance(c, Tree))
 
 
 def _expected_msg(expected: set[str] | frozenset[str], got: str) -> str:
@@ -242,25 +268,33 @@ class GraphBuilder:
 
 
 def _topo(nodes: dict[str, _MutNode]) -> list[_MutNode]:
+    """Dependencies first; an explicit stack, so a long chain listed backwards cannot exhaust
+    Python's recursion limit (fault 14.8)."""
     order: list[_MutNode] = []
-    state: dict[str, int] = {}
-
-    def visit(nid: str) -> None:
-        st = state.get(nid, 0)
-        if st == 2:
-            return
-        if st == 1:
-            raise ValueError(f"cycle through node '{nid}'")
-        state[nid] = 1
-        for e in nodes[nid].edges:
-            if e.source not in nodes:
-                raise ValueError(f"node '{nid}' depends on unknown node '{e.source}'")
-            visit(e.source)
-        state[nid] = 2
-        order.append(nodes[nid])
-
-    for nid in nodes:
-        visit(nid)
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    for root in nodes:
+        if state.get(root):
+            continue
+        state[root] = 1
+        path: list[tuple[str, int]] = [(root, 0)]  # node, index of the next edge to follow
+        while path:
+            nid, i = path[-1]
+            edges = nodes[nid].edges
+            if i == len(edges):
+                path.pop()
+                state[nid] = 2
+                order.append(nodes[nid])
+                continue
+            path[-1] = (nid, i + 1)
+            src = edges[i].source
+            if src not in nodes:
+                raise ValueError(f"node '{nid}' depends on unknown node '{src}'")
+            st = state.get(src, 0)
+            if st == 1:
+                raise ValueError(f"cycle through node '{src}'")
+            if st == 0:
+                state[src] = 1
+                path.append((src, 0))
     return order
 
 
