@@ -750,7 +750,7 @@ class BatonDiscordClient(discord.Client):
             await self._private(interaction, f"I could not parse that workflow: {e.reason} (line {e.line}, column {e.column})\n{e.caret()}")
             return
         except UnknownWorkflowError as e:
-            await self._private(interaction, f"{str(e).capitalize()} Known workflows: {', '.join(self.app.catalog.names()) or 'none'}.")
+            await self._private(interaction, f"{e.sentence()} Known workflows: {', '.join(self.app.catalog.names()) or 'none'}.")
             return
         except (DefinitionError, EngineError) as e:
             await self._private(interaction, f"That workflow is invalid: {e}")

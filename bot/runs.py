@@ -40,8 +40,9 @@ class ActiveRun:
 def result_text(run_id: int, result: RunResult, graph: Graph, *, fired_by: str | None = None) -> str:
     """The reply posted in the thread when a run ends: summary line, steps, final output."""
     steps = [s for s in result.steps]
-    started = [s.started_at for s in steps if s.started_at]
-    finished = [s.finished_at for s in steps if s.finished_at]
+    ran = [s for s in steps if not s.reused]  # a /rerun … from run's reused steps ran in the old run
+    started = [s.started_at for s in ran if s.started_at]
+    finished = [s.finished_at for s in ran if s.finished_at]
     took = (max(finished) - min(started)).total_seconds() if started and finished else 0.0
     cost = sum(s.cost_usd for s in steps)
     tokens = sum(s.tokens_in + s.tokens_out for s in steps)

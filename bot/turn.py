@@ -236,7 +236,7 @@ class Bot:
         elif cmd.name == "why":
             await self.reply(key, outlet, self._why(key))
         elif cmd.name in ("approve", "reject"):
-            await self.reply(key, outlet, self._decide(msg, cmd))
+            await self.reply(key, outlet, await self._decide(msg, cmd))
         elif cmd.name in ("recall", "context", "summary", "forget"):
             if self.memory is None:
                 await self.reply(key, outlet, "Session memory is not enabled in this process.")
@@ -322,7 +322,7 @@ class Bot:
             lines.append("Arguments: " + ", ".join(f"{k}={v}" for k, v in d.args.items()))
         return "\n".join(lines)
 
-    def _decide(self, msg: Message, cmd: Command) -> str:
+    async def _decide(self, msg: Message, cmd: Command) -> str:
         if self.approvals is None:
             return "Approvals are not enabled in this process."
         m = re.match(r"^#?(\d+)(?:\s+(\S+))?$", cmd.arg.strip())
@@ -332,7 +332,10 @@ class Bot:
             allowed = ", ".join(self.approvals.approvers) or "nobody"
             return f"You may not {cmd.name} runs (allowed: {allowed}; set [permissions] approve in config/baton.toml)."
         who = msg.author_name or msg.author
-        return self.approvals.decide(int(m.group(1)), m.group(2), who, cmd.name == "approve")
+        run_id = int(m.group(1))
+        if not self.approvals.pending(run_id) and await self.runs.get(run_id) is None:
+            return f"No run #{run_id}."  # not "has no step waiting": there is no such run at all
+        return self.approvals.decide(run_id, m.group(2), who, cmd.name == "approve")
 
     async def _recall(self, key: ThreadKey, arg: str) -> str:
         assert self.memory is not None
@@ -459,7 +462,7 @@ class Bot:
             await self.reply(msg.key, outlet, f"I could not parse that workflow: {e.reason} (line {e.line}, column {e.column})\n{e.caret()}")
             return
         except UnknownWorkflowError as e:
-            await self.reply(msg.key, outlet, f"{str(e).capitalize()} Known workflows: {', '.join(self.catalog.names()) or 'none'}.")
+            await self.reply(msg.key, outlet, f"{e.sentence()} Known workflows: {', '.join(self.catalog.names()) or 'none'}.")
             return
         except (DefinitionError, EngineError) as e:
             await self.reply(msg.key, outlet, f"That workflow is invalid: {e}")

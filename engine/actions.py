@@ -183,8 +183,10 @@ class ActionRunner:
                 du = await asyncio.to_thread(shutil.disk_usage, path)
             except OSError as e:
                 raise StepError(f"cannot read disk usage of {path}: {e}", retryable=False) from None
-            pct = 100.0 * du.used / du.total if du.total else 0.0
-            lines.append(f"{path}: {pct:.1f}% used ({_gib(du.used)} of {_gib(du.total)}, {_gib(du.free)} free)")
+            # like df: used / (used + available to unprivileged users); the root reserve is not
+            # space anyone can fill, so used/total understates how full a disk is
+            pct = 100.0 * du.used / (du.used + du.free) if du.used + du.free else 0.0
+            lines.append(f"{path}: {pct:.1f}% used ({_gib(du.used)} used, {_gib(du.free)} available, {_gib(du.total)} size)")
             if pct >= threshold:
                 over.append(f"{path} at {pct:.1f}%")
         text = "\n".join(lines)

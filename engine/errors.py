@@ -64,12 +64,18 @@ class UnknownWorkflowError(EngineError, LookupError):
 
     def __init__(self, name: str, suggestions: Sequence[str] = (), position: int | None = None) -> None:
         self.name = name
-        self.suggestions = tuple(suggestions)
+        self.suggestions = tuple(s for s in suggestions if s != name)  # never "did you mean" the name itself
         self.position = position
         msg = f"unknown workflow '{name}'"
         if self.suggestions:
             msg += "; did you mean " + ", ".join(f"'{s}'" for s in self.suggestions) + "?"
         super().__init__(msg)
+
+    def sentence(self) -> str:
+        """The message as a sentence: first letter capitalised, names exactly as typed and as known
+        (``str.capitalize`` lower-cased the rest, turning 'Deploy' into 'deploy')."""
+        text = str(self)
+        return text[:1].upper() + text[1:]
 
 
 class StepError(EngineError):

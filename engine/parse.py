@@ -148,9 +148,9 @@ def _modifiers(tokens: list[Token], text: str) -> tuple[int | None, float | None
             key, val = key.lower(), val.strip()
             try:
                 if key == "retry":
+                    if not re.fullmatch(r"\d{1,3}", val) or int(val) > 100:
+                        raise ValueError(f"retry takes a whole number from 0 to 100, e.g. (retry 3), not {val!r}")
                     retries = int(val)
-                    if retries < 0 or retries > 100:
-                        raise ValueError("retry takes 0 to 100")
                 else:
                     timeout = parse_duration(val)
                     if timeout <= 0:

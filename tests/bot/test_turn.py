@@ -190,7 +190,7 @@ async def test_approval_step_waits_for_an_allowed_person(app: App, outlet: Recor
     _, steps = await app.runs.get(1)  # type: ignore[misc]
     assert {s.node_id: s.status for s in steps}["s2"] == "waiting"  # durable: checkpointed as waiting
     await say(app, outlet, "/approve 7")
-    assert outlet.texts[-1] == "Run #7 has no step waiting for approval."
+    assert outlet.texts[-1] == "No run #7."
     await say(app, outlet, "/approve 1")
     assert outlet.texts[-1] == "Approved step s2 of run #1."
     result = await outlet.wait_for("Run #1 ")
