@@ -22,6 +22,7 @@ from bot.store import Database, RunStore, SessionStore, upgrade
 from bot.turn import Bot
 from engine.actions import ActionRunner
 from engine.catalog import Catalog
+from engine.children import ChildRegistry
 from engine.definitions import load_definitions
 from engine.parse import compile_text
 from engine.run import Executor
@@ -143,8 +144,9 @@ class App:
             memory.summarize = llm.summarize
             for problem in llm.registry.problems():
                 log.warning("LLM provider: %s", problem)
+        children = ChildRegistry(settings.data_dir / "children")
         actions = ActionRunner(
-            shell_allow=tuple(settings.shell.allow), output_limit=wf.output_limit, approvals=approvals, llm=llm
+            shell_allow=tuple(settings.shell.allow), output_limit=wf.output_limit, approvals=approvals, llm=llm, children=children
         )
         executor = Executor(
             actions,
@@ -154,7 +156,7 @@ class App:
             retry_initial_s=wf.retry_initial,
             retry_max_s=wf.retry_max,
         )
-        manager = RunManager(runs, sessions, executor, outlets)
+        manager = RunManager(runs, sessions, executor, outlets, children=children)
         if llm is not None:
             llm.alert = manager.tell_run
         router = await build_router(settings, catalog, llm)

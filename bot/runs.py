@@ -22,6 +22,7 @@ from adapters.base import Outlet, step_line
 from bot.store import RunStore, SessionStore, StoreError, ThreadKey
 from engine.events import StepRecord
 from engine.graph import Graph
+from engine.children import ChildRegistry, Orphan
 from engine.run import Executor, RunResult
 
 log = logging.getLogger("baton.runs")
@@ -89,10 +90,22 @@ class RunManager:
         runs, sessions: the stores.
         executor: runs graphs with checkpoints into ``runs``.
         outlets: platform name → the adapter's outlet (where results go).
+        children: the shell children's records; the first :meth:`resume_unfinished` reaps
+            those a previous process left running (:mod:`engine.children`).
     """
 
-    def __init__(self, runs: RunStore, sessions: SessionStore, executor: Executor, outlets: Mapping[str, Outlet]) -> None:
+    def __init__(
+        self,
+        runs: RunStore,
+        sessions: SessionStore,
+        executor: Executor,
+        outlets: Mapping[str, Outlet],
+        *,
+        children: ChildRegistry | None = None,
+    ) -> None:
         self.runs = runs
+        self.children = children
+        self._orphans: dict[str, dict[str, Orphan]] | None = None  # run id → step id → orphan (reaped once)
         self.sessions = sessions
         self.executor = executor
         self.outlets = dict(outlets)
@@ -214,6 +227,10 @@ class RunManager:
     async def resume_unfinished(self, platforms: set[str]) -> list[int]:
         """Start again every unfinished run of the given platforms; returns their ids."""
         resumed = []
+        if self._orphans is None:
+            self._orphans = {}
+            for o in await self.children.reap_orphans() if self.children is not None else []:
+                self._orphans.setdefault(o.run_id, {})[o.node_id] = o
         for row in reversed(await self.runs.list(unfinished=True, limit=1000)):
             if row.id in self.active:
                 continue
@@ -225,7 +242,13 @@ class RunManager:
             _, steps = got
             prior = {s.node_id: s for s in steps}
             done = sum(1 for s in steps if s.status in ("succeeded", "failed"))
-            await self._tell(key, f"Resuming run #{row.id} after a restart ({done} of {len(row.graph.steps)} steps already done).")
+            text = f"Resuming run #{row.id} after a restart ({done} of {len(row.graph.steps)} steps already done)."
+            for node_id, orphan in sorted(self._orphans.pop(str(row.id), {}).items()):
+                text += f"\nStep {node_id}: {orphan.note}."
+                rec = prior.get(node_id)
+                if rec is not None and rec.status == "running":  # the executor adds it to the step's error
+                    prior[node_id] = replace(rec, error=orphan.note)
+            await self._tell(key, text)
             self._launch(row.id, key, row.graph, prior)
             resumed.append(row.id)
         return resumed

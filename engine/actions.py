@@ -31,6 +31,7 @@ from typing import Protocol
 
 import httpx
 
+from engine.children import ChildRegistry
 from engine.context import current_run_id
 from engine.errors import StepError
 from engine.graph import Node
@@ -83,6 +84,8 @@ class ActionRunner:
         output_limit: characters of output kept per step.
         llm: the LLM runner, or ``None`` when no provider is configured.
         http_client_factory: builds the httpx client (tests inject a transport).
+        children: where shell children are recorded while they run (reaped after a crash;
+            see :mod:`engine.children`); ``None`` records nothing.
     """
 
     def __init__(
@@ -93,8 +96,10 @@ class ActionRunner:
         llm: LLMRunner | None = None,
         approvals: ApprovalGate | None = None,
         http_client_factory: Callable[[], httpx.AsyncClient] | None = None,
+        children: ChildRegistry | None = None,
     ) -> None:
         self.shell_allow = shell_allow
+        self.children = children
         self.output_limit = output_limit
         self.llm = llm
         self.approvals = approvals
@@ -142,7 +147,10 @@ class ActionRunner:
             )
         except OSError as e:
             raise StepError(f"cannot start {argv[0]}: {e}", retryable=False) from None
+        record = None
         try:
+            if self.children is not None:  # durable before we wait: a crash now leaves a trace to reap
+                record = self.children.record(proc.pid, current_run_id.get(), node.id, argv)
             async with asyncio.timeout(timeout):
                 out, _ = await proc.communicate()
         except TimeoutError:
@@ -152,6 +160,13 @@ class ActionRunner:
         except asyncio.CancelledError:
             _kill(proc)  # the process group dies with the step; the cancellation goes on
             raise
+        except OSError as e:  # the record could not be written: do not leave an untracked child
+            _kill(proc)
+            await proc.wait()
+            raise StepError(f"cannot record the child process of {argv[0]}: {e}", retryable=False) from None
+        finally:
+            if record is not None:
+                self.children.forget(record)  # type: ignore[union-attr]
         text = truncate(out.decode("utf-8", "replace"), self.output_limit)
         if proc.returncode != 0:
             raise StepError(f"{argv[0]} exited with status {proc.returncode}", retryable=True, output=text)

@@ -281,6 +281,8 @@ class _Run:
             # had its effect, whatever its siblings did since; it is never "skipped" (fault 14.2).
             # Its dependencies were met when it started (they are terminal in ``prior``).
             msg = INTERRUPTED_MESSAGE.format(run_id=self.run_id, node_id=nid)
+            if prior.status == "running" and prior.error:  # what the restart found out (e.g. a reaped child)
+                msg = f"{msg}; {prior.error}"
             rec = replace(prior, status="failed", error=msg, finished_at=self.ex.clock())
             self._spawn(nid, self._record_only(node, rec), stoppable=False)
             return
