@@ -167,7 +167,12 @@ class RunManager:
             user = run_id in self._user_cancelled
             await asyncio.shield(self._after_cancel(run_id, key, view, user))
             raise
-        except StoreError as e:
+        except (StoreError, ExceptionGroup) as exc:
+            # A checkpoint write that fails inside a step task reaches us wrapped in the
+            # executor's task group (fault 14.3): unwrap it; anything else goes on up.
+            e = _store_error(exc)
+            if e is None:
+                raise
             log.error("run %s: %s", run_id, e)
             if view:
                 await view.aclose()
@@ -264,6 +269,19 @@ class RunManager:
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _store_error(exc: BaseException) -> StoreError | None:
+    """``exc`` itself when it is a :class:`StoreError`, else the first one inside an exception
+    group (nested groups included), else ``None``."""
+    if isinstance(exc, StoreError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _store_error(inner)
+            if found is not None:
+                return found
+    return None
 
 
 def _reuse(rec: StepRecord, run_id: int) -> StepRecord:
