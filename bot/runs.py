@@ -167,16 +167,21 @@ class RunManager:
             user = run_id in self._user_cancelled
             await asyncio.shield(self._after_cancel(run_id, key, view, user))
             raise
-        except (StoreError, ExceptionGroup) as exc:
+        except Exception as exc:
             # A checkpoint write that fails inside a step task reaches us wrapped in the
-            # executor's task group (fault 14.3): unwrap it; anything else goes on up.
+            # executor's task group (fault 14.3): unwrap it. Anything else is a bug, logged
+            # with its traceback and told in the thread; the run is never left silent.
             e = _store_error(exc)
-            if e is None:
-                raise
-            log.error("run %s: %s", run_id, e)
+            if e is not None:
+                log.error("run %s: %s", run_id, e)
+                text = f"Run #{run_id} stopped: {e}. It resumes from its last checkpoint on restart."
+            else:
+                log.exception("run %s failed inside the run manager", run_id)
+                inner = exc.exceptions[0] if isinstance(exc, BaseExceptionGroup) else exc
+                text = f"Run #{run_id} stopped by an internal error ({type(inner).__name__}: {inner}). It resumes from its last checkpoint on restart."
             if view:
                 await view.aclose()
-            await self._tell(key, f"Run #{run_id} stopped: {e}. It resumes from its last checkpoint on restart.")
+            await self._tell(key, text)
             return None
         if view:
             await view.aclose()
@@ -256,7 +261,35 @@ class RunManager:
             await self._tell(key, text)
             self._launch(row.id, key, row.graph, prior)
             resumed.append(row.id)
+        await self._report_untold(platforms)
         return resumed
+
+    async def _report_untold(self, platforms: set[str], newest: int = 20) -> None:
+        """Post the result of recently finished runs whose result reply was never stored.
+
+        A crash between recording a run's final status and storing its reply leaves a finished
+        run nobody was told about (the chaos suite's kill loop found it); a restart tells it.
+        Only the ``newest`` runs are looked at, and a run is skipped when the thread's recent
+        messages do not reach back to its end (it was told long ago, or cannot be checked).
+        """
+        for row in await self.runs.list(limit=newest):
+            if row.status not in ("succeeded", "failed", "cancelled") or row.id in self.active or row.finished_at is None:
+                continue
+            key = await self.sessions.key_for(row.thread_id)
+            if key.platform not in platforms:
+                continue
+            recent = await self.sessions.history(key, limit=50)
+            if not recent or recent[0].created_at > row.finished_at:
+                continue
+            if any(m.role == "assistant" and m.text.startswith(f"Run #{row.id} ") for m in recent):
+                continue
+            got = await self.runs.get(row.id)
+            assert got is not None
+            by_node = {s.node_id: s for s in got[1]}
+            steps = tuple(by_node[n.id] for n in row.graph.nodes if n.id in by_node and not n.is_gate)
+            result = RunResult(str(row.id), row.status, steps, row.error)  # type: ignore[arg-type]
+            log.warning("run %s finished without its result being told; telling it now", row.id)
+            await self._tell(key, result_text(row.id, result, row.graph), run=(row.id, row.status))
 
     async def wait_idle(self) -> None:
         """Return once no run is active (runs started meanwhile are waited for too)."""

@@ -45,7 +45,7 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 
 
 def _transient(exc: BaseException) -> bool:
-    if isinstance(exc, OperationalError | CONNECTION_ERRORS):
+    if isinstance(exc, (OperationalError, *CONNECTION_ERRORS)):
         return True
     return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
 

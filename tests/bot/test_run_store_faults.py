@@ -34,3 +34,33 @@ async def test_a_failed_checkpoint_inside_a_step_is_reported_not_hung(sqlite_url
         await outlet.wait_for("#1", timeout=5)
     finally:
         await app.aclose()
+
+
+async def test_a_finished_run_whose_reply_was_never_stored_is_told_at_restart(sqlite_url: str) -> None:
+    """The kill loop found it: killed between recording a run's final status and storing its
+    reply, a run was terminal with no result in its thread. The next start tells it (once)."""
+    settings = Settings(config_dir=REPO / "config", database_url=sqlite_url)
+    outlet = RecordingOutlet()
+    app = await App.start(settings, {"test": outlet}, migrate=True)
+    try:
+        await app.bot.handle(Message("test", "C1", "T1", "alice", "run: echo told"), outlet)
+        await app.bot.drain()
+        await app.bot.handle(Message("test", "C1", "T1", "alice", "hello"), outlet)  # the told run, then chat
+        thread = await app.sessions.thread_id(Message("test", "C1", "T1", "alice", "").key)
+        untold = await app.runs.create_run(thread, "echo untold", app.bot.compile("echo untold"), "alice")
+        await app.runs.save_steps([])
+        await app.runs.set_status(untold, "succeeded")  # ... and the process died before the reply
+    finally:
+        await app.aclose()
+    for _ in range(2):  # the second start finds the reply stored by the first
+        again = RecordingOutlet()
+        app = await App.start(settings, {"test": again}, migrate=True)
+        try:
+            await app.manager.resume_unfinished({"test"})
+            await app.manager.wait_idle()
+        finally:
+            await app.aclose()
+        if _ == 0:
+            assert [t.split("\n")[0] for t in again.texts] == [f"Run #{untold} succeeded in 0.00s (0 steps)"], again.texts
+        else:
+            assert again.texts == []
