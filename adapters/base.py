@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
 
+from bot.sessions.records import safe_text
 from bot.store.sessions import ThreadKey
 from engine.events import RunEvent, StepRecord
 
@@ -29,7 +30,8 @@ class Message:
         channel, thread: where it was said; ``thread`` is the platform's thread id
             (Slack ``thread_ts``, a Discord thread id, the console's thread name).
         author: the platform's user id; ``author_name`` a display name when known.
-        text: the message text with any bot mention removed.
+        text: the message text with any bot mention removed; what is not valid
+            UTF-8 (lone surrogates) and NUL become U+FFFD (:func:`bot.sessions.records.safe_text`).
         received_at: UTC time the adapter received it.
         event_id: the platform's delivery id.
         roles: the author's roles/groups on the platform (for permissions).
@@ -48,6 +50,14 @@ class Message:
     author_name: str | None = None
     roles: tuple[str, ...] = ()
     dedupe_ids: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        # any platform's text may carry what is not UTF-8 (a stray byte on a pipe, a broken
+        # escape in a payload): it is kept, as U+FFFD, never a crash further down
+        for name in ("text", "author", "author_name"):
+            value = getattr(self, name)
+            if value is not None and value is not (clean := safe_text(value)):
+                object.__setattr__(self, name, clean)
 
     @property
     def key(self) -> ThreadKey:

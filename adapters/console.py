@@ -187,6 +187,10 @@ class ConsoleAdapter:
     def __init__(self, thread: str = "default", stdin: IO[str] | None = None, stdout: IO[str] | None = None) -> None:
         self.stdin = stdin or sys.stdin
         out = stdout or sys.stdout
+        for stream in (self.stdin, out):  # an invalid UTF-8 byte in or out is U+FFFD, never the end of the console
+            reconfigure = getattr(stream, "reconfigure", None)
+            if reconfigure is not None and getattr(stream, "encoding", "").lower().replace("-", "") == "utf8":
+                reconfigure(errors="replace")
         self.interactive = self.stdin.isatty() and out.isatty()
         self.console = Console(file=out, highlight=False, soft_wrap=True)
         self.outlet = ConsoleOutlet(self.console, live=self.interactive)

@@ -25,7 +25,24 @@ __all__ = [
     "MemoryMessage",
     "SummaryRecord",
     "utcnow",
+    "safe_text",
 ]
+
+def safe_text(text: str) -> str:
+    """``text`` with what cannot be stored or printed as UTF-8 replaced by U+FFFD.
+
+    Lone surrogates (what Python's ``surrogateescape`` makes of an invalid UTF-8
+    byte read from a terminal or pipe, and what a platform's broken JSON
+    ``\\udXXX`` escape decodes to) and NUL (refused by PostgreSQL's ``text``)
+    become ``\ufffd``, one per bad byte; valid text comes back unchanged (and is
+    the same object, so the check costs one encode on the common path).
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = "".join("\ufffd" if "\ud800" <= ch <= "\udfff" else ch for ch in text)
+    return text.replace("\x00", "\ufffd") if "\x00" in text else text
+
 
 Role = Literal["user", "assistant", "system", "tool"]
 """Chat role of a stored message (OpenAI-style roles)."""

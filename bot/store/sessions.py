@@ -27,7 +27,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from bot.sessions.records import MemoryMessage, SessionKey, SummaryRecord
+from bot.sessions.records import MemoryMessage, SessionKey, SummaryRecord, safe_text
 from bot.store.db import Database, _aware
 from bot.store.sqlite_worker import transaction
 from bot.store.tables import messages, processed_events, summaries, threads
@@ -288,6 +288,7 @@ class SessionStore:
         dedupe_ids: tuple[str, ...],
     ) -> StoredMessage | None:
         now = created_at or datetime.now(UTC)
+        text_, author = safe_text(text_), safe_text(author)  # never a UnicodeEncodeError from the driver
         if tokens is None:
             tokens, encoding = await self._count_tokens(role, text_)
         # threads.updated_at (idle expiry, counted in days) moves at most once a
