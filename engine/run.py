@@ -134,7 +134,11 @@ class Executor:
 
         Args:
             prior: records of an earlier attempt at this run (resume) or reused from
-                another run (``/rerun … from``); terminal ones are not executed again.
+                another run (``/rerun … from``); terminal ones are not executed again. A
+                ``running``/``cancelled`` record of a non-idempotent step is failed as
+                interrupted (before any fail-fast skip); a ``running`` record's ``error``
+                may carry what the restart found out (e.g. a terminated child), which is
+                added to the step's message.
             on_event: called synchronously for every :class:`RunEvent`; keep it cheap.
 
         Returns:
