@@ -31,6 +31,7 @@ class Report:
     """What a loop did and found."""
 
     kills: int = 0
+    resume_kills: int = 0  # of ``kills``: those that hit a process while it resumed a run
     runs: int = 0
     terminal: int = 0
     duplicates: int = 0
@@ -112,6 +113,11 @@ class KillLoop:
         """Seconds after the new run started (spread over its whole length, resumes included)."""
         return self.rng.uniform(0.0, 1.0)
 
+    def kill_resume(self) -> float | None:
+        """Sometimes kill a process again while it resumes the last cycle's run: seconds after
+        "Resuming run" to kill at, or ``None`` to let the resume finish (then a new run starts)."""
+        return self.rng.uniform(0.0, 0.8) if self.rng.random() < 0.25 else None
+
     def _write_config(self) -> None:
         (self.config / "workflows").mkdir(parents=True, exist_ok=True)
         lines = ['[shell]\nallow = ["sh"]\n']
@@ -137,16 +143,23 @@ class KillLoop:
 
     def run(self, report: Report, *, startup_timeout: float = 90) -> None:
         """Do the cycles and the final recovery start."""
-        for i in range(self.kills):
+        i = 0
+        while i < self.kills:
             proc, out = self._start()
             try:
                 assert proc.stdin is not None
-                # let the resumes of the last cycle finish first: runs start one at a time here
-                # (requests queued behind a run across a kill are the durable queue's tests)
+                # resumes are announced before input is read: once /runs is answered, they are known
                 proc.stdin.write("/runs\n")
                 proc.stdin.flush()
                 if out.wait_for(lambda ln: ln.startswith(("Runs", "No runs", "#", "  #")), startup_timeout) is None:
                     report.problems.append(f"cycle {i}: the console never answered /runs")
+                resuming = any(ln.startswith("Resuming run #") for ln in list(out.lines))
+                if resuming and (at := self.kill_resume()) is not None:
+                    time.sleep(at)  # a kill point inside a resumed run (no new run this time)
+                    report.resume_kills += 1
+                    continue  # the finally kills; run i is started by the next process
+                # let the resumes of the last cycle finish first: runs start one at a time here
+                # (requests queued behind a run across a kill are the durable queue's tests)
                 self._wait_resumed(out, startup_timeout)
                 proc.stdin.write(f"run: {self.workflow(i)}\n")
                 proc.stdin.flush()
@@ -154,10 +167,11 @@ class KillLoop:
                 if started is None:
                     report.problems.append(f"cycle {i}: run {i} never started")
                 time.sleep(self.kill_delay())  # the random kill point (wall-clock is the point here)
+                i += 1
             finally:
                 proc.send_signal(signal.SIGKILL)
                 proc.wait()
-            report.kills += 1
+                report.kills += 1
         proc = subprocess.run(
             [sys.executable, "-m", "bot.cli", "console"], input="", capture_output=True, text=True, cwd=self.tmp, env=self.env, timeout=300
         )

@@ -18,7 +18,7 @@ KILLS = int(os.environ.get("BATON_CHAOS_KILLS", "20"))
 
 
 def _finish(backend: str, loop: KillLoop, report: Report) -> None:
-    count(backend, kills=report.kills, runs=report.runs, terminal=report.terminal, duplicates=report.duplicates, lost=report.lost)
+    count(backend, kills=report.kills, resume_kills=report.resume_kills, runs=report.runs, terminal=report.terminal, duplicates=report.duplicates, lost=report.lost)
     assert report.kills >= KILLS
     assert report.runs >= KILLS, f"seed {loop.seed}: only {report.runs} runs were stored"
     assert not report.problems, f"seed {loop.seed}: " + "; ".join(report.problems)
