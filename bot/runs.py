@@ -20,9 +20,9 @@ from dataclasses import dataclass, replace
 
 from adapters.base import Outlet, step_line
 from bot.store import RunStore, SessionStore, StoreError, ThreadKey
+from engine.children import ChildRegistry, Orphan
 from engine.events import StepRecord
 from engine.graph import Graph
-from engine.children import ChildRegistry, Orphan
 from engine.run import Executor, RunResult
 
 log = logging.getLogger("baton.runs")
