@@ -54,9 +54,15 @@ except ImportError:  # pragma: no cover - NumPy comes with every encoder package
 
 from bot.routing.cache import EmbeddingCache, save_atomic
 from bot.routing.encoders import Encoder
-from bot.routing.types import Candidate, Decision, Layer, Route, chat_decision
+from bot.routing.types import Candidate, Decision, Layer, Outcome, Route, chat_decision
 
 log = logging.getLogger("baton.routing.embedding")
+
+DEFAULT_RUN_THRESHOLDS: dict[str, float] = {"linear": 0.5, "centroid": 0.6}
+"""Default per-head *run* thresholds: at or above it a read-only route runs without
+asking; between :data:`DEFAULT_THRESHOLDS` and it the bot asks. Calibrated on CLINC150
+val by ``bench/routing.py`` (the smallest score at which at least 97 % of the queries
+that would run are routed to the right intent; see its "calibration" lines)."""
 
 DEFAULT_THRESHOLDS: dict[str, float] = {"linear": 0.12, "centroid": 0.39}
 """Default per-head thresholds: the smallest values reaching 0.85 out-of-scope recall
@@ -73,8 +79,10 @@ class EmbeddingConfig:
     Attributes:
         head: ``"linear"`` (softmax probability, [0, 1]) or ``"centroid"`` (cosine,
             [-1, 1]); see the module docstring.
-        threshold: default minimum score for a route to fire (a route's own
-            ``threshold`` overrides it); ``None`` → :data:`DEFAULT_THRESHOLDS`.
+        threshold: default minimum score for a route to be proposed (outcome *ask*; a
+            route's own ``threshold`` overrides it); ``None`` → :data:`DEFAULT_THRESHOLDS`.
+        run_threshold: minimum score to run without asking (outcome *run*); ``None`` →
+            :data:`DEFAULT_RUN_THRESHOLDS`; never below the route's threshold.
         margin: two routes whose scores differ by less than this are ambiguous
             (score units); ``0`` disables ambiguity.
         band: how far *below* its threshold a route still counts as "near" for
@@ -90,6 +98,7 @@ class EmbeddingConfig:
 
     head: Literal["linear", "centroid"] = "linear"
     threshold: float | None = None
+    run_threshold: float | None = None
     margin: float = 0.05
     band: float = 0.05
     min_similarity: float | None = None
@@ -112,6 +121,11 @@ class EmbeddingConfig:
     def default_threshold(self) -> float:
         """``threshold`` or the head's default."""
         return DEFAULT_THRESHOLDS[self.head] if self.threshold is None else self.threshold
+
+    @property
+    def default_run_threshold(self) -> float:
+        """``run_threshold`` or the head's default."""
+        return DEFAULT_RUN_THRESHOLDS[self.head] if self.run_threshold is None else self.run_threshold
 
 
 @dataclass(frozen=True, slots=True)
@@ -350,13 +364,15 @@ class EmbeddingLayer:
                     runner_up=runner,
                     reason=f"ambiguous: {r1.name!r} {s1:.3f} vs {r2.name!r} {s2:.3f} (gap < {cfg.margin:g})",
                     candidates=(c1, Candidate(r2.name, s2)),
+                    why=f"two routes within {cfg.margin:g} of each other",
                 )
         if s1 >= t1:
-            return Decision(
-                layer=Layer.EMBEDDING,
-                route=r1.name,
-                score=s1,
-                runner_up=runner,
-                reason=f"{cfg.head} score {s1:.3f} >= threshold {t1:.3f}" + (f"; runner-up {runner.route!r} {runner.score:.3f}" if runner else ""),
-            )
+            run_t = max(cfg.default_run_threshold, t1)
+            reason = f"{cfg.head} score {s1:.3f} >= threshold {t1:.3f}" + (f"; runner-up {runner.route!r} {runner.score:.3f}" if runner else "")
+            if s1 >= run_t:
+                return Decision(layer=Layer.EMBEDDING, route=r1.name, score=s1, runner_up=runner, reason=reason,
+                                why=f"score {s1:.3f} >= run threshold {run_t:.3f}")
+            cands = (c1, runner) if runner is not None and second is not None and second[2] >= self.threshold_of(second[1]) - cfg.band else ()
+            return Decision(layer=Layer.EMBEDDING, route=r1.name, score=s1, runner_up=runner, reason=reason, candidates=cands,
+                            outcome=Outcome.ASK, why=f"score {s1:.3f} is below the run threshold {run_t:.3f}")
         return chat_decision(f"best route {r1.name!r} scored {s1:.3f} < threshold {t1:.3f}", s1, c1)

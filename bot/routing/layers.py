@@ -9,18 +9,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from bot.routing.names import _canon, close_names
-from bot.routing.types import Candidate, Decision, Layer, Route, chat_decision
+from bot.routing.types import Candidate, Decision, Layer, Outcome, Route, chat_decision
 
 log = logging.getLogger("baton.routing")
 
-ClassifyFn = Callable[[str, Sequence[str]], Awaitable[tuple[str | None, float]]]
-"""LLM classifier hook: ``await classify(text, route_names) -> (route_name, confidence)``.
+ClassifyFn = Callable[[str, Sequence[str]], Awaitable[tuple[Any, ...]]]
+"""LLM classifier hook: ``await classify(text, route_names) -> (route_name, confidence[, slots])``.
 
 ``route_name`` must be one of ``route_names`` (or ``None``/``""`` for "none of
-them"); ``confidence`` is in [0, 1]. Providers are wired in later by the bot."""
+them"); ``confidence`` is in [0, 1]; the optional third item is a mapping of slot
+name -> value that becomes the decision's ``args`` (validated later against the
+route's declared parameters, like a pattern's named groups)."""
 
 _RUN_RE = re.compile(r"^run:\s*(.*)$", re.S | re.I)
 _SCHEDULE_RE = re.compile(r"^schedule\s+(.*)$", re.S | re.I)
@@ -100,27 +103,67 @@ class CommandLayer:
         return None
 
 
-def _keyword_re(keyword: str) -> re.Pattern[str]:
-    words = [re.escape(w) for w in keyword.split()]
-    return re.compile(r"(?<!\w)" + r"\s+".join(words) + r"(?!\w)", re.IGNORECASE)
+def _phrase_re(phrase: str) -> str:
+    return r"\s+".join(re.escape(w) for w in phrase.split())
+
+
+_FILLER_TAIL = r"(?:[\s,]+(?:please|pls|plz|now|thanks|thank\s+you|thx|asap|right\s+now|for\s+me|again|quickly))*"
+_OBJECT_GAP = r"(?:\s+(?!and\b|but\b|then\b|because\b)[\w'./:-]+){0,4}?"
+"""Up to four words between the verb and the keyword ("check the root disk usage")."""
 
 
 class RuleLayer:
-    """Regex patterns, then keywords.
+    """Regex patterns, then intent keywords (issue 16: statements are not requests).
 
     * Patterns: routes are tried in declaration order, each route's patterns in
       order (``re.search``, case-insensitive); the first match fires with score
       ``1.0`` and its named groups (those that matched) as ``args``. The next route
-      whose pattern also matches is the runner-up.
-    * Keywords (only if no pattern matched): whole-word, case-insensitive hits.
-      The route with the most distinct keywords found fires; score = found / that
-      route's keyword count. Two routes with the same number of hits and the same
-      score are ambiguous.
+      whose pattern also matches is the runner-up. Write patterns as intents
+      (``^restart (the )?(?P<service>\\w+)``), not single words.
+    * Keywords (only if no pattern matched) match an *intent*, never a word anywhere:
+
+      - **whole phrase**: the message, without a greeting, polite words and
+        punctuation, *is* the keyword (``disk usage``, ``disk usage please?``) —
+        score ``1.0``;
+      - **verb–object**: the message is a request whose verb is one of the route's
+        ``verbs`` (default: the common request verbs of :mod:`bot.routing.speech`),
+        followed within four words by the keyword (``check the disk space``,
+        ``can you show me disk usage``), or a request that *starts* with the keyword
+        (``bounce the api``, ``disk usage on db1``) — score ``0.9``.
+
+      Rules are only consulted for requests and questions
+      (:func:`bot.routing.speech.speech_act`).
+
+      "the disk team lunch is at noon" matches neither. Two routes matching at the
+      same score are ambiguous (the bot asks).
     """
 
     def __init__(self, routes: Sequence[Route]) -> None:
+        from bot.routing.speech import _VERBS
+
         self._patterns = [(r, r.patterns) for r in routes if r.patterns and not r.negative]
-        self._keywords = [(r, [_keyword_re(k) for k in r.keywords]) for r in routes if r.keywords and not r.negative]
+        self._keywords = []
+        for r in routes:
+            if not r.keywords or r.negative:
+                continue
+            phrases = "|".join(_phrase_re(k) for k in sorted(r.keywords, key=len, reverse=True))
+            verbs = "|".join(_phrase_re(v) for v in sorted(r.verbs or _VERBS, key=len, reverse=True))
+            whole = re.compile(rf"^(?:{phrases}){_FILLER_TAIL}$", re.I)
+            verb_object = re.compile(
+                rf"^(?:(?:{verbs})(?:\s+(?:me|us|up))?{_OBJECT_GAP}\s+(?:{phrases})|(?:{phrases}))(?!\w)(?:\s+\S+){{0,5}}$", re.I
+            )
+            self._keywords.append((r, whole, verb_object))
+
+    @staticmethod
+    def _core(text: str) -> str:
+        """``text`` without a greeting, polite request words and end punctuation."""
+        from bot.routing.speech import _LEAD, _POLITE
+
+        t = _LEAD.sub("", text.strip()).strip()
+        t = _POLITE.sub("", t, count=1).strip()
+        t = re.sub(r"[\s?!.,;:]+$", "", t)
+        t = re.sub(r"^(?:(?:please|pls|plz|just)\b[\s,]*)+", "", t, flags=re.I)
+        return re.sub(r"\s+", " ", t)
 
     def decide(self, text: str) -> Decision | None:
         """The rules decision for ``text`` or ``None``."""
@@ -138,26 +181,30 @@ class RuleLayer:
             route, groups, src = hits[0]
             runner = Candidate(hits[1][0].name, 1.0) if len(hits) > 1 else None
             return Decision(Layer.RULES, route.name, 1.0, runner_up=runner, reason=f"pattern {src!r} matched", args=groups)
-        scored = []
-        for route, res in self._keywords:
-            found = [k for k, rx in zip(route.keywords, res) if rx.search(text)]
-            if found:
-                scored.append((len(found), len(found) / len(res), route, found))
+        core = self._core(text)
+        if not core:
+            return None
+        scored: list[tuple[float, Route, str]] = []
+        for route, whole, verb_object in self._keywords:
+            if whole.match(core):
+                scored.append((1.0, route, f"the whole message is a keyword of {route.name!r}"))
+            elif verb_object.match(core):
+                scored.append((0.9, route, f"request verb + keyword of {route.name!r}"))
         if not scored:
             return None
-        scored.sort(key=lambda x: (-x[0], -x[1]))  # stable: declaration order breaks ties
-        n1, s1, r1, found1 = scored[0]
-        runner = Candidate(scored[1][2].name, scored[1][1]) if len(scored) > 1 else None
-        if len(scored) > 1 and scored[1][0] == n1 and scored[1][1] == s1:
+        scored.sort(key=lambda x: -x[0])  # stable: declaration order breaks ties
+        s1, r1, why1 = scored[0]
+        runner = Candidate(scored[1][1].name, scored[1][0]) if len(scored) > 1 else None
+        if len(scored) > 1 and scored[1][0] == s1:
             return Decision(
                 Layer.RULES,
                 None,
                 s1,
                 runner_up=runner,
-                reason=f"ambiguous keywords: {r1.name!r} and {scored[1][2].name!r} both matched {n1}",
-                candidates=(Candidate(r1.name, s1), Candidate(scored[1][2].name, scored[1][1])),
+                reason=f"ambiguous keywords: {r1.name!r} and {scored[1][1].name!r} both matched",
+                candidates=(Candidate(r1.name, s1), Candidate(scored[1][1].name, scored[1][0])),
             )
-        return Decision(Layer.RULES, r1.name, s1, runner_up=runner, reason="keyword(s) " + ", ".join(repr(k) for k in found1))
+        return Decision(Layer.RULES, r1.name, s1, runner_up=runner, reason=why1)
 
 
 class LLMLayer:
@@ -166,25 +213,31 @@ class LLMLayer:
     Args:
         classify: the hook.
         route_names: the routes it may choose from.
-        threshold: minimum confidence to fire (default 0.5).
+        threshold: minimum confidence to propose a route at all (default 0.5): between
+            it and ``run_threshold`` the outcome is *ask*.
         timeout_s: seconds to wait for the hook (default 10 s).
+        run_threshold: minimum confidence to run without asking (default 0.8).
 
     ``decide`` never raises for a failing hook: an exception, a timeout, an unknown
     route name or a confidence below ``threshold`` give a :attr:`Layer.CHAT`
-    decision whose reason says so (and the failure is logged).
+    decision whose reason says so (and the failure is logged). Slots the hook
+    returns become ``args``.
     """
 
-    def __init__(self, classify: ClassifyFn, route_names: Sequence[str], threshold: float = 0.5, timeout_s: float = 10.0) -> None:
+    def __init__(
+        self, classify: ClassifyFn, route_names: Sequence[str], threshold: float = 0.5, timeout_s: float = 10.0, run_threshold: float = 0.8
+    ) -> None:
         self.classify = classify
         self.route_names = list(route_names)
         self._by_key = {n.lower(): n for n in self.route_names}
         self.threshold = threshold
+        self.run_threshold = max(run_threshold, threshold)
         self.timeout_s = timeout_s
 
     async def decide(self, text: str) -> Decision:
         """Await the hook and turn its answer into a decision."""
         try:
-            name, confidence = await asyncio.wait_for(self.classify(text, list(self.route_names)), self.timeout_s)
+            answer = await asyncio.wait_for(self.classify(text, list(self.route_names)), self.timeout_s)
         except asyncio.TimeoutError:
             log.warning("LLM route classifier timed out after %.1f s", self.timeout_s)
             return chat_decision(f"llm classifier timed out after {self.timeout_s:g} s")
@@ -194,9 +247,13 @@ class LLMLayer:
             log.warning("LLM route classifier failed: %s", e, exc_info=True)
             return chat_decision(f"llm classifier failed: {type(e).__name__}: {e}")
         try:
+            name, confidence, *more = answer
+            slots = more[0] if more else None
+            if slots is not None and not isinstance(slots, Mapping):
+                raise TypeError("slots must be a mapping")
             confidence = float(confidence)
-        except (TypeError, ValueError):
-            return chat_decision(f"llm classifier returned a non-numeric confidence {confidence!r}")
+        except (TypeError, ValueError) as e:
+            return chat_decision(f"llm classifier returned an unusable answer {answer!r}: {e}")
         if not name:
             return chat_decision(f"llm classifier chose no route ({confidence:.2f})", confidence)
         route = self._by_key.get(str(name).strip().lower())
@@ -204,4 +261,10 @@ class LLMLayer:
             return chat_decision(f"llm classifier returned unknown route {name!r}")
         if confidence < self.threshold:
             return chat_decision(f"llm chose {route!r} at {confidence:.2f} < {self.threshold:.2f}", confidence, Candidate(route, confidence))
-        return Decision(Layer.LLM, route, confidence, reason=f"llm classifier chose {route!r} ({confidence:.2f} >= {self.threshold:.2f})")
+        args = {str(k): str(v) for k, v in (slots or {}).items() if v is not None and str(v).strip()}
+        if confidence < self.run_threshold:
+            return Decision(
+                Layer.LLM, route, confidence, reason=f"llm classifier chose {route!r} ({confidence:.2f})", args=args,
+                outcome=Outcome.ASK, why=f"llm confidence {confidence:.2f} < run threshold {self.run_threshold:.2f}",
+            )
+        return Decision(Layer.LLM, route, confidence, reason=f"llm classifier chose {route!r} ({confidence:.2f} >= {self.threshold:.2f})", args=args)

@@ -20,6 +20,49 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
 ``/NAME`` and ``run: NAME`` can address them)."""
 
 
+class Outcome(str, enum.Enum):
+    """What the bot does with a routing decision (issue 16: act, ask, or chat)."""
+
+    RUN = "run"
+    """Confident enough, and allowed without asking: start the route's workflow."""
+    ASK = "ask"
+    """Medium confidence, a workflow that changes things, a statement that looks like a
+    route, or a missing required argument: ask in the thread first."""
+    CHAT = "chat"
+    """Nothing to run: answer as chat."""
+
+
+EFFECTS = ("read-only", "changes")
+"""Declared effect of a route (``effect:`` in routes.yaml): a ``read-only`` route may run
+from plain language at high confidence; one that ``changes`` things always asks first
+(explicit ``run:`` / ``/run`` never ask)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Param:
+    """A declared argument of a route's workflow.
+
+    Attributes:
+        name: the argument's name (a regex named group or an LLM slot of that name fills it).
+        required: a missing required argument is asked for before anything runs.
+        choices: allowed values (case-insensitive); empty = any value matching ``pattern``.
+        pattern: full-match regex for the value; default :data:`SAFE_VALUE`.
+        default: value used when the text gives none.
+    """
+
+    name: str
+    required: bool = True
+    choices: tuple[str, ...] = ()
+    pattern: str | None = None
+    default: str | None = None
+
+
+SAFE_VALUE = r"[A-Za-z0-9_][A-Za-z0-9_.:@/+-]{0,63}"
+"""Default shape of an argument value: one word of at most 64 characters that cannot
+start with ``-`` (so it can never be read as an option when it becomes an argv element)
+and holds no whitespace, quotes or shell metacharacters."""
+
+
 class Layer(str, enum.Enum):
     """The router layer that produced a :class:`Decision`, in evaluation order."""
 
@@ -70,6 +113,12 @@ class Route:
         negative: a *negative* route never fires; its examples describe what should
             *not* be routed (e.g. out-of-scope chat) and pull scores away from the
             real routes.
+        effect: ``"read-only"``, ``"changes"`` or ``None`` (undeclared: the workflow's own
+            declaration decides, else it is treated as ``"changes"``).
+        verbs: request verbs for the keyword rule (``check``, ``show`` …): a keyword
+            fires when the message is a request ``VERB … KEYWORD`` or the keyword is the
+            whole message (see :class:`bot.routing.layers.RuleLayer`).
+        params: declared arguments of the route's workflow (:class:`Param`).
 
     Raises ``ValueError`` for an invalid name or threshold, or a non-negative route
     without a target.
@@ -84,6 +133,9 @@ class Route:
     allowed_roles: tuple[str, ...] = ()
     threshold: float | None = None
     negative: bool = False
+    effect: str | None = None
+    verbs: tuple[str, ...] = ()
+    params: tuple[Param, ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _NAME_RE.match(self.name):
@@ -92,6 +144,8 @@ class Route:
             raise ValueError(f"route {self.name!r} needs a target (only negative routes may omit it)")
         if self.threshold is not None and not (-1.0 <= self.threshold <= 1.0):
             raise ValueError(f"route {self.name!r}: threshold must be within [-1, 1], got {self.threshold}")
+        if self.effect is not None and self.effect not in EFFECTS:
+            raise ValueError(f"route {self.name!r}: effect must be one of {EFFECTS}, got {self.effect!r}")
 
     @property
     def workflow(self) -> str | None:
@@ -128,6 +182,10 @@ class Decision:
             (the bot asks "did you mean 1) … 2) …"); empty otherwise.
         suggestions: for an explicit command naming an unknown route, the closest
             known names (:func:`bot.routing.names.close_names`).
+        outcome: run / ask / chat (:class:`Outcome`). Defaults from the other fields:
+            ``RUN`` when ``route`` is set, ``ASK`` with candidates, else ``CHAT``.
+        why: why the router asked (or did not ask): one line for ``/why``.
+        missing: required arguments the text did not give (the bot asks for them).
     """
 
     layer: Layer
@@ -138,26 +196,58 @@ class Decision:
     args: Mapping[str, str] = field(default_factory=dict, hash=False)
     candidates: tuple[Candidate, ...] = ()
     suggestions: tuple[str, ...] = ()
+    outcome: Outcome | None = None
+    why: str = ""
+    missing: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "args", _frozen_args(self.args))
-        if self.candidates and self.route is not None:
-            raise ValueError("an ambiguous decision (with candidates) must not name a route")
+        if self.outcome is None:
+            if self.candidates and self.route is None:
+                out = Outcome.ASK
+            elif self.route is not None and self.layer is not Layer.CHAT:
+                out = Outcome.RUN
+            else:
+                out = Outcome.CHAT
+            object.__setattr__(self, "outcome", out)
+        if self.outcome is Outcome.RUN and self.route is None and self.layer is not Layer.COMMAND:
+            raise ValueError("a run decision must name a route")
+        if self.candidates and self.route is not None and self.outcome is not Outcome.ASK:
+            raise ValueError("only an ask decision may carry both a route and candidates")
 
     @property
     def ambiguous(self) -> bool:
-        """True when two routes were too close to call (see :attr:`candidates`)."""
-        return len(self.candidates) >= 2
+        """True when two routes were too close to call (see :attr:`candidates`): the bot
+        asks "did you mean 1) … 2) …"."""
+        return self.route is None and len(self.candidates) >= 2
+
+    @property
+    def asks(self) -> bool:
+        """True when the bot should ask before running anything."""
+        return self.outcome is Outcome.ASK
+
+    @property
+    def runs(self) -> bool:
+        """True when the route should run now (outcome RUN and a route)."""
+        return self.outcome is Outcome.RUN and self.route is not None
+
+    @property
+    def options(self) -> tuple[str, ...]:
+        """Routes offered in an ask prompt, best first: ``route`` (if any) then the other
+        candidates, without duplicates."""
+        out = [self.route] if self.route else []
+        out += [c.route for c in self.candidates if c.route not in out]
+        return tuple(out)
 
     @property
     def matched(self) -> bool:
-        """True when a route fired."""
+        """True when a route fired (outcome RUN) or was proposed (outcome ASK with a route)."""
         return self.route is not None
 
     @property
     def is_chat(self) -> bool:
         """True when nothing fired and the message should go to chat."""
-        return self.layer is Layer.CHAT
+        return self.outcome is Outcome.CHAT
 
 
 def chat_decision(reason: str, score: float = 0.0, runner_up: Candidate | None = None) -> Decision:

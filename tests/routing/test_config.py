@@ -56,7 +56,7 @@ def test_yaml_text_and_bare_list_are_accepted():
         ("routes:\n  - name: a\n    target: x\n    keywords: {a: 1}\n", "keywords: expected a list of strings"),
         ("version: 2\nroutes: []\n", "unsupported version"),
         ("routs: []\n", "unknown top-level key(s) ['routs']"),
-        ("defaults: {treshold: 0.3}\nroutes: []\n", "defaults: only ['threshold']"),
+        ("defaults: {treshold: 0.3}\nroutes: []\n", "defaults: only ['run_threshold', 'threshold']"),
         ("routes: {a: 1}\n", "'routes' must be a list"),
         ("routes: [\n", "invalid YAML"),
     ],

@@ -73,7 +73,7 @@ def test_no_encoder_installed(no_encoder_packages, caplog):
     assert r.embedding is None and r.layers == [Layer.COMMAND, Layer.RULES, Layer.CHAT]
     # commands and rules still work
     assert r.route_sync("deploy api to production").args == {"service": "api", "env": "production"}
-    assert r.route_sync("how much disk space is left").route == "disk-check"
+    assert r.route_sync("check how much disk space is left").route == "disk-check"
     assert r.route_sync("/run service-health").route == "service-health"
     assert r.route_sync("good morning").is_chat
 

@@ -94,13 +94,23 @@ def test_pattern_named_groups_become_args():
     assert "pattern" in d.reason
 
 
-def test_keyword_whole_word_and_case_insensitive():
-    d = router().route_sync("How much DISK  SPACE is left?")
+def test_keyword_matches_an_intent_not_a_word_anywhere():
+    # whole phrase (greeting, polite words and punctuation aside)
+    d = router().route_sync("hey baton, DISK  SPACE please?")
     assert d.layer is Layer.RULES and d.route == "disk-check" and d.score == 1.0
-    # "restarted" is not the keyword "restart"; "bounce" is
+    # verb-object request
+    d = router().route_sync("Can you check the DISK SPACE on db1")
+    assert d.layer is Layer.RULES and d.route == "disk-check" and d.score == 0.9
+    # a request led by the keyword itself; "restarted" is not the keyword "restart"
     d = router().route_sync("please bounce it")
-    assert d.route == "restart" and d.score == 0.5
-    assert RuleLayer(ROUTES).decide("it restarted itself") is None
+    assert d.route == "restart" and d.score == 0.9
+    layer = RuleLayer(ROUTES)
+    assert layer.decide("it restarted itself") is None
+    # mentions are not requests: statements and questions about the topic never match a rule
+    for text in ("the disk space alert fired again", "How much DISK SPACE is left?", "we talked about disk space at lunch",
+                 "fyi I will bounce the web server tonight"):
+        assert layer.decide(text) is None or router().route_sync(text).layer is not Layer.RULES, text
+        assert router().route_sync(text).layer is not Layer.RULES, text
 
 
 def test_keyword_tie_is_ambiguous():
@@ -109,9 +119,10 @@ def test_keyword_tie_is_ambiguous():
     assert [c.route for c in d.candidates] == ["restart", "reboot"]
 
 
-def test_more_keyword_hits_wins():
-    d = router().route_sync("restart or bounce")
-    assert d.route == "restart" and d.runner_up == Candidate("reboot", 0.5)
+def test_whole_phrase_beats_verb_object():
+    routes = (Route("a", "x", keywords=("disk space",)), Route("b", "y", keywords=("check disk space",)))
+    d = RuleLayer(routes).decide("check disk space")
+    assert d.route == "b" and d.score == 1.0 and d.runner_up == Candidate("a", 0.9)
 
 
 def test_rules_only_router_falls_back_to_chat():
@@ -255,7 +266,7 @@ async def test_llm_not_called_when_rules_match():
         (FakeLLM(("nonexistent", 0.99)), "unknown route 'nonexistent'"),
         (FakeLLM((None, 0.9)), "chose no route"),
         (FakeLLM(exc=RuntimeError("provider down")), "failed: RuntimeError: provider down"),
-        (FakeLLM(("restart", "high")), "non-numeric confidence"),
+        (FakeLLM(("restart", "high")), "unusable answer"),
         (FakeLLM(delay=5.0), "timed out"),
     ],
 )
