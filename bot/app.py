@@ -13,7 +13,7 @@ from bot.chat import Chat
 from bot.llm import LLM
 from bot.memory import Memory
 from bot.retention import Retention
-from bot.routing import Router, RouterConfig, load_routes
+from bot.routing import EmbeddingConfig, Param, Router, RouterConfig, load_routes, params_from_inputs, run_threshold_of
 from bot.runs import RunManager
 from bot.scheduling import SchedulerService
 from bot.sessions import TokenCounter
@@ -54,6 +54,24 @@ def build_catalog(settings: Settings) -> Catalog:
     return cat
 
 
+def workflow_declarations(catalog: Catalog) -> tuple[dict[str, str], dict[str, tuple[Param, ...]]]:
+    """What the catalog's workflows declare for routing: ``effect`` (``read-only`` /
+    ``changes``; ``read_only: true`` also counts) and ``inputs`` (their parameters)."""
+    effects: dict[str, str] = {}
+    params: dict[str, tuple[Param, ...]] = {}
+    for name, d in catalog.workflows.items():
+        spec = getattr(d, "spec", None) or {}
+        effect = spec.get("effect") or getattr(d, "effect", None)
+        if effect is None and isinstance(spec.get("read_only"), bool):
+            effect = "read-only" if spec["read_only"] else "changes"
+        if effect in ("read-only", "changes"):
+            effects[name] = effect
+        inputs = getattr(d, "inputs", None) or spec.get("inputs")
+        if inputs:
+            params[name] = params_from_inputs(inputs)
+    return effects, params
+
+
 async def build_router(settings: Settings, catalog: Catalog, llm: LLM | None) -> Router | None:
     """The router from ``config/routes.yaml`` (``None`` when routing is off or there is no file).
 
@@ -70,13 +88,17 @@ async def build_router(settings: Settings, catalog: Catalog, llm: LLM | None) ->
         if r.workflow is not None:
             compile_text(r.workflow, catalog)
     encoder = None if rs.encoder == "none" else rs.encoder
+    effects, params = workflow_declarations(catalog)
+    run_t = run_threshold_of(path)
     router = Router(
         routes,
         encoder=encoder,
         cache_dir=settings.data_dir / "routing-cache",
         classify=llm.classify if (llm is not None and rs.llm) else None,
-        config=RouterConfig(commands=False),
+        config=RouterConfig(commands=False, embedding=EmbeddingConfig(run_threshold=run_t)),
         extra_names=catalog.names(),
+        effects=effects,
+        workflow_params=params,
     )
     await router.prepare()
     return router

@@ -23,7 +23,9 @@ from bot.chat import CHAT_NEEDS_PROVIDER, Chat
 from bot.memory import Memory
 from bot.scheduling import SchedulerService
 from bot.scheduling.commands import HELP_LINES, handle_schedule_command, parse_schedule_command
-from bot.routing import Decision, Router
+from bot.routing import Decision, Outcome, Router, bind_arguments, load_routes
+from bot.routing.args import value_problem
+from bot.routing.types import Param
 from bot.runs import RunManager, result_text
 from bot.settings import Settings, permits
 from bot.store import RunStore, SessionStore, StoreError, ThreadKey
@@ -43,7 +45,8 @@ HELP = """Baton — run workflows from chat.
   /cancel ID             stop a run, cancelling its running steps
   /rerun ID [from STEP]  run again; with "from STEP", reuse the outputs of the steps before STEP
   /approve ID [STEP]     let a run waiting at an approve step go on (/reject ID [STEP] stops it)
-  /why                   how the bot understood your last plain message (route, layer, score)
+  /why                   how the bot understood your last plain message (run / ask / chat, layer, score, why)
+  /reload                re-read config/routes.yaml (new examples take effect without a restart)
   /history [N]           the last N messages of this thread
   /recall WORDS          find earlier messages of this thread (full-text search, no LLM)
   /context               what the next LLM call would receive, with its token budget
@@ -56,8 +59,10 @@ THEN IF_FAILURE x, THEN IF_ANY_FAILED x, ( ) grouping, step (retry 3) (timeout 3
 keywords are upper case, quotes escape: echo "A THEN B"."""
 
 
-COMMANDS = ("help", "workflows", "run", "runs", "cancel", "rerun", "history", "recall", "context", "summary", "forget", "approve", "reject", "why")
-_IMMEDIATE = {"help", "workflows", "runs", "run_show", "cancel", "history", "recall", "context", "summary", "forget", "approve", "reject", "why", "unknown"}
+COMMANDS = ("help", "workflows", "run", "runs", "cancel", "rerun", "history", "recall", "context", "summary", "forget", "approve", "reject", "why", "reload")
+_IMMEDIATE = {"help", "workflows", "runs", "run_show", "cancel", "history", "recall", "context", "summary", "forget", "approve", "reject", "why", "reload", "unknown"}
+_YES = {"yes", "y", "yep", "yeah", "ok", "okay", "sure", "go", "go ahead", "do it", "run it", "please do", "confirm"}
+_NO = {"no", "n", "nope", "cancel", "stop", "don't", "dont", "never mind", "nevermind"}
 FORGET_WINDOW_S = 60.0
 
 
@@ -124,7 +129,7 @@ class Bot:
         self.approvals = approvals
         self.router = router
         self._decisions: dict[ThreadKey, tuple[str, Decision]] = {}
-        self._choices: dict[ThreadKey, tuple[float, tuple[str, ...]]] = {}
+        self._asks: dict[ThreadKey, PendingAsk] = {}
         self.scheduler: SchedulerService | None = None  # set by the App once it exists
         self._forget_pending: dict[ThreadKey, float] = {}
         self._compiled: dict[str, Graph] = {}
@@ -235,6 +240,8 @@ class Bot:
             await self.reply(key, outlet, await self._cancel(cmd.arg))
         elif cmd.name == "why":
             await self.reply(key, outlet, self._why(key))
+        elif cmd.name == "reload":
+            await self.reply(key, outlet, await self.reload_routes(msg))
         elif cmd.name in ("approve", "reject"):
             await self.reply(key, outlet, await self._decide(msg, cmd))
         elif cmd.name in ("recall", "context", "summary", "forget"):
@@ -309,18 +316,55 @@ class Bot:
         if got is None:
             return "No plain message has been routed in this thread yet (commands and run: are explicit)."
         text, d = got
+        outcome = d.outcome.value if d.outcome else "chat"
         if d.ambiguous:
-            head = "it was ambiguous between " + " and ".join(f"{c.route} ({c.score:.2f})" for c in d.candidates)
+            head = f"{outcome}: ambiguous between " + " and ".join(f"{c.route} ({c.score:.2f})" for c in d.candidates)
         elif d.route:
-            head = f"route {d.route}, decided by the {d.layer.value} layer with score {d.score:.2f}"
+            head = f"{outcome} route {d.route}, decided by the {d.layer.value} layer with score {d.score:.2f}"
         else:
             head = f"chat: no route reached its threshold (best score {d.score:.2f})"
         lines = [f"For {text!r}: {head}.", f"Reason: {d.reason}"]
         if d.runner_up is not None:
             lines.append(f"Runner-up: {d.runner_up.route} ({d.runner_up.score:.2f})")
+        else:
+            lines.append("Runner-up: none")
         if d.args:
             lines.append("Arguments: " + ", ".join(f"{k}={v}" for k, v in d.args.items()))
+        if d.missing:
+            lines.append("Missing: " + ", ".join(d.missing))
+        if d.why:
+            lines.append(("Why it asked: " if d.outcome is Outcome.ASK else "Why it did not ask: ") + d.why)
         return "\n".join(lines)
+
+    async def reload_routes(self, msg: Message | None = None) -> str:
+        """Re-read ``config/routes.yaml`` into the running router (``/reload``).
+
+        Only new or changed examples are embedded (the cache is keyed by text). Needs
+        ``[permissions] reload`` (default: everyone allowed by ``"*"``). A broken file
+        leaves the old routes in place and says where the problem is.
+        """
+        if self.router is None:
+            return "Routing is not enabled in this process (no config/routes.yaml, or [routing] enabled = false)."
+        if msg is not None:
+            rules = self.settings.permissions
+            allowed = rules.get("reload", rules.get("*", ["*"]))
+            if not permits(allowed, msg.author, msg.roles):
+                return f"You may not reload routes (allowed: {', '.join(allowed) or 'nobody'}; set [permissions] reload in config/baton.toml)."
+        from bot.routing import RouteConfigError
+
+        path = self.settings.config_dir / "routes.yaml"
+        try:
+            routes = await asyncio.to_thread(load_routes, path)
+            for r in routes:
+                if r.workflow is not None:
+                    self.compile(r.workflow)
+            stats = await self.router.reload(routes)
+        except (RouteConfigError, ValueError, EngineError) as e:
+            return f"Routes not reloaded (the old ones stay): {e}"
+        self._asks.clear()
+        n = sum(not r.negative for r in routes)
+        emb = f"; {stats.cache_misses} example(s) embedded, {stats.cache_hits} from the cache" if stats is not None else ""
+        return f"Reloaded {n} route(s) from {path.name}{emb}."
 
     async def _decide(self, msg: Message, cmd: Command) -> str:
         if self.approvals is None:
@@ -387,10 +431,12 @@ class Bot:
 
     async def _ordered(self, msg: Message, outlet: Outlet, cmd: Command | None, message_id: int = 0, tokens: int | None = None) -> None:
         key = msg.key
+        args: dict[str, str] | None = None
         if cmd is None:
-            target = await self._route(msg, outlet)
-            if target is None:
+            routed = await self._route(msg, outlet)
+            if routed is None:
                 return
+            target, args = routed
             if target == "":
                 if self.chat is not None:
                     await self.chat.reply(msg, outlet, message_id, tokens=tokens)
@@ -399,43 +445,151 @@ class Bot:
                 return
             cmd = Command("run", target)
         if cmd.name == "run":
-            await self._run(msg, outlet, cmd.arg)
+            await self._run(msg, outlet, cmd.arg, args)
         elif cmd.name == "rerun":
             await self._rerun(msg, outlet, cmd.arg)
 
-    async def _route(self, msg: Message, outlet: Outlet) -> str | None:
-        """What a plain message asks for: workflow text to run, ``""`` for chat, or
-        ``None`` when the bot asked a question instead (an ambiguous request)."""
+    async def _route(self, msg: Message, outlet: Outlet) -> tuple[str, dict[str, str]] | None:
+        """What a plain message asks for: ``(workflow text, arguments)`` to run, ``("", {})``
+        for chat, or ``None`` when the bot asked a question instead (issue 16: run, ask or
+        chat) or refused."""
         key, text = msg.key, msg.text.strip()
         if text in self.catalog.workflows:
-            return text
-        pending = self._choices.pop(key, None)
-        if pending is not None and pending[0] > asyncio.get_running_loop().time() and text in ("1", "2"):
-            return await self._routed(msg, outlet, pending[1][int(text) - 1])
+            return text, {}
+        pending = self._asks.pop(key, None)
+        if pending is not None and pending.deadline > asyncio.get_running_loop().time():
+            handled = await self._answer(msg, outlet, pending)
+            if handled is not _NOT_AN_ANSWER:
+                return handled  # type: ignore[return-value]
         if self.router is None:
-            return ""
+            return "", {}
         decision = await self.router.route(text)
         self._decisions[key] = (text, decision)
-        if decision.ambiguous and len(decision.candidates) >= 2:
-            names = tuple(c.route for c in decision.candidates[:2])
-            self._choices[key] = (asyncio.get_running_loop().time() + self.settings.routing.choice_timeout, names)
-            await self.reply(key, outlet, f"Did you mean 1) {names[0]} or 2) {names[1]}? Reply 1 or 2 (or rephrase).")
+        if decision.outcome is Outcome.RUN and decision.route:
+            return await self._routed(msg, outlet, decision.route, dict(decision.args))
+        if decision.outcome is Outcome.ASK and decision.options:
+            await self._ask(msg, outlet, decision.options, dict(decision.args), decision.missing, decision.why)
             return None
-        if decision.route:
-            return await self._routed(msg, outlet, decision.route)
-        return ""
+        return "", {}
 
-    async def _routed(self, msg: Message, outlet: Outlet, name: str) -> str | None:
-        """The target of route ``name`` for ``msg`` (``""`` for chat), or ``None`` after telling
-        the author the route's ``allowed_users`` / ``allowed_roles`` (config/routes.yaml) exclude them.
-        The workflows it starts are checked against ``[permissions]`` as well."""
+    async def _ask(
+        self, msg: Message, outlet: Outlet, options: tuple[str, ...], args: dict[str, str], missing: tuple[str, ...], why: str = ""
+    ) -> None:
+        """Ask in the thread before running: "Run X? Reply yes, or pick 1) … 2) …", or for a
+        missing argument "Which SERVICE for X? …". The reply is handled by :meth:`_answer`;
+        the question stays open ``[routing] choice_timeout`` seconds. Permissions are
+        checked first: nobody is asked to confirm what they may not run."""
         assert self.router is not None
-        route = next(r for r in self.router.routes if r.name == name)
+        options = tuple(o for o in options if self._route_allowed(msg, o))[:3] or options[:1]
+        if not self._route_allowed(msg, options[0]):
+            await self._routed(msg, outlet, options[0], args)  # says why not
+            return
+        deadline = asyncio.get_running_loop().time() + self.settings.routing.choice_timeout
+        first = options[0]
+        if len(options) == 1 and missing:
+            route = self.router.route_by_name(first)
+            param = next((p for p in self.router.params_of(route) if p.name == missing[0]), None) if route else None
+            hint = f" (one of {', '.join(param.choices)})" if param is not None and param.choices else ""
+            self._asks[msg.key] = PendingAsk(deadline, options, args, missing, msg.author)
+            got = "".join(f" {k}={v}" for k, v in args.items())
+            text = f"{first}{got} needs {missing[0]}{hint}. Which {missing[0]}? Reply with the value, or no to cancel."
+            await self._send_choices(msg, outlet, text, [(c, c) for c in (param.choices if param else ())][:5])
+            return
+        self._asks[msg.key] = PendingAsk(deadline, options, args, (), msg.author)
+        shown = "".join(f" {k}={v}" for k, v in args.items())
+        if len(options) == 1:
+            text = f"Run {first}{shown}? Reply yes or no."
+            buttons = [(f"Run {first}", "yes"), ("No", "no")]
+        else:
+            picks = " ".join(f"{i}) {o}" for i, o in enumerate(options, 1))
+            text = f"Run {first}{shown}? Reply yes, or pick {picks} (or no)."
+            buttons = [(f"{i}) {o}", str(i)) for i, o in enumerate(options, 1)] + [("No", "no")]
+        await self._send_choices(msg, outlet, text, buttons)
+
+    async def _send_choices(self, msg: Message, outlet: Outlet, text: str, buttons: list[tuple[str, str]]) -> None:
+        """Store and send ``text``; platforms that can show buttons (``send_choices``)
+        get one per ``(label, reply)``: a click answers as if the clicker typed ``reply``."""
+        send = getattr(outlet, "send_choices", None)
+        if send is None or not buttons:
+            await self.reply(msg.key, outlet, text)
+            return
+        await self.sessions.append(msg.key, "assistant", "baton", text)
+        await send(msg.key, text, buttons)
+
+    async def _answer(self, msg: Message, outlet: Outlet, pending: PendingAsk) -> object:
+        """Handle a reply to an open question; :data:`_NOT_AN_ANSWER` when the message is
+        something else (it is then routed as usual and the question is dropped)."""
+        assert self.router is not None
+        reply = msg.text.strip().lower().rstrip(".!")
+        if reply in _NO:
+            await self.reply(msg.key, outlet, "OK, nothing was run.")
+            return None
+        if pending.missing:
+            name = pending.missing[0]
+            route = self.router.route_by_name(pending.options[0])
+            param = next((p for p in self.router.params_of(route) if p.name == name), None) if route else None
+            value = msg.text.strip()
+            if param is None or route is None:
+                return _NOT_AN_ANSWER
+            if len(value.split()) > 1:
+                return _NOT_AN_ANSWER
+            problem = value_problem(param, value)
+            if problem:
+                self._asks[msg.key] = pending
+                await self.reply(msg.key, outlet, f"{name}={value!r} {problem}. Which {name}? Reply with the value, or no to cancel.")
+                return None
+            args = {**pending.args, name: value.lower() if param.choices else value}
+            rest = pending.missing[1:]
+            if rest:
+                await self._ask(msg, outlet, pending.options[:1], args, rest)
+                return None
+            return await self._confirmed(msg, outlet, route.name, args)
+        choice: str | None = None
+        if reply in _YES:
+            choice = pending.options[0]
+        elif reply.isdigit() and 1 <= int(reply) <= len(pending.options):
+            choice = pending.options[int(reply) - 1]
+        else:
+            choice = next((o for o in pending.options if o.lower() == reply), None)
+        if choice is None:
+            return _NOT_AN_ANSWER
+        return await self._confirmed(msg, outlet, choice, dict(pending.args) if choice == pending.options[0] else {})
+
+    async def _confirmed(self, msg: Message, outlet: Outlet, name: str, args: dict[str, str]) -> tuple[str, dict[str, str]] | None:
+        """The author confirmed route ``name``: check its arguments again (asking for a
+        missing one), then hand it to :meth:`_routed`."""
+        assert self.router is not None
+        route = self.router.route_by_name(name)
+        if route is None:
+            await self.reply(msg.key, outlet, f"The route {name!r} no longer exists (routes were reloaded).")
+            return None
+        from bot.routing import check_arguments
+
+        checked = check_arguments(args, self.router.params_of(route))
+        if checked.missing:
+            await self._ask(msg, outlet, (route.name,), dict(checked.values), checked.missing)
+            return None
+        return await self._routed(msg, outlet, route.name, dict(checked.values))
+
+    def _route_allowed(self, msg: Message, name: str) -> bool:
+        assert self.router is not None
+        route = self.router.route_by_name(name)
+        who = [*route.allowed_users, *(f"role:{r}" for r in route.allowed_roles)] if route else []
+        return not who or permits(who, msg.author, msg.roles)
+
+    async def _routed(self, msg: Message, outlet: Outlet, name: str, args: dict[str, str] | None = None) -> tuple[str, dict[str, str]] | None:
+        """The target of route ``name`` for ``msg`` (``""`` for chat) with its arguments, or
+        ``None`` after telling the author the route's ``allowed_users`` / ``allowed_roles``
+        (config/routes.yaml) exclude them. The workflows it starts are checked against
+        ``[permissions]`` as well."""
+        assert self.router is not None
+        route = self.router.route_by_name(name)
+        assert route is not None
         who = [*route.allowed_users, *(f"role:{r}" for r in route.allowed_roles)]
         if who and not permits(who, msg.author, msg.roles):
             await self.reply(msg.key, outlet, f"Not run: you may not use the route '{name}' (allowed: {', '.join(who)}; see config/routes.yaml).")
             return None
-        return route.workflow or ""
+        return route.workflow or "", dict(args or {})
 
     def compile(self, text: str) -> Graph:
         """Compile workflow text (or a bare workflow name) against the catalogue.
@@ -452,10 +606,14 @@ class Bot:
             self._compiled[text] = graph
         return graph
 
-    async def _run(self, msg: Message, outlet: Outlet, text: str) -> None:
+    async def _run(self, msg: Message, outlet: Outlet, text: str, args: dict[str, str] | None = None) -> None:
         if not text:
             await self.reply(msg.key, outlet, "Run what? e.g. run: disk-check AND system-report (see /workflows)")
             return
+        if args is None:  # explicit: "run: NAME key=value ..." gives arguments by name
+            m = re.match(r"^(\S+)((?:\s+[A-Za-z_][A-Za-z0-9_]*=\S+)+)$", text)
+            if m and m.group(1) in self.catalog.workflows:
+                text, args = m.group(1), dict(kv.split("=", 1) for kv in m.group(2).split())
         try:
             graph = self.compile(text)
         except WorkflowSyntaxError as e:
@@ -466,6 +624,16 @@ class Bot:
             return
         except (DefinitionError, EngineError) as e:
             await self.reply(msg.key, outlet, f"That workflow is invalid: {e}")
+            return
+        if args:
+            bad = [f"{k}={v!r}: {p}" for k, v in args.items() if (p := value_problem(_ANY, v))]
+            if bad:
+                await self.reply(msg.key, outlet, "Not run: " + "; ".join(bad) + ".")
+                return
+        try:
+            graph = bind_arguments(graph, args or {})
+        except KeyError as e:
+            await self.reply(msg.key, outlet, f"Not run: the workflow needs the argument {e.args[0]} (e.g. run: {text} {e.args[0]}=VALUE).")
             return
         await self.start_run(msg, outlet, graph)
 
@@ -531,6 +699,31 @@ def _run_id(arg: str) -> int:
 
 class _UsageError(ValueError):
     pass
+
+
+@dataclass(frozen=True)
+class PendingAsk:
+    """An open question in a thread (issue 16's ask outcome).
+
+    Attributes:
+        deadline: event-loop time after which the question is dropped.
+        options: routes offered, best first ("yes" picks the first).
+        args: arguments gathered so far.
+        missing: required arguments still to ask for (asked one at a time); empty for a
+            "Run X? / pick 1) 2)" question.
+        asked: who asked (anyone in the thread may answer; permissions are checked for
+            the one who answers).
+    """
+
+    deadline: float
+    options: tuple[str, ...]
+    args: dict[str, str]
+    missing: tuple[str, ...]
+    asked: str
+
+
+_NOT_AN_ANSWER = object()
+_ANY = Param("value", required=False)
 
 
 def _hms(dt: datetime | None) -> str:
