@@ -34,6 +34,13 @@ Protocol:
   (what a bot restart costs), timed inside that process from before ``import
   bot.routing`` to a prepared router.
 
+``--statements FILE`` (default ``tests/routing/data/statements.yaml``) runs instead the
+issue-16 check of the bot's own routes (``--routes``, default ``config/routes.yaml``,
+with the effects and inputs the workflows in ``config/workflows`` declare) on
+hand-written statements that mention route words and paraphrased requests: prints
+every miss, the statement→run rate (target 0), the request run-or-ask-for-the-right-
+route rate (target >= 90 %), how many requests ran outright, and ONE line of JSON.
+
 Prints a table, then ONE line of JSON (keys: in_scope_accuracy, oos_recall, p99_ms,
 startup_s, ...). Targets (issue): accuracy >= 0.87 and recall >= 0.85 at one
 threshold, p99 < 15 ms on the 2-core CI machine, start-up < 5 s. Latency on a shared
@@ -57,7 +64,12 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "intents" / "clinc150" / "data_full.train_val.json"
+DEFAULT_DATA = next(
+    (p for p in (REPO.parent / "shared" / "data" / "intents" / "clinc150" / "data_full.train_val.json",
+                 Path("/work/shared/data/intents/clinc150/data_full.train_val.json")) if p.exists()),
+    REPO.parent / "shared" / "data" / "intents" / "clinc150" / "data_full.train_val.json",
+)
+DEFAULT_STATEMENTS = REPO / "tests" / "routing" / "data" / "statements.yaml"
 NEGATIVE = "out_of_scope"
 
 
@@ -142,6 +154,26 @@ def tune(best_in, score_in, blocked_in, gold, score_oos, blocked_oos, target: fl
     return float(cands[-1]) + 1e-6, 0.0, 1.0
 
 
+def calibrate_run(best_in, score_in, blocked_in, gold, score_oos, blocked_oos, ask_t: float, target: float = 0.97):
+    """The *run* threshold: smallest score >= ``ask_t`` at which at least ``target`` of the
+    queries that would run (in-scope and out-of-scope alike) go to the right intent.
+    Returns ``(threshold, precision, share of in-scope queries that run, share that ask)``."""
+    import numpy as np
+
+    live_in = ~blocked_in & (score_in >= ask_t)
+    live_oos = ~blocked_oos & (score_oos >= ask_t) if len(score_oos) else np.zeros(0, bool)
+    for t in np.unique(np.concatenate([[ask_t], score_in[live_in]])):
+        runs_in = live_in & (score_in >= t)
+        runs_oos = live_oos & (score_oos >= t) if len(score_oos) else live_oos
+        n = int(runs_in.sum() + runs_oos.sum())
+        if n == 0:
+            break
+        prec = float(((best_in == gold) & runs_in).sum() / n)
+        if prec >= target:
+            return float(t), prec, float(runs_in.mean()), float((live_in & ~runs_in).mean())
+    return 1.0, float("nan"), 0.0, float(live_in.mean())
+
+
 def ambiguity_stats(layer, qin, gold, qoos) -> dict:
     """Accuracy/recall/ambiguity of ``layer`` (default margin) from precomputed vectors."""
     import numpy as np
@@ -197,6 +229,56 @@ ABLATIONS = [
 ]
 
 
+def statements_bench(args) -> None:
+    """Issue 16: statements that mention route words must not run; requests must run or ask right."""
+    import yaml
+
+    from bot.app import build_catalog, workflow_declarations
+    from bot.routing import EmbeddingConfig, Outcome, Router, RouterConfig, load_routes, run_threshold_of
+    from bot.settings import Settings
+
+    data = yaml.safe_load(Path(args.statements).read_text())
+    routes_path = Path(args.routes)
+    routes = load_routes(routes_path)
+    catalog = build_catalog(Settings(config_dir=routes_path.parent))
+    effects, params = workflow_declarations(catalog)
+    encoder = None if args.encoder == "none" else args.encoder
+    cfg = RouterConfig(commands=False, embedding=EmbeddingConfig(run_threshold=run_threshold_of(routes_path)))
+    with tempfile.TemporaryDirectory(prefix="baton-routing-bench-") as cache:
+        router = Router(routes, encoder=encoder, cache_dir=args.cache_dir or cache, config=cfg, effects=effects, workflow_params=params)
+        router.prepare_sync()
+        st = [(t, router.route_sync(t)) for t in data["statements"]]
+        rq = [(q["text"], q["route"], router.route_sync(q["text"])) for q in data["requests"]]
+    st_run = [(t, d) for t, d in st if d.outcome is Outcome.RUN]
+    st_ask = [(t, d) for t, d in st if d.outcome is Outcome.ASK]
+    good = [(t, g, d) for t, g, d in rq if d.outcome in (Outcome.RUN, Outcome.ASK) and (d.route == g or (d.route is None and g in d.options))]
+    ran = [(t, g, d) for t, g, d in rq if d.outcome is Outcome.RUN and d.route == g]
+    wrong_run = [(t, g, d) for t, g, d in rq if d.outcome is Outcome.RUN and d.route != g]
+    bad = [(t, g, d) for t, g, d in rq if (t, g, d) not in good]
+    enc = router.encoder.name if router.encoder is not None else "none (rules only)"
+    print(f"Statements vs requests — {Path(args.statements).name} on {routes_path}: encoder {enc}")
+    print(f"  {len(st)} statements that mention route words, {len(rq)} paraphrased requests\n")
+    for t, d in st_run + st_ask:
+        print(f"  statement -> {d.outcome.value:4s} {d.route or d.options}: {t!r}  ({d.layer.value} {d.score:.2f}; {d.why})")
+    for t, g, d in bad:
+        print(f"  request MISSED ({g}): {t!r} -> {d.outcome.value} {d.route or list(d.options)} ({d.layer.value} {d.score:.2f}; {d.reason})")
+    st_run_rate = len(st_run) / len(st)
+    ok_rate = len(good) / len(rq)
+    print()
+    print(f"  {'metric':52s} {'value':>8s}  target")
+    print(f"  {'statement -> run rate':52s} {st_run_rate:8.3f}  0        {'ok' if st_run_rate == 0 else 'MISS'}")
+    print(f"  {'statement -> ask rate':52s} {len(st_ask) / len(st):8.3f}")
+    print(f"  {'request -> ran or asked for the right route':52s} {ok_rate:8.3f}  >= 0.90  {'ok' if ok_rate >= 0.9 else 'MISS'}")
+    print(f"  {'request -> ran the right route without asking':52s} {len(ran) / len(rq):8.3f}")
+    print(f"  {'request -> ran a wrong route':52s} {len(wrong_run) / len(rq):8.3f}  0")
+    print(json.dumps({
+        "statements": len(st), "requests": len(rq), "statement_run_rate": round(st_run_rate, 4),
+        "statement_ask_rate": round(len(st_ask) / len(st), 4), "request_right_run_or_ask_rate": round(ok_rate, 4),
+        "request_ran_right_rate": round(len(ran) / len(rq), 4), "request_wrong_run_rate": round(len(wrong_run) / len(rq), 4),
+        "encoder": enc, "targets_met": st_run_rate == 0 and ok_rate >= 0.9,
+    }))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("data_pos", nargs="?", help="data file (CLINC150 data_full.json layout)")
@@ -217,7 +299,13 @@ def main() -> None:
                          "queries start with 'schedule ', which the router treats as the schedule command)")
     ap.add_argument("--cache-dir", default=None, help="embedding cache (default: a new temporary directory)")
     ap.add_argument("--startup-probe", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--statements", nargs="?", const=str(DEFAULT_STATEMENTS), default=None,
+                    help=f"run the statements-vs-requests check instead (default file {DEFAULT_STATEMENTS.relative_to(REPO)})")
+    ap.add_argument("--routes", default=str(REPO / "config" / "routes.yaml"), help="routes file for --statements")
     args = ap.parse_args()
+    if args.statements:
+        statements_bench(args)
+        return
     args.data = str(args.data or args.data_pos or DEFAULT_DATA)
 
     if args.startup_probe:
@@ -282,6 +370,8 @@ def main() -> None:
     else:
         thr, how = args.threshold, "fixed by --threshold"
 
+    run_t, run_prec, run_share, ask_share = calibrate_run(b_in, s_in, k_in, gold, s_oos, k_oos, thr)
+
     ablation_rows = []
     if args.ablation:
         for label, over in ABLATIONS:
@@ -311,7 +401,9 @@ def main() -> None:
           f"{' + name' if not args.no_names else ''}{'; negative route: ' + str(len(data.get('oos_train', []))) + ' oos_train utterances' if not args.no_negative else ''}")
     print(f"encoder: {enc.name} (dim {enc.dim}{', backend ' + enc.backend if hasattr(enc, 'backend') else ''}); head: {args.head}; min_similarity {layer.min_similarity:.2f}; "
           f"command layer {'on' if args.with_commands else 'off'}")
-    print(f"threshold: {thr:.4f} ({how})")
+    print(f"threshold: {thr:.4f} ({how}); at or above it the router proposes the route (ask)")
+    print(f"run threshold: {run_t:.4f} (calibrated on {args.eval_split}: smallest with >= 97% of the queries that run routed right;"
+          f" precision {run_prec:.3f}; in-scope queries that run {run_share:.1%}, ask {ask_share:.1%})")
     print(f"machine: {os.cpu_count()} cores; load average {load0[0]:.2f} at start, {load1[0]:.2f} at end")
     print()
     print(f"  {'metric':44s} {'value':>10s}  target")
@@ -351,6 +443,8 @@ def main() -> None:
         "p50_ms": round(head["p50"], 2),
         "startup_cold_s": round(cold_s, 3),
         "threshold": round(thr, 5),
+        "run_threshold": round(run_t, 5),
+        "run_precision": round(run_prec, 4),
         "threshold_tuned_on": None if args.threshold is not None else args.eval_split,
         "encoder": enc.name,
         "backend": getattr(enc, "backend", None),

@@ -29,6 +29,9 @@ class RouterConfig:
         embedding: settings of the embedding layer (used when an encoder is given).
         llm_threshold: minimum LLM confidence to propose a route (0–1; below: chat).
         llm_run_threshold: minimum LLM confidence to run without asking.
+        statement_ask_threshold: a statement or a question about the topic never runs;
+            the bot asks only when the deciding layer's score is at least this (the
+            embedding or LLM score; rules never fire on statements), else it is chat.
         llm_timeout_s: seconds to wait for the LLM hook.
     """
 
@@ -38,6 +41,7 @@ class RouterConfig:
     llm_threshold: float = 0.5
     llm_timeout_s: float = 10.0
     llm_run_threshold: float = 0.8
+    statement_ask_threshold: float = 0.9
 
 
 class Router:
@@ -196,10 +200,16 @@ class Router:
         d = replace(d, args=checked.values, missing=checked.missing)
         reasons = []
         if not act.may_run:
-            run_t = self._run_threshold(d.layer, route)
-            if d.outcome is Outcome.RUN and d.score >= run_t and d.layer is not Layer.RULES:
-                return replace(d, outcome=Outcome.ASK, candidates=(), why=f"the message reads as a {act.value}, not a request: asking instead of running")
-            return chat_decision(f"{d.reason}; but the message reads as a {act.value}, not a request", d.score, Candidate(route.name, d.score))
+            ask_t = max(self.config.statement_ask_threshold, self._run_threshold(d.layer, route))
+            if d.score >= ask_t and d.layer is not Layer.RULES:
+                return replace(
+                    d, outcome=Outcome.ASK, candidates=(),
+                    why=f"the message reads as a {act.value}, not a request: never runs; asks since score {d.score:.2f} >= {ask_t:.2f}",
+                )
+            return replace(
+                chat_decision(f"{d.reason}; but the message reads as a {act.value}, not a request", d.score, Candidate(route.name, d.score)),
+                why=f"a {act.value} never runs; score {d.score:.2f} < {ask_t:.2f} needed to ask",
+            )
         if d.outcome is Outcome.ASK:
             reasons.append(d.why or "medium confidence")
         effect = self.effect_of(route)

@@ -72,8 +72,13 @@ _NOT_IMPERATIVE_NEXT = frozenset(
 """A verb-looking first word followed by one of these is a noun ("restart failed", "deploy
 is at 5", "check was green"), so the message is not an imperative."""
 
-_Q_PRESENT = frozenset("is are am how what what's whats which where who whose can could will would do does any has have".split())
-_Q_TOPIC = frozenset("why did was were when who's should shall".split())
+_Q_PRESENT = frozenset("is are am how what what's whats which where can could will would do does any has have".split())
+_Q_TOPIC = frozenset("why did was were when who who's whose should shall".split())
+_NOTE = re.compile(
+    r"^(?:fyi|btw|note(?:\s+to\s+self)?|heads[\s-]?up|reminder|remember|just\s+so\s+you\s+know|so\s+you\s+know|for\s+the\s+record|"
+    r"for\s+your\s+information|psa|update|status)\b",
+    re.I,
+)
 _TOPIC_PATTERNS = re.compile(
     r"\b(?:does|do)\s+\S+(?:\s+\S+)?\s+(?:do|mean|work|take|cost)\b|\bwhat\s+(?:is|are)\s+(?:a|an|the)\s+[\w-]+\s+(?:for|made of)\b|"
     r"\bhow\s+(?:does|do)\b|\b(?:did|have|has)\s+(?:you|we|they|he|she|someone|anyone)\b|\b(?:should|shall)\s+(?:i|we)\b",
@@ -108,6 +113,8 @@ def speech_act(text: str) -> SpeechAct:
         return SpeechAct.STATEMENT
     first = words[0]
     question_mark = raw.rstrip().endswith("?")
+    if _NOTE.match(t):
+        return SpeechAct.STATEMENT
     if _POLITE.match(t):
         rest = _POLITE.sub("", t, count=1).strip()
         # "can you tell me why the disk filled up" is still a request to the bot
