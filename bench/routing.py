@@ -94,7 +94,9 @@ def make_config(args, threshold: float | None, margin: float | None = 0.0):
     emb = EmbeddingConfig(head=args.head, threshold=threshold, name_as_example=not args.no_names)
     if margin is not None:
         emb = replace(emb, margin=margin)
-    return RouterConfig(embedding=emb, commands=args.with_commands)
+    # CLINC150 scores intent classification: its in-scope queries include statements ("my card
+    # got declined"), so the chat-ops statement gate is off here (--statements measures it).
+    return RouterConfig(embedding=emb, commands=args.with_commands, speech_acts=False)
 
 
 def encoder_kwargs(args) -> dict:

@@ -12,42 +12,27 @@ absolute positions, token type 0, no padding since one text is run at a time);
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
-_DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": None, "F64": np.float64, "I64": np.int64, "I32": np.int32}
-
 
 def load_safetensors(path: str | Path) -> dict[str, np.ndarray]:
-    """Read a ``.safetensors`` file into NumPy arrays (read-only views of one buffer).
+    """Read a ``.safetensors`` file into NumPy arrays with the ``safetensors`` library
+    (``safetensors.numpy.load_file``; no torch involved).
 
-    Format (huggingface/safetensors): 8-byte little-endian header length ``n``, ``n``
-    bytes of JSON ``{name: {"dtype", "shape", "data_offsets": [begin, end]}}``, then
-    the raw tensor bytes. Raises ``ValueError`` for a truncated file or an
-    unsupported dtype (BF16).
+    Raises ``ImportError`` when ``safetensors`` is missing (it is in the ``minilm``
+    extra) and ``ValueError`` for a file that is not valid safetensors.
     """
-    raw = Path(path).read_bytes()
-    if len(raw) < 8:
-        raise ValueError(f"{path}: not a safetensors file (too short)")
-    n = int.from_bytes(raw[:8], "little")
-    header = json.loads(raw[8 : 8 + n])
-    base = 8 + n
-    out: dict[str, np.ndarray] = {}
-    for key, info in header.items():
-        if key == "__metadata__":
-            continue
-        dt = _DTYPES.get(info["dtype"])
-        if dt is None:
-            raise ValueError(f"{path}: tensor {key} has unsupported dtype {info['dtype']}")
-        begin, end = info["data_offsets"]
-        if base + end > len(raw):
-            raise ValueError(f"{path}: tensor {key} runs past the end of the file")
-        count = (end - begin) // np.dtype(dt).itemsize
-        out[key] = np.frombuffer(raw, dtype=dt, count=count, offset=base + begin).reshape(info["shape"])
-    return out
+    from safetensors.numpy import load_file
+
+    try:
+        return load_file(str(path))
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path}: cannot read safetensors weights: {e}") from e
+    except Exception as e:  # safetensors raises its own SafetensorError for corrupt headers
+        raise ValueError(f"{path}: cannot read safetensors weights: {type(e).__name__}: {e}") from e
 
 
 def _erf(x: np.ndarray) -> np.ndarray:

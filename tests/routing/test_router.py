@@ -15,6 +15,7 @@ from bot.routing import (
     EmbeddingConfig,
     Layer,
     LLMLayer,
+    Outcome,
     Route,
     Router,
     RouterConfig,
@@ -248,9 +249,15 @@ class FakeLLM:
 async def test_llm_decides_when_earlier_layers_do_not():
     llm = FakeLLM(("Reboot", 0.8))
     r = Router(ROUTES, classify=llm)
-    d = await r.route("the box is wedged, do something")
+    d = await r.route("do something about the wedged box")
     assert d.layer is Layer.LLM and d.route == "reboot" and d.score == 0.8
-    assert llm.calls == [("the box is wedged, do something", ["deploy", "disk-check", "restart", "reboot"])]  # no negative route
+    assert llm.calls == [("do something about the wedged box", ["deploy", "disk-check", "restart", "reboot"])]  # no negative route
+    assert d.outcome is Outcome.ASK and "changes things" in d.why  # reboot declares no effect: asking is the default
+    # a statement never runs: even a confident classifier only makes the bot ask, a weak one is chat
+    sure = await Router(ROUTES, classify=FakeLLM(("reboot", 0.95))).route("the box is wedged again")
+    assert sure.outcome is Outcome.ASK and "statement" in sure.why
+    weak = await Router(ROUTES, classify=FakeLLM(("reboot", 0.8))).route("the box is wedged again")
+    assert weak.outcome is Outcome.CHAT and weak.route is None
 
 
 async def test_llm_not_called_when_rules_match():
