@@ -328,6 +328,16 @@ class SlackListeners:
 
     async def _run_button(self, msg: Message, body: dict[str, Any], action: dict[str, Any]) -> None:
         original = body.get("message") or {}
+        if action.get("action_id") == "baton_choice" and original.get("ts") and original.get("blocks"):
+            # a routing question is answered once: its buttons give way to the answer
+            await self._best_effort(
+                self.outlet.client.chat_update(
+                    channel=msg.channel,
+                    ts=original["ts"],
+                    text=original.get("text", ""),
+                    blocks=without_actions(original["blocks"], f"Answered “{msg.text}” by <@{msg.author}>"),
+                )
+            )
         if action.get("action_id") == ACTION_RETRY and original.get("ts") and original.get("blocks"):
             # one retry per result: the buttons give way to who asked
             await self._best_effort(

@@ -29,6 +29,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters._slack_render import (
     SECTION_LIMIT,
+    choice_buttons,
     escape,
     first_line,
     fits_inline,
@@ -155,6 +156,12 @@ class SlackOutlet:
         return cls(client, status_min_interval=settings.status_min_interval, inline_limit=settings.inline_limit, session=session)
 
     # -- Outlet ----------------------------------------------------------------
+
+    async def send_choices(self, key: ThreadKey, text: str, choices: list[tuple[str, str]]) -> None:
+        """Ask ``text`` in the thread with one button per ``(label, reply)`` (routing's
+        ask outcome); a click comes back as the clicker's message ``reply``."""
+        self._touch(key)
+        await self._post(key, text, reply_blocks(text) + [choice_buttons(key.thread, choices)])
 
     async def send(self, key: ThreadKey, text: str) -> None:
         """Reply ``text`` in the thread ``key`` (``chat.postMessage`` with ``thread_ts``).

@@ -134,6 +134,24 @@ def run_buttons(run_id: int, thread: str, failed_step: str | None) -> dict[str, 
     }
 
 
+ACTION_CHOICE = "baton_choice"
+"""A reply button under a routing question ("Run disk-check? Reply yes, or pick 1) … 2) …")."""
+
+
+def choice_buttons(thread: str, choices: list[tuple[str, str]]) -> dict[str, Any]:
+    """The actions block under a routing question: one button per ``(label, reply)``
+    (at most 5); a click answers as if the clicker typed ``reply`` in the thread."""
+    return {
+        "type": "actions",
+        "block_id": ACTIONS_BLOCK_ID,
+        "elements": [
+            _button(ACTION_CHOICE, label[:75], json.dumps({"thread": thread, "reply": reply[:200]}, separators=(",", ":")),
+                    "primary" if i == 0 else None)
+            for i, (label, reply) in enumerate(choices[:5])
+        ],
+    }
+
+
 def without_actions(blocks: list[dict[str, Any]], note: str) -> list[dict[str, Any]]:
     """``blocks`` with the run buttons replaced by a context line ``note`` (after a click)."""
     kept = [b for b in blocks if b.get("block_id") != ACTIONS_BLOCK_ID]

@@ -172,9 +172,16 @@ def button_command(action_id: str, value: str) -> tuple[str, str] | None:
     ``value`` is :func:`adapters._slack_render.button_value` JSON; ``baton_retry_step``
     → ``/rerun ID from STEP`` (``/rerun ID`` when no step failed), ``baton_show_log``
     → ``/run show ID``, ``baton_approve`` / ``baton_reject`` → ``/approve ID STEP`` /
-    ``/reject ID STEP``. The click is the clicking user's command (the core checks
+    ``/reject ID STEP``; ``baton_choice`` → the reply it carries (``yes``, ``2``, ``no``)
+    to a routing question. The click is the clicking user's command (the core checks
     their permission).
     """
+    if action_id == "baton_choice":  # a routing question's reply button (adapters._slack_render.choice_buttons)
+        try:
+            data = json.loads(value)
+            return str(data["thread"]), str(data["reply"])
+        except (ValueError, KeyError, TypeError):
+            return None
     to_command = BUTTONS.get(action_id)
     if to_command is None:
         return None

@@ -407,6 +407,16 @@ class DiscordOutlet:
         """Post ``text`` as a reply in the thread ``key`` (see the class docstring)."""
         await self._send(key, text, None)
 
+    async def send_choices(self, key: ThreadKey, text: str, choices: list[tuple[str, str]]) -> None:
+        """Ask ``text`` with one button per ``(label, reply)`` (routing's ask outcome); a
+        click is the clicker's message ``reply`` in the thread (:meth:`BatonDiscordClient.button_choice`)."""
+        view = discord.ui.View(timeout=None)
+        for i, (label, reply) in enumerate(choices[:5]):
+            if re.fullmatch(r"[^\s:]{1,64}", reply):
+                style = discord.ButtonStyle.primary if i == 0 else discord.ButtonStyle.secondary
+                view.add_item(ActionButton("choice", 0, reply, label=label[:80], style=style))
+        await self._send(key, text, view if view.children else None)
+
     async def send_run_result(self, key: ThreadKey, text: str, run_id: int, status: str) -> None:
         """Post run ``run_id``'s result; a failed run's result gets Retry and Show log buttons."""
         await self._send(key, text, await self._result_buttons(run_id) if status == "failed" else None)
@@ -849,6 +859,15 @@ class BatonDiscordClient(discord.Client):
         await interaction.edit_original_response(content=f"Retrying run #{run_id}{where}; status and result follow in the thread.", allowed_mentions=NO_MENTIONS)
         await self.app.bot.handle(msg, self.outlet)
 
+    async def button_choice(self, interaction: discord.Interaction, run_id: int, step: str | None) -> None:
+        """A routing question's reply button: the reply (``yes``, ``2``, ``no``, a value) becomes
+        the clicking user's message in this thread; the core checks their permission."""
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        key = self._key_here(interaction)
+        msg = self.baton_message(interaction.user, step or "", key, f"interaction:{interaction.id}")
+        await interaction.edit_original_response(content=f"Answered “{step}”.", allowed_mentions=NO_MENTIONS)
+        await self.app.bot.handle(msg, self.outlet)
+
     async def button_approve(self, interaction: discord.Interaction, run_id: int, step: str | None) -> None:
         """Approve: ``/approve ID STEP`` as the clicking user (public answer; a refusal only to them)."""
         await self._decide(interaction, run_id, step, "approve")
@@ -965,6 +984,7 @@ BUTTON_ACTIONS: dict[str, ButtonHandler] = {
     "log": BatonDiscordClient.button_log,
     "approve": BatonDiscordClient.button_approve,
     "reject": BatonDiscordClient.button_reject,
+    "choice": BatonDiscordClient.button_choice,
 }
 
 

@@ -160,3 +160,20 @@ async def test_reject_needs_the_approver_role(env: DiscordEnv) -> None:
     assert run.status == "failed"
     result = env.api.channel_messages(thread_id)[-1]
     assert "rejected by Alice" in result["content"] and "Retry from s2" in buttons(result)
+
+
+async def test_a_routing_question_has_reply_buttons_and_a_click_answers_it(env: DiscordEnv) -> None:
+    d = env.feed(env.message("restart the api service", CHANNEL_ID, mention_bot=True))  # a changing workflow: asks first
+    await env.settle()
+    [call] = env.api.find(START_THREAD, channel_id=CHANNEL_ID, message_id=d["id"])
+    thread_id = call.params["message_id"]
+    question = env.api.channel_messages(thread_id)[-1]
+    assert question["content"].startswith("Run restart-service service=api? Reply yes or no.")
+    assert buttons(question) == {"Run restart-service": "baton:choice:0:yes", "No": "baton:choice:0:no"}
+    assert await env.app.runs.list() == []
+    click = env.feed(env.click(question, buttons(question)["Run restart-service"], user=BOB))
+    await env.settle()
+    assert env.callbacks(click["id"])[0].json == {"type": 5, "data": {"flags": EPHEMERAL}}
+    [run] = await env.app.runs.list()
+    assert run.requested_by == BOB["id"] and run.status == "succeeded"
+    assert env.api.channel_messages(thread_id)[-1]["content"].startswith("```\nRun #1 succeeded")

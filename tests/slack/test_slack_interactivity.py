@@ -182,3 +182,26 @@ async def test_reject_button_fails_the_run(harness: Harness) -> None:
     await harness.settle()
     (result,) = [p for p in harness.posts(thread_ts=thread) if p.args["text"].startswith("Run #1 failed")]
     assert "rejected by bob" in json.dumps(result.args["blocks"])
+
+
+async def test_a_routing_question_has_reply_buttons_and_a_click_answers_it(harness: Harness) -> None:
+    body = mention("restart the api service")  # a route to a changing workflow: the bot asks first
+    await harness.event(body)
+    await harness.settle()
+    thread = body["event"]["ts"]
+    (question,) = [p for p in harness.posts(thread_ts=thread) if p.args["text"].startswith("Run restart-service")]
+    (actions,) = [b for b in question.args["blocks"] if b["type"] == "actions"]
+    assert [(e["action_id"], e["text"]["text"], json.loads(e["value"])) for e in actions["elements"]] == [
+        ("baton_choice", "Run restart-service", {"thread": thread, "reply": "yes"}),
+        ("baton_choice", "No", {"thread": thread, "reply": "no"}),
+    ]
+    assert await harness.app.runs.list() == []  # type: ignore[union-attr]
+    status, _, took = await harness.form(click(question, "baton_choice", user="W333"))
+    assert status == 200 and took < 0.5
+    await harness.settle()
+    (run,) = await harness.app.runs.list()  # type: ignore[union-attr]
+    assert run.requested_by == "W333" and run.status == "succeeded"
+    texts = [p.args["text"] for p in harness.posts(thread_ts=thread)]
+    assert any(t.startswith("Run #1 succeeded") for t in texts)
+    (edit,) = harness.slack.calls_to("chat.update", lambda c: c.args["ts"] == question.response["ts"])
+    assert not [b for b in edit.args["blocks"] if b["type"] == "actions"] and "by <@W333>" in json.dumps(edit.args["blocks"])
