@@ -174,32 +174,41 @@ class LLM:
 
     # -- routing ---------------------------------------------------------------------
 
-    async def classify(self, text: str, route_names: Sequence[str]) -> tuple[str | None, float]:
+    async def classify(self, text: str, route_names: Sequence[str]) -> tuple[str | None, float, dict[str, str]]:
         """The routing layer's LLM classifier: which route ``text`` asks for (or none).
 
-        Asks the default provider for JSON ``{"route": NAME|null, "confidence": 0..1}``
-        constrained to ``route_names``; anything else counts as no route.
+        Asks the default provider for JSON ``{"route": NAME|null, "confidence": 0..1,
+        "args": {slot: value}}`` constrained to ``route_names``; anything else counts as
+        no route. ``args`` are the slots the message fills (``restart the api`` →
+        ``{"service": "api"}``); the router keeps only the route's declared parameters
+        and validates their values before anything runs.
 
         Raises:
             ProviderError: the provider failed (the router then falls back to chat).
         """
         system = (
             "You route chat-ops requests. Answer with JSON only: "
-            '{"route": <one of the names or null>, "confidence": <0 to 1>}. '
-            "Names: " + ", ".join(route_names) + ". Use null for anything that is not clearly one of them."
+            '{"route": <one of the names or null>, "confidence": <0 to 1>, "args": {<slot>: <one-word value>}}. '
+            "Names: " + ", ".join(route_names) + ". Use null for anything that is not clearly one of them, "
+            "and for statements or questions about a topic that do not ask for the action. "
+            "args: only values the message states (e.g. service, host, env); {} if none."
         )
         p = self.registry.get(None)
         reply = []
-        async for ev in p.stream([ChatMessage("user", text)], system=system, max_tokens=60):
+        async for ev in p.stream([ChatMessage("user", text)], system=system, max_tokens=100):
             if isinstance(ev, TextDelta):
                 reply.append(ev.text)
         raw = "".join(reply)
         try:
             data = json.loads(raw[raw.index("{") : raw.rindex("}") + 1])
             name, conf = data.get("route"), float(data.get("confidence", 0))
+            args = data.get("args") or {}
+            if not isinstance(args, dict):
+                args = {}
         except (ValueError, TypeError, AttributeError):
-            return None, 0.0
-        return (name if name in route_names else None), max(0.0, min(1.0, conf))
+            return None, 0.0, {}
+        slots = {str(k): str(v) for k, v in args.items() if isinstance(v, (str, int, float)) and str(v).strip()}
+        return (name if name in route_names else None), max(0.0, min(1.0, conf)), slots
 
     # -- summaries -------------------------------------------------------------------
 

@@ -249,3 +249,19 @@ routes:
         assert [r.status for r in await app.runs.list()] == ["succeeded", "succeeded"]
     finally:
         await app.aclose()
+
+
+async def test_llm_slots_become_arguments_and_a_change_still_asks(sqlite_url: str, outlet: RecordingOutlet) -> None:
+    async with FakeLLMServer('{"route": "restart-service", "confidence": 0.95, "args": {"service": "web", "note": "x"}}') as server:
+        providers = {"local": {"kind": "openai_compatible", "model": "llama3.1:8b", "base_url": server.openai_base_url}}
+        app = await start(sqlite_url, outlet, providers=providers)
+        try:
+            await app.bot.handle(msg("could you give the web tier a kick"), outlet)
+            await app.bot.drain()
+            assert outlet.texts[-1] == "Run restart-service service=web? Reply yes or no."
+            assert await app.runs.list() == []
+            await app.bot.handle(msg("y"), outlet)
+            await app.bot.drain()
+            assert outlet.texts[-1].startswith("Run #1 succeeded") and "restart requested for web" in outlet.texts[-1]
+        finally:
+            await app.aclose()
