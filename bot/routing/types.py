@@ -167,8 +167,9 @@ class Decision:
 
     Attributes:
         layer: the layer that decided (:attr:`Layer.CHAT` when nothing fired).
-        route: the route that fired; ``None`` for chat, for an ambiguous decision, and
-            for an explicit command that names no known route.
+        route: the route that fired (outcome run) or is proposed (outcome ask);
+            ``None`` for chat, for an ambiguous decision (two close candidates), and for
+            an explicit command that names no known route.
         score: the deciding score: ``1.0`` for commands and patterns, the keyword
             score for keywords, the embedding head's score (see
             :class:`bot.routing.embedding.EmbeddingConfig`), or the LLM's confidence.
