@@ -235,3 +235,30 @@ def test_shipped_routes_run_requests_but_not_statements(name: str, request: pyte
         assert r.route_sync(text).route == want, text
     for text in STATEMENTS:
         assert r.route_sync(text).route is None, text
+
+
+def test_minilm_runs_without_torch(minilm_encoder):
+    """The ``minilm`` extra has no torch: in a fresh interpreter where torch, transformers and
+    sentence-transformers cannot be imported, the encoder still loads (weights read with the
+    safetensors library) and gives the same vector as in this process."""
+    import json
+
+    code = r"""
+import importlib.abc, json, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "transformers", "sentence_transformers"):
+            raise ImportError(f"blocked: {name}")
+        return None
+sys.meta_path.insert(0, Block())
+from bot.routing import load_encoder
+enc = load_encoder("minilm")
+v = enc.embed_queries(["is the disk getting full"])[0]
+print(json.dumps({"backend": enc.backend, "v": [float(x) for x in v[:8]], "torch": "torch" in sys.modules}))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=str(HERE.parents[1]))
+    assert out.returncode == 0, out.stderr
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["torch"] is False and got["backend"] in ("onnx", "numpy")
+    ref = minilm_encoder.embed_queries(["is the disk getting full"])[0][:8]
+    assert np.allclose(got["v"], ref, atol=1e-4)
