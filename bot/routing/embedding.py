@@ -25,9 +25,12 @@ Pipeline (all vectors L2-normalised, float32):
 
    * the best class overall is a *negative* route → chat;
    * both are within ``band`` of (or above) their thresholds and ``s1 - s2 <
-     margin`` → **ambiguous** (the bot asks "did you mean 1) … 2) …");
+     margin`` → **ambiguous** (outcome ask: "Run X? Reply yes, or pick 1) … 2) …");
    * ``s1 ≥ t1`` and the raw cosine to the route's nearest example is at least
-     ``min_similarity`` → the route fires;
+     ``min_similarity`` → the route is proposed: outcome **run** at ``s1 ≥
+     run_threshold``, else **ask** (with the runner-up as a second option when it is
+     near its own threshold). The router's policy may still turn a run into an ask
+     (see :mod:`bot.routing.router`);
    * otherwise → chat (reason says how close it came).
 
 The softmax score is relative to the other routes, so with very few routes and no

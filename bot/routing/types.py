@@ -180,7 +180,7 @@ class Decision:
         args: arguments extracted from the text (regex named groups; for commands
             ``command`` and ``text``). Read-only.
         candidates: for an ambiguous decision, the two closest routes, best first
-            (the bot asks "did you mean 1) … 2) …"); empty otherwise.
+            (the bot asks "Run X? Reply yes, or pick 1) … 2) …"); empty otherwise.
         suggestions: for an explicit command naming an unknown route, the closest
             known names (:func:`bot.routing.names.close_names`).
         outcome: run / ask / chat (:class:`Outcome`). Defaults from the other fields:
@@ -219,7 +219,7 @@ class Decision:
     @property
     def ambiguous(self) -> bool:
         """True when two routes were too close to call (see :attr:`candidates`): the bot
-        asks "did you mean 1) … 2) …"."""
+        asks "Run X? Reply yes, or pick 1) … 2) …"."""
         return self.route is None and len(self.candidates) >= 2
 
     @property
