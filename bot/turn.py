@@ -627,6 +627,13 @@ class Bot:
             return
         if args:
             bad = [f"{k}={v!r}: {p}" for k, v in args.items() if (p := value_problem(_ANY, v))]
+            declared = self.router.workflow_params.get(text, ()) if self.router is not None else ()
+            if declared and not bad:  # the workflow's declared inputs (choices, pattern) hold for explicit runs too
+                from bot.routing import check_arguments
+
+                checked = check_arguments(args, declared)
+                bad = list(checked.problems) + [f"{m}: missing" for m in checked.missing if m not in args]
+                args = {**args, **checked.values}
             if bad:
                 await self.reply(msg.key, outlet, "Not run: " + "; ".join(bad) + ".")
                 return

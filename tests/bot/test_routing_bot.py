@@ -105,6 +105,9 @@ async def test_explicit_run_never_asks_and_takes_named_arguments(sqlite_url: str
         await app.bot.handle(msg("run: restart-service service=-rf"), outlet)
         await app.bot.drain()
         assert outlet.texts[-1] == "Not run: service='-rf': must not start with '-'." and len(await app.runs.list()) == 1
+        await app.bot.handle(msg("run: restart-service service=db"), outlet)  # the workflow's declared choices hold
+        await app.bot.drain()
+        assert outlet.texts[-1] == "Not run: service='db': not one of api, web, worker." and len(await app.runs.list()) == 1
     finally:
         await app.aclose()
 
