@@ -99,8 +99,34 @@ def _strip(text: str) -> str:
     return t
 
 
+_CLAUSE = re.compile(r"[,;.!?:]\s+|\s+-+\s+|\s+(?:so|and\s+then|then)\s+", re.I)
+
+
+def _imperative(clause: str) -> bool:
+    """True when ``clause`` (a later part of a message) is itself a request."""
+    c = _strip(clause)
+    if _POLITE.match(c):
+        return True
+    words = re.findall(r"[a-z0-9][a-z0-9'’_-]*", c.lower())
+    if not words or words[0] not in _VERBS:
+        return False
+    nxt = words[1] if len(words) > 1 else ""
+    return not (nxt in _NOT_IMPERATIVE_NEXT or re.match(r"^[a-z]+ed$", nxt))
+
+
 def speech_act(text: str) -> SpeechAct:
-    """Classify the form of ``text`` (see the module docstring). Never raises."""
+    """Classify the form of ``text`` (see the module docstring). Never raises.
+
+    A report followed by a request ("the api is down, restart it", "disk is full - can
+    you check?") is a request: every later clause is checked for an imperative."""
+    act = _speech_act(text)
+    if act is SpeechAct.STATEMENT and not _QUOTE.match(text.strip()) and not _NOTE.match(_strip(text)):
+        if any(_imperative(c) for c in _CLAUSE.split(text.strip())[1:] if c.strip()):
+            return SpeechAct.REQUEST
+    return act
+
+
+def _speech_act(text: str) -> SpeechAct:
     raw = text.strip()
     if not raw or _QUOTE.match(raw):
         return SpeechAct.STATEMENT

@@ -60,6 +60,10 @@ class FakeLLM:
         ("fyi I restarted the worker", SpeechAct.STATEMENT),
         ("just so you know the health endpoint moved", SpeechAct.STATEMENT),
         ("> restart the api service", SpeechAct.STATEMENT),
+        ("the api is down, restart it", SpeechAct.REQUEST),
+        ("disk is nearly full - can you check", SpeechAct.REQUEST),
+        ("I already checked the disk, it's fine", SpeechAct.STATEMENT),
+        ("note to self: bounce the api after the config change", SpeechAct.STATEMENT),
         ("", SpeechAct.STATEMENT),
     ],
 )
