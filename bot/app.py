@@ -188,6 +188,10 @@ class App:
         retention = Retention(db, sessions, memory, settings.retention)
         tasks = [asyncio.create_task(retention.loop(), name="baton-retention")]
         app = cls(settings, db, sessions, runs, catalog, manager, bot, memory, retention, llm, tasks)
+        if settings.webhooks:  # runs of any process write their webhook events to the outbox (baton serve delivers)
+            from bot.server.events import install as install_run_hook
+
+            install_run_hook(app)
         sc = settings.scheduling
         options: dict[str, Any] = {
             "default_tz": sc.timezone,

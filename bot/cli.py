@@ -5,6 +5,8 @@
     baton db upgrade                     apply database migrations
     baton workflow check "<text>"        parse workflow text and print its graph
     baton workflow list                  the named workflows
+    baton serve [--host H] [--port P]    REST API, Slack events, metrics (bot/server)
+    baton token create|list|revoke       API tokens;  baton webhooks log|test
 """
 
 from __future__ import annotations
@@ -36,6 +38,15 @@ def _add_schedule_app() -> None:
 
 
 _add_schedule_app()
+
+
+def _add_server_commands() -> None:
+    from bot.server.cli import register
+
+    register(app)
+
+
+_add_server_commands()
 
 
 def _settings() -> Settings:

@@ -135,6 +135,11 @@ class RunManager:
             await self.runs.save_steps([_reuse(r, run_id) for r in prior.values()])
         return self._launch(run_id, key, graph, {k: _reuse(v, run_id) for k, v in (prior or {}).items()}, fired_by)
 
+    def launch(self, run_id: int, key: ThreadKey, graph: Graph, prior: Mapping[str, StepRecord] | None = None) -> ActiveRun:
+        """Start executing run ``run_id`` whose row was already written (state ``queued``),
+        e.g. by the API's admission transaction; returns at once with the active run."""
+        return self._launch(run_id, key, graph, {k: _reuse(v, run_id) for k, v in (prior or {}).items()})
+
     def _launch(
         self, run_id: int, key: ThreadKey, graph: Graph, prior: Mapping[str, StepRecord], fired_by: str | None = None
     ) -> ActiveRun:

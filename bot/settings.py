@@ -106,6 +106,35 @@ class RetentionSettings(BaseModel):
     idle_session_days: float = Field(90.0, description="delete the messages and summaries of threads idle this long")
     max_messages_per_thread: int = Field(10000, description="beyond this, the oldest messages are summarized, then deleted")
     run_days: float = Field(30.0, description="delete finished runs, their checkpoints and old event ids after this long")
+    audit_days: float = Field(365.0, description="delete audit rows and webhook delivery records older than this")
+
+
+class ServerSettings(BaseModel):
+    """``[server]``: ``baton serve`` (REST API, Slack events, metrics; see bot/server)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8700
+    rate_limit: float = Field(20.0, description="requests per second per API token (token bucket refill rate)")
+    rate_burst: int = Field(40, description="token bucket size: requests a token may make at once")
+    webhook_retry_initial: float = Field(1.0, description="seconds before the first webhook retry (doubles each time)")
+    webhook_retry_max: float = Field(3600.0, description="longest wait between webhook retries, seconds")
+    webhook_max_age: float = Field(86400.0, description="seconds after which an undelivered webhook event is given up")
+    webhook_timeout: float = Field(10.0, description="seconds a receiver has to answer one delivery")
+    json_logs: bool = Field(True, description="log JSON lines (run id, thread, trace id) from baton serve")
+
+
+WEBHOOK_EVENTS = ("run.succeeded", "run.failed", "run.cancelled", "step.finished", "step.failed", "approval.requested")
+
+
+class WebhookEntry(BaseModel):
+    """``[webhooks.NAME]``: where and which events to POST, signed per Standard Webhooks."""
+
+    url: str
+    events: list[Literal["run.succeeded", "run.failed", "run.cancelled", "step.finished", "step.failed", "approval.requested"]] = Field(
+        default_factory=lambda: ["run.succeeded", "run.failed", "run.cancelled"]
+    )
+    workflows: list[str] = Field(default_factory=list, description="only runs of these workflows (empty: every run)")
+    secret_env: str = Field(description="environment variable holding the whsec_… secret")
 
 
 DEFAULT_SYSTEM_PROMPT = (
@@ -153,6 +182,8 @@ class Settings(BaseSettings):
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
     scheduling: SchedulingSettings = Field(default_factory=SchedulingSettings)
     routing: RoutingSettings = Field(default_factory=RoutingSettings)
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    webhooks: dict[str, WebhookEntry] = Field(default_factory=dict)
 
     @field_validator("data_dir", "config_dir")
     @classmethod

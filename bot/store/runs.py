@@ -13,20 +13,24 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any, Protocol
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.store.db import CONNECTION_ERRORS, Database, _aware, store_error
 from bot.store.errors import StoreError
-from bot.store.tables import runs, step_runs
+from bot.store.sqlite_worker import transaction
+from bot.store.tables import runs, step_runs, webhook_outbox
 from engine.events import StepRecord
 from engine.graph import Graph
 
 log = logging.getLogger("baton.store")
 
+_OUTBOX_COLS = ("event_id", "webhook", "event_type", "payload", "status", "attempts", "created_at", "next_attempt_at")
 _STEP_COLS = (
     "label",
     "kind",
@@ -97,17 +101,42 @@ def _step(r) -> StepRecord:  # type: ignore[no-untyped-def]
     )
 
 
+class RunHook(Protocol):
+    """Sees every run status change and step checkpoint (see :attr:`RunStore.hooks`).
+
+    ``status_rows`` / ``step_rows`` return ``webhook_outbox`` rows (dicts of its
+    columns) that are inserted *in the same transaction* as the change they describe,
+    so an event is recorded exactly when its state change commits (the outbox pattern).
+    ``committed`` / ``steps_committed`` are called after the commit (metrics, waking
+    a dispatcher); they must be cheap and must not raise.
+    """
+
+    async def status_rows(self, conn: AsyncConnection, run_id: int, status: str, error: str | None) -> list[dict[str, Any]]: ...
+
+    def step_rows(self, records: Sequence[StepRecord]) -> list[dict[str, Any]]: ...
+
+    def committed(self, run_id: int, status: str) -> None: ...
+
+    def steps_committed(self, records: Sequence[StepRecord]) -> None: ...
+
+
 class RunStore:
-    """Runs and step records in SQL; also the executor's checkpoint store."""
+    """Runs and step records in SQL; also the executor's checkpoint store.
+
+    Attributes:
+        hooks: :class:`RunHook` objects told about every status change and checkpoint
+            (``baton serve``'s webhooks outbox and metrics).
+    """
 
     def __init__(self, db: Database) -> None:
         self.db = db
-        self._queue: list[tuple[Sequence[StepRecord], asyncio.Future[None]]] = []
+        self._queue: list[tuple[Sequence[StepRecord], list[dict[str, Any]], asyncio.Future[None]]] = []
         self._wake = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
         self._closing = False
         self._sqlite = db.dialect == "sqlite"
         self._stmt = self._upsert()
+        self.hooks: list[RunHook] = []
         if self._sqlite:
             # Compile once for the worker thread; bind through the column types' own
             # processors so rows read back through SQLAlchemy parse identically.
@@ -116,6 +145,10 @@ class RunStore:
             self._sql = str(compiled)
             self._keys = tuple(compiled.positiontup or ())
             self._procs = tuple(step_runs.c[k].type.bind_processor(dialect) for k in self._keys)
+            ob = webhook_outbox.insert().compile(dialect=dialect, column_keys=list(_OUTBOX_COLS))
+            self._outbox_sql = str(ob)
+            self._outbox_keys = tuple(ob.positiontup or ())
+            self._outbox_procs = tuple(webhook_outbox.c[k].type.bind_processor(dialect) for k in self._outbox_keys)
 
     # -- runs ------------------------------------------------------------
 
@@ -151,6 +184,11 @@ class RunStore:
             with attempt:
                 async with self.db.begin(f"marking run {run_id} {status}") as conn:
                     await conn.execute(update(runs).where(runs.c.id == run_id).values(**values))
+                    extra = [r for h in self.hooks for r in await h.status_rows(conn, run_id, status, error)]
+                    if extra:
+                        await conn.execute(webhook_outbox.insert(), extra)
+        for h in self.hooks:
+            h.committed(run_id, status)
 
     async def get(self, run_id: int) -> tuple[RunRow, list[StepRecord]] | None:
         """A run and its step records, or ``None``."""
@@ -180,15 +218,28 @@ class RunStore:
         Raises:
             StoreError: the write failed (after retries); the step's caller reports it.
         """
+        extra = [r for h in self.hooks for r in h.step_rows(records)] if self.hooks else []
         if self._sqlite:
-            await self.db.worker.write(self._sql, [self._params(self._row(r)) for r in records], "checkpointing steps")
-            return
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.append((records, fut))
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.create_task(self._write_loop(), name="baton-checkpoint-writer")
-        self._wake.set()
-        await asyncio.shield(fut)
+            params = [self._params(self._row(r)) for r in records]
+            if extra:  # the outbox rows commit with the checkpoint, or neither does
+                outbox = [tuple(p(row[k]) if p else row[k] for k, p in zip(self._outbox_keys, self._outbox_procs)) for row in extra]
+
+                def body(c):  # type: ignore[no-untyped-def]
+                    c.executemany(self._sql, params)
+                    c.executemany(self._outbox_sql, outbox)
+
+                await self.db.worker.call(lambda c: transaction(c, body), "checkpointing steps")
+            else:
+                await self.db.worker.write(self._sql, params, "checkpointing steps")
+        else:
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._queue.append((records, extra, fut))
+            if self._writer is None or self._writer.done():
+                self._writer = asyncio.create_task(self._write_loop(), name="baton-checkpoint-writer")
+            self._wake.set()
+            await asyncio.shield(fut)
+        for h in self.hooks:
+            h.steps_committed(records)
 
     def _params(self, row: dict[str, object]) -> tuple[object, ...]:
         return tuple(p(row[k]) if p else row[k] for k, p in zip(self._keys, self._procs))
@@ -205,7 +256,8 @@ class RunStore:
                         return
                     continue
                 batch, self._queue = self._queue, []
-                rows = [self._row(r) for recs, _ in batch for r in recs]
+                rows = [self._row(r) for recs, _, _ in batch for r in recs]
+                outbox = [o for _, extra, _ in batch for o in extra]
                 try:
                     async for attempt in self.db.retrying():
                         with attempt:
@@ -213,6 +265,8 @@ class RunStore:
                                 if conn is None or conn.closed:
                                     conn = await self.db.engine.connect()
                                 await conn.execute(self._stmt, rows)
+                                if outbox:
+                                    await conn.execute(webhook_outbox.insert(), outbox)
                                 await conn.commit()
                             except (OperationalError, DBAPIError, *CONNECTION_ERRORS) as e:
                                 if conn is not None:
@@ -223,11 +277,11 @@ class RunStore:
                                     conn = None
                                 raise store_error("checkpointing steps", e) from e
                 except Exception as e:
-                    for _, fut in batch:
+                    for _, _, fut in batch:
                         if not fut.done():
                             fut.set_exception(e)
                     continue
-                for _, fut in batch:
+                for _, _, fut in batch:
                     if not fut.done():
                         fut.set_result(None)
                 if self._closing:

@@ -124,3 +124,68 @@ processed_events = Table(
     Column("received_at", DateTime(timezone=True), nullable=False),
     Column("meta", JSON, nullable=True),
 )
+
+# -- operating Baton as a service (issue 18; migration 0004_api_server) --------------
+
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("name", String(64), nullable=False),
+    Column("token_hash", String(64), nullable=False),  # sha256 hex of the token; the token itself is never stored
+    Column("scopes", String(255), nullable=False),  # comma-separated, e.g. "runs:read,runs:write"
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
+    UniqueConstraint("token_hash", name="uq_api_tokens_hash"),
+    Index("ix_api_tokens_name", "name"),
+)
+
+webhook_outbox = Table(
+    "webhook_outbox",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("event_id", String(64), nullable=False),  # the Standard Webhooks ``webhook-id``: stable across retries
+    Column("webhook", String(64), nullable=False),
+    Column("event_type", String(32), nullable=False),
+    Column("payload", Text, nullable=False),  # the JSON body, exactly as signed
+    Column("status", String(16), nullable=False),  # pending | delivered | failed (gave up)
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("next_attempt_at", DateTime(timezone=True), nullable=False),
+    Column("delivered_at", DateTime(timezone=True), nullable=True),
+    Column("last_error", Text, nullable=True),
+    UniqueConstraint("event_id", "webhook", name="uq_webhook_outbox_event"),
+    Index("ix_webhook_outbox_due", "status", "next_attempt_at"),
+)
+
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("outbox_id", _Id, ForeignKey("webhook_outbox.id", ondelete="CASCADE"), nullable=False),
+    Column("event_id", String(64), nullable=False),
+    Column("webhook", String(64), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("status_code", Integer, nullable=True),
+    Column("outcome", String(16), nullable=False),  # delivered | failed | error
+    Column("error", Text, nullable=True),
+    Column("duration_ms", Float, nullable=False),
+    Index("ix_webhook_deliveries_webhook_id", "webhook", "id"),
+)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("actor", String(255), nullable=False),  # platform user id, or api:TOKEN_NAME
+    Column("platform", String(32), nullable=False),
+    Column("channel", String(255), nullable=True),
+    Column("thread", String(255), nullable=True),
+    Column("action", String(32), nullable=False),  # run.start, run.cancel, run.rerun, run.approve, …
+    Column("target", String(255), nullable=True),  # e.g. "run:12", "schedule:3", "token:ci"
+    Column("outcome", String(16), nullable=False),  # ok | denied | failed
+    Column("detail", Text, nullable=True),
+    Index("ix_audit_log_at", "at"),
+)

@@ -1,0 +1,15 @@
+"""``baton serve``: Baton as a service (issue 18).
+
+One ASGI process (FastAPI on uvicorn) serving the REST API v1 (``/api/v1``), the Slack
+Events endpoint, ``/metrics``, ``/healthz``, ``/readyz`` and OpenAPI docs at ``/docs``.
+
+Modules: ``app`` (the factory :func:`create_app` and :func:`serve`), ``api_runs`` /
+``api_more`` (routers), ``auth`` (API tokens, scopes, rate limit), ``_admit`` (the one
+function that admits a run), ``events`` (outbox rows, metrics and live events at the
+run store), ``webhooks`` (delivery), ``audit``, ``metrics``, ``tracing``, ``problems``
+(RFC 9457 errors), ``cli`` (``baton serve|token|webhooks``).
+
+Importing this package does not import FastAPI; import :mod:`bot.server.app` for that.
+"""
+
+__all__: list[str] = []

@@ -1,0 +1,259 @@
+"""Webhook delivery from the outbox, signed per the Standard Webhooks specification.
+
+Rows of ``webhook_outbox`` are written by the run store in the same transaction as
+the event (see :mod:`bot.server.events`). :class:`Dispatcher` (a task of ``baton
+serve``) POSTs every due row to its ``[webhooks.NAME] url`` with the headers
+``webhook-id`` (the event id: stable across retries, so receivers dedupe on it),
+``webhook-timestamp`` and ``webhook-signature`` made by the ``standardwebhooks``
+library with the secret in the environment variable ``secret_env`` (``whsec_…``).
+
+A 2xx answer delivers the row. Anything else (status, timeout, connection error, a
+missing secret) is logged in ``webhook_deliveries`` and retried after
+``webhook_retry_initial`` seconds, doubling (±20 % jitter) up to
+``webhook_retry_max``, until ``webhook_max_age`` (a day by default) after the event;
+then the row is marked ``failed`` (given up). Delivery is therefore at least once.
+
+One dispatcher per database is assumed (the ``baton serve`` process).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import random
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+from sqlalchemy import func, select, update
+from standardwebhooks import Webhook
+
+from bot.server import metrics
+from bot.server.events import event_id
+from bot.settings import Settings, WebhookEntry
+from bot.store.db import Database, _aware
+from bot.store.tables import webhook_deliveries, webhook_outbox
+
+log = logging.getLogger("baton.server.webhooks")
+
+IDLE_POLL_S = 5.0
+CONCURRENCY = 16
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One attempt as logged (``webhook_deliveries``)."""
+
+    id: int
+    event_id: str
+    webhook: str
+    attempt: int
+    at: datetime
+    status_code: int | None
+    outcome: str
+    error: str | None
+    duration_ms: float
+    event_type: str | None = None
+
+    def json(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "event_id": self.event_id, "webhook": self.webhook, "event_type": self.event_type, "attempt": self.attempt,
+            "at": self.at.isoformat(), "status_code": self.status_code, "outcome": self.outcome, "error": self.error,
+            "duration_ms": round(self.duration_ms, 2),
+        }
+
+
+def signed_headers(entry: WebhookEntry, msg_id: str, payload: str, *, now: datetime | None = None) -> dict[str, str]:
+    """The Standard Webhooks headers for ``payload``.
+
+    Raises:
+        KeyError: the secret's environment variable is not set (the message names it).
+        standardwebhooks.WebhookVerificationError: the secret is not a valid ``whsec_…`` value.
+    """
+    secret = os.environ.get(entry.secret_env)
+    if not secret:
+        raise KeyError(f"environment variable {entry.secret_env} (the webhook's secret_env) is not set")
+    ts = now or datetime.now(UTC)
+    return {
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(int(ts.timestamp())),
+        "webhook-signature": Webhook(secret).sign(msg_id, ts, payload),
+        "content-type": "application/json",
+        "user-agent": "Baton-Webhooks/1",
+    }
+
+
+def backoff_s(attempts: int, initial: float, maximum: float) -> float:
+    """Seconds before the next try after ``attempts`` failures: ``initial·2^(n-1)`` capped, ±20 % jitter."""
+    base = min(maximum, initial * (2 ** max(0, attempts - 1)))
+    return base * random.uniform(0.8, 1.2)
+
+
+class Dispatcher:
+    """Delivers due outbox rows until cancelled.
+
+    Args:
+        db: the database holding the outbox.
+        settings: ``[webhooks.*]`` and ``[server]`` delivery settings.
+        client: the HTTP client (default: one of its own, closed by :meth:`aclose`).
+    """
+
+    def __init__(self, db: Database, settings: Settings, client: httpx.AsyncClient | None = None) -> None:
+        self.db = db
+        self.webhooks = dict(settings.webhooks)
+        self.cfg = settings.server
+        self._own_client = client is None
+        self.client = client or httpx.AsyncClient(timeout=self.cfg.webhook_timeout)
+        self._wake = asyncio.Event()
+        self._sem = asyncio.Semaphore(CONCURRENCY)
+
+    def wake(self) -> None:
+        """New outbox rows committed: look now rather than at the next poll."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Deliver until cancelled (``CancelledError`` propagates)."""
+        if not self.webhooks:
+            log.debug("no [webhooks] configured; the dispatcher only watches for rows")
+        while True:
+            self._wake.clear()
+            try:
+                n = await self.deliver_due()
+            except Exception as e:  # a database hiccup: try again after a pause
+                log.warning("webhook dispatcher: %s", e)
+                n = 0
+            if n:
+                continue
+            try:
+                wait = await self._next_wait()
+            except Exception:
+                wait = IDLE_POLL_S
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=wait)
+            except TimeoutError:
+                pass
+
+    async def _next_wait(self) -> float:
+        async with self.db.begin("reading the webhook outbox") as conn:
+            nxt = (await conn.execute(select(func.min(webhook_outbox.c.next_attempt_at)).where(webhook_outbox.c.status == "pending"))).scalar()
+        if nxt is None:
+            return IDLE_POLL_S
+        return max(0.01, min(IDLE_POLL_S, (_aware(nxt) - datetime.now(UTC)).total_seconds()))  # type: ignore[operator]
+
+    async def deliver_due(self, limit: int = 200) -> int:
+        """Try every due row once (concurrently, bounded); returns how many were tried."""
+        now = datetime.now(UTC)
+        async with self.db.begin("reading the webhook outbox") as conn:
+            rows = (
+                await conn.execute(
+                    select(webhook_outbox)
+                    .where(webhook_outbox.c.status == "pending", webhook_outbox.c.next_attempt_at <= now)
+                    .order_by(webhook_outbox.c.id)
+                    .limit(limit)
+                )
+            ).mappings().all()
+        if rows:
+            await asyncio.gather(*(self._deliver(dict(r)) for r in rows))
+        return len(rows)
+
+    async def _deliver(self, row: dict[str, Any]) -> None:
+        async with self._sem:
+            entry = self.webhooks.get(row["webhook"])
+            attempt = row["attempts"] + 1
+            t0 = time.perf_counter()
+            code: int | None = None
+            error: str | None = None
+            if entry is None:
+                error = f"webhook {row['webhook']!r} is no longer configured"
+            else:
+                try:
+                    headers = signed_headers(entry, row["event_id"], row["payload"])
+                    resp = await self.client.post(entry.url, content=row["payload"].encode(), headers=headers)
+                    code = resp.status_code
+                    if not 200 <= code < 300:
+                        error = f"HTTP {code}"
+                except (httpx.HTTPError, KeyError, ValueError) as e:
+                    error = f"{type(e).__name__}: {e}"
+            took_ms = (time.perf_counter() - t0) * 1000
+            await self._settle(row, attempt, code, error, took_ms)
+
+    async def _settle(self, row: dict[str, Any], attempt: int, code: int | None, error: str | None, took_ms: float) -> None:
+        now = datetime.now(UTC)
+        created = _aware(row["created_at"]) or now
+        values: dict[str, Any] = {"attempts": attempt, "last_error": error}
+        if error is None:
+            outcome = "delivered"
+            values.update(status="delivered", delivered_at=now)
+            metrics.WEBHOOK_SECONDS.labels(row["webhook"]).observe(max(0.0, (now - created).total_seconds()))
+        else:
+            outcome = "error" if code is None else "failed"
+            nxt = now + timedelta(seconds=backoff_s(attempt, self.cfg.webhook_retry_initial, self.cfg.webhook_retry_max))
+            if (nxt - created).total_seconds() > self.cfg.webhook_max_age:
+                values["status"] = "failed"
+                metrics.WEBHOOK_DELIVERIES.labels(row["webhook"], "gave_up").inc()
+                log.warning("webhook %s: gave up on event %s after %d attempts (%s)", row["webhook"], row["event_id"], attempt, error)
+            else:
+                values["next_attempt_at"] = nxt
+        metrics.WEBHOOK_DELIVERIES.labels(row["webhook"], outcome).inc()
+        async with self.db.begin("recording a webhook delivery") as conn:
+            await conn.execute(update(webhook_outbox).where(webhook_outbox.c.id == row["id"]).values(**values))
+            await conn.execute(
+                webhook_deliveries.insert().values(
+                    outbox_id=row["id"], event_id=row["event_id"], webhook=row["webhook"], attempt=attempt, at=now,
+                    status_code=code, outcome=outcome, error=error, duration_ms=took_ms,
+                )
+            )
+
+    async def send_test(self, name: str) -> Delivery:
+        """``baton webhooks test NAME``: one signed ``webhook.test`` event, tried once now and logged.
+
+        Raises:
+            KeyError: no ``[webhooks.NAME]``.
+        """
+        if name not in self.webhooks:
+            raise KeyError(f"no [webhooks.{name}] in the configuration (known: {', '.join(sorted(self.webhooks)) or 'none'})")
+        now = datetime.now(UTC)
+        eid = event_id()
+        payload = json.dumps({"type": "webhook.test", "timestamp": now.isoformat(), "data": {"webhook": name}}, separators=(",", ":"))
+        async with self.db.begin("queueing a test webhook") as conn:
+            res = await conn.execute(
+                webhook_outbox.insert().values(
+                    event_id=eid, webhook=name, event_type="webhook.test", payload=payload, status="pending",
+                    attempts=0, created_at=now, next_attempt_at=now + timedelta(days=3650),
+                )
+            )
+            oid = int(res.inserted_primary_key[0])
+        row = {"id": oid, "event_id": eid, "webhook": name, "payload": payload, "attempts": 0, "created_at": now}
+        await self._deliver(row)
+        async with self.db.begin("settling a test webhook") as conn:  # a test is tried once, never retried
+            await conn.execute(update(webhook_outbox).where(webhook_outbox.c.id == oid, webhook_outbox.c.status == "pending").values(status="failed"))
+        return (await delivery_log(self.db, name, limit=1))[0]
+
+    async def aclose(self) -> None:
+        """Close the HTTP client (if it is ours)."""
+        if self._own_client:
+            await self.client.aclose()
+
+
+async def delivery_log(db: Database, webhook: str | None = None, *, limit: int = 50, before: int | None = None) -> list[Delivery]:
+    """Delivery attempts, newest first (of one webhook, or all); ``before`` is an id cursor."""
+    q = (
+        select(webhook_deliveries, webhook_outbox.c.event_type)
+        .join(webhook_outbox, webhook_outbox.c.id == webhook_deliveries.c.outbox_id)
+        .order_by(webhook_deliveries.c.id.desc())
+        .limit(limit)
+    )
+    if webhook:
+        q = q.where(webhook_deliveries.c.webhook == webhook)
+    if before is not None:
+        q = q.where(webhook_deliveries.c.id < before)
+    async with db.begin("reading the webhook delivery log") as conn:
+        rows = (await conn.execute(q)).mappings().all()
+    return [
+        Delivery(r["id"], r["event_id"], r["webhook"], r["attempt"], _aware(r["at"]), r["status_code"], r["outcome"], r["error"], r["duration_ms"], r["event_type"])  # type: ignore[arg-type]
+        for r in rows
+    ]
