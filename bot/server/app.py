@@ -252,6 +252,8 @@ class _Observe:
                 await self.app(scope, receive, send_wrapper)
             finally:
                 route = getattr(scope.get("route"), "path", None) or "unmatched"
+                if scope["path"].startswith(API_PREFIX) and route.startswith("/") and not route.startswith(API_PREFIX):
+                    route = API_PREFIX + route  # routers included with a prefix report their own paths
                 span.update_name(f"HTTP {method} {route}")
                 span.set_attribute("http.route", route)
                 span.set_attribute("http.response.status_code", code)
