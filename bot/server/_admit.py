@@ -31,6 +31,7 @@ from engine.graph import Graph
 
 if TYPE_CHECKING:
     from bot.app import App
+    from bot.server.events import ServiceHook
 
 log = logging.getLogger("baton.server.admit")
 
@@ -50,10 +51,12 @@ class Admission:
 
     Args:
         app: the running Baton.
+        hook: told about each admitted run (webhook events and metrics need its name and thread).
     """
 
-    def __init__(self, app: App) -> None:
+    def __init__(self, app: App, hook: ServiceHook | None = None) -> None:
         self.app = app
+        self.hook = hook
         self._waiting: set[asyncio.Task[None]] = set()
 
     async def admit(
@@ -77,7 +80,10 @@ class Admission:
         policy = self.app.settings.workflow.busy_policy
         if busy and policy == "reject":
             raise Busy([r.id for r in busy])
-        run_id = await self._write(key, graph, requested_by, rerun_of, audit)
+        created = datetime.now(UTC)
+        run_id = await self._write(key, graph, requested_by, rerun_of, audit, created)
+        if self.hook is not None:
+            self.hook.remember_run(run_id, key, graph, created)
         if prior:
             await self.app.runs.save_steps([_reused(r, run_id) for r in prior.values()])
         if busy and policy == "queue":
@@ -96,9 +102,8 @@ class Admission:
             metrics.QUEUE_DEPTH.dec()
         self.app.manager.launch(run_id, key, graph, prior)
 
-    async def _write(self, key: ThreadKey, graph: Graph, requested_by: str, rerun_of: int | None, audit: AuditEntry) -> int:
+    async def _write(self, key: ThreadKey, graph: Graph, requested_by: str, rerun_of: int | None, audit: AuditEntry, now: datetime) -> int:
         db = self.app.db
-        now = datetime.now(UTC)
         gjson = graph.to_json()
         if db.dialect == "sqlite":
             ts = now.astimezone(UTC).replace(tzinfo=None).strftime(_TS)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import uuid
 from datetime import datetime
 from typing import Any
 
@@ -24,7 +23,7 @@ from adapters.base import Message
 from bot.server._admit import Busy
 from bot.server.audit import AuditEntry
 from bot.server.auth import TokenInfo, retry_after_header
-from bot.server.events import step_json, workflow_label
+from bot.server.events import event_id, step_json, workflow_label
 from bot.server.outlet import PLATFORM
 from bot.server.problems import Problem
 from bot.store import RunRow, ThreadKey
@@ -131,6 +130,11 @@ def run_json(row: RunRow, key: ThreadKey | None, steps: list[StepRecord] | None 
     return d
 
 
+def new_thread_name() -> str:
+    """A fresh API thread name for a run started without ``thread``: ``run-`` + 64 random bits."""
+    return f"run-{event_id()[4:20]}"
+
+
 def encode_cursor(last_id: int) -> str:
     """An opaque pagination cursor (the last id seen)."""
     return base64.urlsafe_b64encode(str(last_id).encode()).decode().rstrip("=")
@@ -200,7 +204,7 @@ async def create_run(body: RunCreate, request: Request, who: TokenInfo = Depends
     if body.inputs:
         raise Problem(422, "inputs-unsupported", "this Baton's workflows take no inputs yet; send an empty inputs object")
     graph = compile_or_problem(svc.baton.bot, body.workflow.strip())
-    key = resolve_thread(who, body.thread) if body.thread else ThreadKey(PLATFORM, who.name, f"run-{uuid.uuid4().hex[:16]}")
+    key = resolve_thread(who, body.thread) if body.thread else ThreadKey(PLATFORM, who.name, new_thread_name())
     await _denied(svc, who, graph, key, "run.start")
     entry = AuditEntry(who.principal, key.platform, "run.start", "ok", key.channel, key.thread, None, graph.name or graph.source[:200])
     try:

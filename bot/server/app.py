@@ -105,7 +105,7 @@ def create_app(
             baton=running,
             tokens=TokenStore(running.db),
             audit=AuditStore(running.db),
-            admission=Admission(running),
+            admission=Admission(running, hook),
             limiter=RateLimiter(settings.server.rate_limit, settings.server.rate_burst),
             hook=hook,
             dispatcher=dispatcher,

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import uuid
+import random
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -29,11 +29,11 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.server import metrics
 from bot.settings import WebhookEntry
-from bot.store.db import _aware
+from bot.store import ThreadKey
+from bot.store.db import Database, _aware
 from bot.store.tables import runs, threads
 from engine.events import StepRecord
 from engine.graph import Graph
@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("baton.server.events")
 
 _CACHE_MAX = 4096
+_rng = random.Random()
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,14 +59,26 @@ class RunInfo:
     providers: dict[str, str | None]  # node id -> provider entry name (LLM steps)
 
 
+def _thread(key: ThreadKey) -> dict[str, str]:
+    return {"platform": key.platform, "channel": key.channel, "thread": key.thread}
+
+
+def _providers(graph: Graph) -> dict[str, str | None]:
+    return {n.id: n.args.get("provider") for n in graph.steps if n.kind == "llm"}
+
+
 def workflow_label(name: str | None) -> str:
     """The metric/webhook-filter label of a run: its workflow name, or ``adhoc`` for typed text."""
     return name or "adhoc"
 
 
 def event_id() -> str:
-    """A new event id in the Standard Webhooks ``msg_…`` style."""
-    return f"msg_{uuid.uuid4().hex}"
+    """A new event id in the Standard Webhooks ``msg_…`` style: 128 random bits.
+
+    Not a secret, only unique: drawn from :mod:`random` (seeded from the OS once)
+    rather than ``uuid4`` (an ``os.urandom`` system call per event, measurably slow
+    on a loaded machine)."""
+    return f"msg_{_rng.getrandbits(128):032x}"
 
 
 def step_json(s: StepRecord) -> dict[str, Any]:
@@ -120,11 +133,13 @@ class ServiceHook:
     """Outbox rows, metrics and live events for every run of this process.
 
     Args:
+        db: where to read a run's name and thread at its first status change.
         webhooks: ``[webhooks.NAME]`` entries (may be empty: then no outbox rows).
         models: provider entry name (``None``: the default) → model id, for metric labels.
     """
 
-    def __init__(self, webhooks: dict[str, WebhookEntry], models: dict[str | None, str] | None = None) -> None:
+    def __init__(self, db: Database | None, webhooks: dict[str, WebhookEntry], models: dict[str | None, str] | None = None) -> None:
+        self.db = db
         self.webhooks = webhooks
         self.models = models or {}
         self.bus = LiveBus()
@@ -135,31 +150,36 @@ class ServiceHook:
 
     # -- RunHook -------------------------------------------------------------
 
-    async def status_rows(self, conn: AsyncConnection, run_id: int, status: str, error: str | None) -> list[dict[str, Any]]:
-        """Outbox rows for a run status change (read the run in the same transaction)."""
+    def remember_run(self, run_id: int, key: ThreadKey, graph: Graph, created_at: datetime) -> None:
+        """Tell the hook about a run just admitted (saves reading it back at its first status change)."""
+        self._remember(RunInfo(run_id, workflow_label(graph.name), graph.source, _thread(key), created_at, _providers(graph)))
+
+    async def status_rows(self, run_id: int, status: str, error: str | None) -> list[dict[str, Any]]:
+        """Outbox rows for a run status change (the run's name and thread are read once per run)."""
         info = self._info.get(run_id)
         if info is None:
-            r = (
-                await conn.execute(
-                    select(runs.c.name, runs.c.source, runs.c.graph, runs.c.created_at, threads.c.platform, threads.c.channel, threads.c.thread)
-                    .join(threads, threads.c.id == runs.c.thread_id)
-                    .where(runs.c.id == run_id)
-                )
-            ).first()
+            if self.db is None:
+                return []
+            async with self.db.begin(f"reading run {run_id}") as conn:
+                r = (
+                    await conn.execute(
+                        select(runs.c.name, runs.c.source, runs.c.graph, runs.c.created_at, threads.c.platform, threads.c.channel, threads.c.thread)
+                        .join(threads, threads.c.id == runs.c.thread_id)
+                        .where(runs.c.id == run_id)
+                    )
+                ).first()
             if r is None:
                 return []
-            providers: dict[str, str | None] = {}
             try:
-                for n in Graph.from_json(r.graph).steps:
-                    if n.kind == "llm":
-                        providers[n.id] = n.args.get("provider")
+                providers = _providers(Graph.from_json(r.graph))
             except Exception:  # an unreadable graph must not stop the status change
                 log.warning("run %s: graph unreadable for metrics", run_id)
+                providers = {}
             info = RunInfo(
                 run_id,
                 workflow_label(r.name),
                 r.source,
-                {"platform": r.platform, "channel": r.channel, "thread": r.thread},
+                _thread(ThreadKey(r.platform, r.channel, r.thread)),
                 _aware(r.created_at),
                 providers,
             )
@@ -290,6 +310,6 @@ def install(app: App) -> ServiceHook:
                 models[None] = models[default]
         except Exception:
             pass
-    hook = ServiceHook(dict(app.settings.webhooks), models)
+    hook = ServiceHook(app.db, dict(app.settings.webhooks), models)
     app.runs.hooks.append(hook)
     return hook

@@ -36,12 +36,13 @@ from bot.server import metrics
 from bot.server.events import event_id
 from bot.settings import Settings, WebhookEntry
 from bot.store.db import Database, _aware
+from bot.store.sqlite_worker import transaction
 from bot.store.tables import webhook_deliveries, webhook_outbox
 
 log = logging.getLogger("baton.server.webhooks")
 
 IDLE_POLL_S = 5.0
-CONCURRENCY = 16
+CONCURRENCY = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +111,7 @@ class Dispatcher:
         self.client = client or httpx.AsyncClient(timeout=self.cfg.webhook_timeout)
         self._wake = asyncio.Event()
         self._sem = asyncio.Semaphore(CONCURRENCY)
+        self._sqlite = db.dialect == "sqlite"
 
     def wake(self) -> None:
         """New outbox rows committed: look now rather than at the next poll."""
@@ -138,29 +140,53 @@ class Dispatcher:
                 pass
 
     async def _next_wait(self) -> float:
-        async with self.db.begin("reading the webhook outbox") as conn:
-            nxt = (await conn.execute(select(func.min(webhook_outbox.c.next_attempt_at)).where(webhook_outbox.c.status == "pending"))).scalar()
+        if self._sqlite:
+            raw = await self.db.worker.call(
+                lambda c: c.execute("SELECT min(next_attempt_at) FROM webhook_outbox WHERE status='pending'").fetchone()[0],
+                "reading the webhook outbox",
+            )
+            nxt = _from_sqlite(raw) if raw else None
+        else:
+            async with self.db.begin("reading the webhook outbox") as conn:
+                nxt = _aware((await conn.execute(select(func.min(webhook_outbox.c.next_attempt_at)).where(webhook_outbox.c.status == "pending"))).scalar())
         if nxt is None:
             return IDLE_POLL_S
-        return max(0.01, min(IDLE_POLL_S, (_aware(nxt) - datetime.now(UTC)).total_seconds()))  # type: ignore[operator]
+        return max(0.01, min(IDLE_POLL_S, (nxt - datetime.now(UTC)).total_seconds()))
 
     async def deliver_due(self, limit: int = 200) -> int:
-        """Try every due row once (concurrently, bounded); returns how many were tried."""
+        """Try every due row once (concurrently, bounded), record the outcomes in one
+        transaction; returns how many were tried."""
         now = datetime.now(UTC)
-        async with self.db.begin("reading the webhook outbox") as conn:
-            rows = (
-                await conn.execute(
-                    select(webhook_outbox)
-                    .where(webhook_outbox.c.status == "pending", webhook_outbox.c.next_attempt_at <= now)
-                    .order_by(webhook_outbox.c.id)
-                    .limit(limit)
-                )
-            ).mappings().all()
+        if self._sqlite:
+            sql = (
+                "SELECT id, event_id, webhook, payload, attempts, created_at FROM webhook_outbox "
+                "WHERE status='pending' AND next_attempt_at <= ? ORDER BY id LIMIT ?"
+            )
+            raw = await self.db.worker.call(lambda c: c.execute(sql, (self._ts(now), limit)).fetchall(), "reading the webhook outbox")
+            rows = [
+                {"id": r[0], "event_id": r[1], "webhook": r[2], "payload": r[3], "attempts": r[4], "created_at": _from_sqlite(r[5])}
+                for r in raw
+            ]
+        else:
+            async with self.db.begin("reading the webhook outbox") as conn:
+                rows = [
+                    dict(r)
+                    for r in (
+                        await conn.execute(
+                            select(webhook_outbox)
+                            .where(webhook_outbox.c.status == "pending", webhook_outbox.c.next_attempt_at <= now)
+                            .order_by(webhook_outbox.c.id)
+                            .limit(limit)
+                        )
+                    ).mappings().all()
+                ]
         if rows:
-            await asyncio.gather(*(self._deliver(dict(r)) for r in rows))
+            outcomes = await asyncio.gather(*(self._attempt(r) for r in rows))
+            await self._record([self._settle(r, *o) for r, o in zip(rows, outcomes)])
         return len(rows)
 
-    async def _deliver(self, row: dict[str, Any]) -> None:
+    async def _attempt(self, row: dict[str, Any]) -> tuple[int, int | None, str | None, float]:
+        """POST one row; returns ``(attempt, status code, error or None, milliseconds)``."""
         async with self._sem:
             entry = self.webhooks.get(row["webhook"])
             attempt = row["attempts"] + 1
@@ -178,10 +204,10 @@ class Dispatcher:
                         error = f"HTTP {code}"
                 except (httpx.HTTPError, KeyError, ValueError) as e:
                     error = f"{type(e).__name__}: {e}"
-            took_ms = (time.perf_counter() - t0) * 1000
-            await self._settle(row, attempt, code, error, took_ms)
+            return attempt, code, error, (time.perf_counter() - t0) * 1000
 
-    async def _settle(self, row: dict[str, Any], attempt: int, code: int | None, error: str | None, took_ms: float) -> None:
+    def _settle(self, row: dict[str, Any], attempt: int, code: int | None, error: str | None, took_ms: float) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The outbox update and the delivery log row for one attempt (and its metrics)."""
         now = datetime.now(UTC)
         created = _aware(row["created_at"]) or now
         values: dict[str, Any] = {"attempts": attempt, "last_error": error}
@@ -199,14 +225,43 @@ class Dispatcher:
             else:
                 values["next_attempt_at"] = nxt
         metrics.WEBHOOK_DELIVERIES.labels(row["webhook"], outcome).inc()
-        async with self.db.begin("recording a webhook delivery") as conn:
-            await conn.execute(update(webhook_outbox).where(webhook_outbox.c.id == row["id"]).values(**values))
-            await conn.execute(
-                webhook_deliveries.insert().values(
-                    outbox_id=row["id"], event_id=row["event_id"], webhook=row["webhook"], attempt=attempt, at=now,
-                    status_code=code, outcome=outcome, error=error, duration_ms=took_ms,
+        log_row = {
+            "outbox_id": row["id"], "event_id": row["event_id"], "webhook": row["webhook"], "attempt": attempt, "at": now,
+            "status_code": code, "outcome": outcome, "error": error, "duration_ms": took_ms,
+        }
+        return {"id": row["id"], **values}, log_row
+
+    async def _record(self, settled: list[tuple[dict[str, Any], dict[str, Any]]]) -> None:
+        """Write outbox updates and delivery log rows in one transaction."""
+        if self._sqlite:
+            ts = self._ts
+            stmts = []
+            for upd, _ in settled:
+                cols = [k for k in upd if k != "id"]
+                vals = tuple(ts(upd[k]) if isinstance(upd[k], datetime) else upd[k] for k in cols)
+                stmts.append((f"UPDATE webhook_outbox SET {', '.join(f'{k}=?' for k in cols)} WHERE id=?", vals + (upd["id"],)))
+            logs = [
+                (d["outbox_id"], d["event_id"], d["webhook"], d["attempt"], ts(d["at"]), d["status_code"], d["outcome"], d["error"], d["duration_ms"])
+                for _, d in settled
+            ]
+
+            def body(c):  # type: ignore[no-untyped-def]
+                for sql, vals in stmts:
+                    c.execute(sql, vals)
+                c.executemany(
+                    "INSERT INTO webhook_deliveries(outbox_id, event_id, webhook, attempt, at, status_code, outcome, error, duration_ms) VALUES (?,?,?,?,?,?,?,?,?)",
+                    logs,
                 )
-            )
+
+            await self.db.worker.call(lambda c: transaction(c, body), "recording webhook deliveries")
+            return
+        async with self.db.begin("recording webhook deliveries") as conn:
+            for upd, _ in settled:
+                await conn.execute(update(webhook_outbox).where(webhook_outbox.c.id == upd["id"]).values(**{k: v for k, v in upd.items() if k != "id"}))
+            await conn.execute(webhook_deliveries.insert(), [d for _, d in settled])
+
+    def _ts(self, dt: datetime) -> str:
+        return dt.astimezone(UTC).replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S.%f")
 
     async def send_test(self, name: str) -> Delivery:
         """``baton webhooks test NAME``: one signed ``webhook.test`` event, tried once now and logged.
@@ -228,7 +283,7 @@ class Dispatcher:
             )
             oid = int(res.inserted_primary_key[0])
         row = {"id": oid, "event_id": eid, "webhook": name, "payload": payload, "attempts": 0, "created_at": now}
-        await self._deliver(row)
+        await self._record([self._settle(row, *await self._attempt(row))])
         async with self.db.begin("settling a test webhook") as conn:  # a test is tried once, never retried
             await conn.execute(update(webhook_outbox).where(webhook_outbox.c.id == oid, webhook_outbox.c.status == "pending").values(status="failed"))
         return (await delivery_log(self.db, name, limit=1))[0]
@@ -237,6 +292,10 @@ class Dispatcher:
         """Close the HTTP client (if it is ours)."""
         if self._own_client:
             await self.client.aclose()
+
+
+def _from_sqlite(value: str) -> datetime:
+    return datetime.fromisoformat(value).replace(tzinfo=UTC)
 
 
 async def delivery_log(db: Database, webhook: str | None = None, *, limit: int = 50, before: int | None = None) -> list[Delivery]:

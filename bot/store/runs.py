@@ -19,7 +19,6 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.store.db import CONNECTION_ERRORS, Database, _aware, store_error
 from bot.store.errors import StoreError
@@ -105,13 +104,14 @@ class RunHook(Protocol):
     """Sees every run status change and step checkpoint (see :attr:`RunStore.hooks`).
 
     ``status_rows`` / ``step_rows`` return ``webhook_outbox`` rows (dicts of its
-    columns) that are inserted *in the same transaction* as the change they describe,
+    columns) that are inserted *in the same transaction* as the change they describe
+    (``status_rows`` may read the run first, outside that transaction),
     so an event is recorded exactly when its state change commits (the outbox pattern).
     ``committed`` / ``steps_committed`` are called after the commit (metrics, waking
     a dispatcher); they must be cheap and must not raise.
     """
 
-    async def status_rows(self, conn: AsyncConnection, run_id: int, status: str, error: str | None) -> list[dict[str, Any]]: ...
+    async def status_rows(self, run_id: int, status: str, error: str | None) -> list[dict[str, Any]]: ...
 
     def step_rows(self, records: Sequence[StepRecord]) -> list[dict[str, Any]]: ...
 
@@ -180,13 +180,28 @@ class RunStore:
             values["started_at"] = now
         elif status in ("succeeded", "failed", "cancelled"):
             values["finished_at"] = now
-        async for attempt in self.db.retrying():
-            with attempt:
-                async with self.db.begin(f"marking run {run_id} {status}") as conn:
-                    await conn.execute(update(runs).where(runs.c.id == run_id).values(**values))
-                    extra = [r for h in self.hooks for r in await h.status_rows(conn, run_id, status, error)]
-                    if extra:
-                        await conn.execute(webhook_outbox.insert(), extra)
+        extra = [r for h in self.hooks for r in await h.status_rows(run_id, status, error)]
+        if self._sqlite:  # on the file's one writer thread (no lock contention with checkpoints)
+            dialect = self.db.engine.sync_engine.dialect
+            ts = runs.c.created_at.type.bind_processor(dialect)
+            cols = list(values)
+            sql = f"UPDATE runs SET {', '.join(f'{c}=?' for c in cols)} WHERE id=?"
+            params = tuple(ts(values[c]) if ts and isinstance(values[c], datetime) else values[c] for c in cols) + (run_id,)
+            outbox = [self._outbox_params(r) for r in extra]
+
+            def body(c):  # type: ignore[no-untyped-def]
+                c.execute(sql, params)
+                if outbox:
+                    c.executemany(self._outbox_sql, outbox)
+
+            await self.db.worker.call(lambda c: transaction(c, body), f"marking run {run_id} {status}")
+        else:
+            async for attempt in self.db.retrying():
+                with attempt:
+                    async with self.db.begin(f"marking run {run_id} {status}") as conn:
+                        await conn.execute(update(runs).where(runs.c.id == run_id).values(**values))
+                        if extra:  # the events commit with the status change, or neither does
+                            await conn.execute(webhook_outbox.insert(), extra)
         for h in self.hooks:
             h.committed(run_id, status)
 
@@ -222,7 +237,7 @@ class RunStore:
         if self._sqlite:
             params = [self._params(self._row(r)) for r in records]
             if extra:  # the outbox rows commit with the checkpoint, or neither does
-                outbox = [tuple(p(row[k]) if p else row[k] for k, p in zip(self._outbox_keys, self._outbox_procs)) for row in extra]
+                outbox = [self._outbox_params(row) for row in extra]
 
                 def body(c):  # type: ignore[no-untyped-def]
                     c.executemany(self._sql, params)
@@ -240,6 +255,9 @@ class RunStore:
             await asyncio.shield(fut)
         for h in self.hooks:
             h.steps_committed(records)
+
+    def _outbox_params(self, row: dict[str, Any]) -> tuple[Any, ...]:
+        return tuple(p(row[k]) if p else row[k] for k, p in zip(self._outbox_keys, self._outbox_procs))
 
     def _params(self, row: dict[str, object]) -> tuple[object, ...]:
         return tuple(p(row[k]) if p else row[k] for k, p in zip(self._keys, self._procs))
