@@ -19,6 +19,7 @@ from bot.scheduling import SchedulerService
 from bot.sessions import TokenCounter
 from bot.settings import Settings
 from bot.store import Database, RunStore, SessionStore, upgrade
+from bot.store.audit import AuditStore
 from bot.turn import Bot
 from engine.actions import ActionRunner
 from engine.catalog import Catalog
@@ -185,6 +186,7 @@ class App:
         bot = Bot(
             settings, sessions, runs, manager, catalog, memory=memory, approvals=approvals, chat=Chat(llm, memory, sessions), router=router
         )
+        bot.audit = AuditStore(db)
         retention = Retention(db, sessions, memory, settings.retention)
         tasks = [asyncio.create_task(retention.loop(), name="baton-retention")]
         app = cls(settings, db, sessions, runs, catalog, manager, bot, memory, retention, llm, tasks)

@@ -29,6 +29,7 @@ from bot.routing.types import Param
 from bot.runs import RunManager, result_text
 from bot.settings import Settings, permits
 from bot.store import RunStore, SessionStore, StoreError, ThreadKey
+from bot.store.audit import AuditEntry, AuditStore, format_entries
 from engine.catalog import Catalog, close_names
 from engine.errors import DefinitionError, EngineError, UnknownWorkflowError, WorkflowSyntaxError
 from engine.graph import Graph
@@ -52,6 +53,7 @@ HELP = """Baton — run workflows from chat.
   /context               what the next LLM call would receive, with its token budget
   /summary               the stored summaries of this thread
   /forget                delete this thread's memory (asks for confirmation)
+  /audit [N]             the last N audit rows: who started, cancelled, approved… (admins)
   /help                  this text
 """ + HELP_LINES.rstrip("\n") + """
 Workflow language: A THEN B (sequence), A AND B (parallel), THEN IF_SUCCESS x ELSE y,
@@ -59,8 +61,8 @@ THEN IF_FAILURE x, THEN IF_ANY_FAILED x, ( ) grouping, step (retry 3) (timeout 3
 keywords are upper case, quotes escape: echo "A THEN B"."""
 
 
-COMMANDS = ("help", "workflows", "run", "runs", "cancel", "rerun", "history", "recall", "context", "summary", "forget", "approve", "reject", "why", "reload")
-_IMMEDIATE = {"help", "workflows", "runs", "run_show", "cancel", "history", "recall", "context", "summary", "forget", "approve", "reject", "why", "reload", "unknown"}
+COMMANDS = ("help", "workflows", "run", "runs", "cancel", "rerun", "history", "recall", "context", "summary", "forget", "approve", "reject", "why", "reload", "audit")
+_IMMEDIATE = {"help", "workflows", "runs", "run_show", "cancel", "history", "recall", "context", "summary", "forget", "approve", "reject", "why", "reload", "audit", "unknown"}
 _YES = {"yes", "y", "yep", "yeah", "ok", "okay", "sure", "go", "go ahead", "do it", "run it", "please do", "confirm"}
 _NO = {"no", "n", "nope", "cancel", "stop", "don't", "dont", "never mind", "nevermind"}
 FORGET_WINDOW_S = 60.0
@@ -131,6 +133,7 @@ class Bot:
         self._decisions: dict[ThreadKey, tuple[str, Decision]] = {}
         self._asks: dict[ThreadKey, PendingAsk] = {}
         self.scheduler: SchedulerService | None = None  # set by the App once it exists
+        self.audit: AuditStore | None = None  # set by the App: who started, cancelled, approved… (bot.store.audit)
         self._forget_pending: dict[ThreadKey, float] = {}
         self._compiled: dict[str, Graph] = {}
         self._lanes: dict[ThreadKey, asyncio.Queue[tuple[Message, Outlet, Command | None, int, int | None]]] = {}
@@ -163,6 +166,8 @@ class Bot:
         sc = parse_schedule_command(msg.text) if self.scheduler is not None else None
         if sc is not None:  # schedule …, /schedules, /pause ID, /resume ID, /unschedule ID
             await self._safely(lambda m, o, c: handle_schedule_command(self.scheduler, self, m, o, *sc), msg, outlet, None)
+            if sc[0] != "schedules":
+                await self.record(msg, f"schedule.{sc[0]}", detail=sc[1][:200] or None)
             return
         cmd = parse_command(msg.text)
         if cmd is not None and cmd.name in _IMMEDIATE:
@@ -237,7 +242,9 @@ class Bot:
         elif cmd.name == "history":
             await self.reply(key, outlet, await self._history(key, cmd.arg))
         elif cmd.name == "cancel":
-            await self.reply(key, outlet, await self._cancel(cmd.arg))
+            await self.reply(key, outlet, await self._cancel(msg, cmd.arg))
+        elif cmd.name == "audit":
+            await self.reply(key, outlet, await self._audit_text(msg, cmd.arg))
         elif cmd.name == "why":
             await self.reply(key, outlet, self._why(key))
         elif cmd.name == "reload":
@@ -374,12 +381,35 @@ class Bot:
             return f"Usage: /{cmd.name} ID [STEP]"
         if not self.approvals.may_decide(msg.author, msg.roles):
             allowed = ", ".join(self.approvals.approvers) or "nobody"
+            await self.record(msg, "permission.denied", "denied", f"run:{m.group(1)}", f"{cmd.name}: not an approver")
             return f"You may not {cmd.name} runs (allowed: {allowed}; set [permissions] approve in config/baton.toml)."
         who = msg.author_name or msg.author
         run_id = int(m.group(1))
         if not self.approvals.pending(run_id) and await self.runs.get(run_id) is None:
+            await self.record(msg, f"run.{cmd.name}", "failed", f"run:{run_id}", "no such run")
             return f"No run #{run_id}."  # not "has no step waiting": there is no such run at all
-        return self.approvals.decide(run_id, m.group(2), who, cmd.name == "approve")
+        text = self.approvals.decide(run_id, m.group(2), who, cmd.name == "approve")
+        ok = text.startswith(("Approved", "Rejected"))
+        await self.record(msg, f"run.{cmd.name}", "ok" if ok else "failed", f"run:{run_id}", text)
+        return text
+
+    async def record(self, msg: Message, action: str, outcome: str = "ok", target: str | None = None, detail: str | None = None) -> None:
+        """Append an audit row for ``msg``'s author (a failure is logged, never shown as the answer)."""
+        if self.audit is None:
+            return
+        try:
+            await self.audit.record(AuditEntry(msg.author, msg.platform, action, outcome, msg.channel, msg.thread, target, detail))
+        except StoreError as e:
+            log.error("audit row for %s not recorded: %s", action, e)
+
+    async def _audit_text(self, msg: Message, arg: str) -> str:
+        if not permits(self.settings.permissions.get("admin", []), msg.author, msg.roles):
+            await self.record(msg, "permission.denied", "denied", None, "audit: not an admin")
+            return "Only admins may read the audit trail (set [permissions] admin in config/baton.toml)."
+        if self.audit is None:
+            return "The audit trail is not enabled in this process."
+        n = int(arg) if arg.strip().isdigit() else 20
+        return format_entries(await self.audit.recent(min(n, 200)))
 
     async def _recall(self, key: ThreadKey, arg: str) -> str:
         assert self.memory is not None
@@ -418,11 +448,13 @@ class Bot:
         gone = await self.memory.forget(key)
         return f"Forgot {gone.messages} messages and {gone.summaries} summaries of this thread."
 
-    async def _cancel(self, arg: str) -> str:
+    async def _cancel(self, msg: Message, arg: str) -> str:
         run_id = _run_id(arg)
         if await self.manager.cancel(run_id):
+            await self.record(msg, "run.cancel", target=f"run:{run_id}")
             return f"Cancelling run #{run_id}."
         got = await self.runs.get(run_id)
+        await self.record(msg, "run.cancel", "failed", f"run:{run_id}", "not running" if got else "no such run")
         if got is None:
             return f"No run #{run_id}."
         return f"Run #{run_id} is not running (it is {got[0].status})."
@@ -587,6 +619,7 @@ class Bot:
         assert route is not None
         who = [*route.allowed_users, *(f"role:{r}" for r in route.allowed_roles)]
         if who and not permits(who, msg.author, msg.roles):
+            await self.record(msg, "permission.denied", "denied", f"route:{name}", "route allowed_users/allowed_roles")
             await self.reply(msg.key, outlet, f"Not run: you may not use the route '{name}' (allowed: {', '.join(who)}; see config/routes.yaml).")
             return None
         return route.workflow or "", dict(args or {})
@@ -658,6 +691,7 @@ class Bot:
         """Check permission and the busy policy, then start ``graph`` in ``msg``'s thread."""
         denied = self.allowed(msg, graph)
         if denied:
+            await self.record(msg, "permission.denied", "denied", None, denied)
             await self.reply(msg.key, outlet, f"Not run: {denied}.")
             return None
         busy = self.manager.in_thread(msg.key)
@@ -669,6 +703,7 @@ class Bot:
         if busy and policy == "queue":
             await asyncio.gather(*(r.task for r in busy), return_exceptions=True)
         active = await self.manager.start(msg.key, graph, requested_by=msg.author, **kw)
+        await self.record(msg, "run.rerun" if kw.get("rerun_of") else "run.start", target=f"run:{active.id}", detail=(graph.name or graph.source)[:200])
         if policy == "queue":
             await asyncio.gather(active.task, return_exceptions=True)
         return active.id

@@ -230,3 +230,32 @@ async def test_schedules_over_the_api(serve) -> None:  # type: ignore[no-untyped
 
 
 __all__ = ["httpx"]
+
+
+async def test_chat_actions_are_audited_and_admins_read_them(tmp_path, outlet) -> None:  # type: ignore[no-untyped-def]
+    from adapters.base import Message
+    from bot.app import App
+    from tests.server.conftest import make_settings
+
+    settings = make_settings(tmp_path, permissions={"*": ["*"], "disk-check": ["alice"], "admin": ["alice"], "approve": ["alice"]})
+    baton = await App.start(settings, {"test": outlet})
+    try:
+        def m(author: str, text: str) -> Message:
+            return Message("test", "C1", "T1", author, text)
+
+        await baton.bot.handle(m("bob", "run: echo hi"), outlet)
+        await baton.bot.handle(m("bob", "run: disk-check"), outlet)
+        await baton.bot.drain()
+        await baton.bot.handle(m("bob", "/cancel 1"), outlet)
+        await baton.bot.handle(m("bob", "/approve 1"), outlet)
+        await baton.bot.handle(m("bob", "/audit"), outlet)
+        assert "Only admins" in outlet.texts[-1]
+        await baton.bot.handle(m("alice", "/audit 10"), outlet)
+        text = outlet.texts[-1]
+        assert "bob run.start run:1 [ok] @test:C1:T1" in text
+        assert "bob permission.denied" in text and "you may not run 'disk-check'" in text
+        assert "bob run.cancel run:1 [failed]" in text and "approve: not an approver" in text
+        rows = await baton.bot.audit.recent(50)  # type: ignore[union-attr]
+        assert [r.action for r in rows][-1] == "run.start" and all(r.platform == "test" for r in rows)
+    finally:
+        await baton.aclose()
