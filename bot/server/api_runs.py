@@ -26,6 +26,7 @@ from bot.server.auth import TokenInfo, retry_after_header
 from bot.server.events import event_id, step_json, workflow_label
 from bot.server.outlet import PLATFORM
 from bot.server.problems import Problem
+from bot.server.tracing import current_thread
 from bot.store import RunRow, ThreadKey
 from bot.store.db import _aware
 from bot.store.tables import runs, threads
@@ -207,6 +208,7 @@ async def create_run(body: RunCreate, request: Request, who: TokenInfo = Depends
     key = resolve_thread(who, body.thread) if body.thread else ThreadKey(PLATFORM, who.name, new_thread_name())
     await _denied(svc, who, graph, key, "run.start")
     entry = AuditEntry(who.principal, key.platform, "run.start", "ok", key.channel, key.thread, None, graph.name or graph.source[:200])
+    current_thread.set(thread_json(key)["key"])  # log lines of this request and of the run's task name the thread
     try:
         run_id = await svc.admission.admit(key, graph, requested_by=who.principal, audit=entry)
     except Busy as e:
@@ -295,6 +297,7 @@ async def rerun(run_id: int, request: Request, body: RerunBody | None = None, wh
             raise Problem(422, "unknown-step", f"run {run_id} has no step {step!r}", steps=[n.id for n in row.graph.steps])
         before = _ancestors(row.graph, node)
         prior = {s.node_id: s for s in steps if s.node_id in before and s.status == "succeeded"}
+    current_thread.set(thread_json(key)["key"])
     entry = AuditEntry(who.principal, key.platform, "run.rerun", "ok", key.channel, key.thread, None, f"rerun of #{run_id}" + (f" from {step}" if step else ""))
     try:
         new_id = await svc.admission.admit(key, row.graph, requested_by=who.principal, audit=entry, prior=prior, rerun_of=run_id)

@@ -34,7 +34,8 @@ from bot.server.auth import RateLimiter, TokenStore
 from bot.server.events import ServiceHook, install
 from bot.server.outlet import ApiOutlet
 from bot.server.problems import MEDIA_TYPE, Problem, install_handlers, problem_response
-from bot.server.tracing import setup_tracing, tracer
+from bot.server import tracing
+from bot.server.tracing import setup_tracing
 from bot.server.webhooks import Dispatcher
 from bot.settings import Settings
 
@@ -247,16 +248,18 @@ class _Observe:
             await send(message)
 
         method = scope["method"]
-        with tracer().start_as_current_span(f"HTTP {method}", kind=_server_kind()) as span:
+        span_cm = tracing.tracer().start_as_current_span(f"HTTP {method}", kind=_server_kind()) if tracing.enabled() else contextlib.nullcontext()
+        with span_cm as span:
             try:
                 await self.app(scope, receive, send_wrapper)
             finally:
                 route = getattr(scope.get("route"), "path", None) or "unmatched"
                 if scope["path"].startswith(API_PREFIX) and route.startswith("/") and not route.startswith(API_PREFIX):
                     route = API_PREFIX + route  # routers included with a prefix report their own paths
-                span.update_name(f"HTTP {method} {route}")
-                span.set_attribute("http.route", route)
-                span.set_attribute("http.response.status_code", code)
+                if span is not None:
+                    span.update_name(f"HTTP {method} {route}")
+                    span.set_attribute("http.route", route)
+                    span.set_attribute("http.response.status_code", code)
                 if route != "/metrics":
                     metrics.API_REQUESTS.labels(method, route, str(code)).inc()
                     metrics.API_REQUEST_SECONDS.labels(method, route).observe(time.perf_counter() - t0)

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
-from bot.server import metrics
+from bot.server import metrics, tracing
 from bot.settings import WebhookEntry
 from bot.store import ThreadKey
 from bot.store.db import Database, _aware
@@ -70,6 +70,10 @@ def _providers(graph: Graph) -> dict[str, str | None]:
 def workflow_label(name: str | None) -> str:
     """The metric/webhook-filter label of a run: its workflow name, or ``adhoc`` for typed text."""
     return name or "adhoc"
+
+
+def _ns(dt: datetime) -> int:
+    return int(dt.timestamp() * 1e9)
 
 
 def event_id() -> str:
@@ -147,6 +151,7 @@ class ServiceHook:
         self.on_outbox: list[Callable[[], None]] = []
         self._pending_outbox = False
         self._started: dict[int, datetime] = {}
+        self._spans: dict[int, Any] = {}
 
     # -- RunHook -------------------------------------------------------------
 
@@ -210,6 +215,8 @@ class ServiceHook:
         info = self._info.get(run_id)
         wf = info.workflow if info else "adhoc"
         now = datetime.now(UTC)
+        if tracing.enabled():
+            self._trace_run(run_id, status, info, now)
         if status == "running":
             metrics.RUNS_STARTED.labels(wf).inc()
             self._started[run_id] = now
@@ -227,9 +234,12 @@ class ServiceHook:
     def steps_committed(self, records: Sequence[StepRecord]) -> None:
         """After checkpoints committed: step metrics, LLM usage, live listeners."""
         woke = False
+        traced = tracing.enabled()
         for s in records:
             rid = int(s.run_id)
             self.bus.publish(rid, ("step", s))
+            if traced and s.finished_at is not None and not s.reused:
+                self._trace_step(rid, s)
             if s.reused or s.status not in ("succeeded", "failed", "cancelled", "skipped", "waiting"):
                 continue
             if s.status == "waiting":
@@ -250,6 +260,37 @@ class ServiceHook:
                 metrics.LLM_COST.labels(pname, model).inc(s.cost_usd)
         if woke:
             self._wake()
+
+    # -- traces (only when OTLP export is configured) ---------------------------
+
+    def _trace_run(self, run_id: int, status: str, info: RunInfo | None, now: datetime) -> None:
+        """A ``run`` span from the run's start to its end, with run id, workflow and thread."""
+        if status == "running":
+            attrs = {"baton.run_id": run_id, "baton.workflow": info.workflow if info else "adhoc"}
+            if info and info.thread:
+                attrs["baton.thread"] = ":".join(info.thread.values())
+            self._spans[run_id] = tracing.tracer().start_span("run", start_time=_ns(now), attributes=attrs)
+        elif status in ("succeeded", "failed", "cancelled"):
+            span = self._spans.pop(run_id, None)
+            if span is not None:
+                span.set_attribute("baton.status", status)
+                span.end(end_time=_ns(now))
+
+    def _trace_step(self, run_id: int, s: StepRecord) -> None:
+        """A ``step`` span (child of its run's span) over the step's last attempt."""
+        from opentelemetry import trace
+
+        parent = self._spans.get(run_id)
+        ctx = trace.set_span_in_context(parent) if parent is not None else None
+        start = s.started_at or s.finished_at
+        span = tracing.tracer().start_span(
+            f"step {s.label[:60]}",
+            context=ctx,
+            start_time=_ns(start),  # type: ignore[arg-type]
+            attributes={"baton.run_id": run_id, "baton.step": s.node_id, "baton.step.kind": s.kind, "baton.step.status": s.status,
+                        "baton.step.attempt": s.attempt, "baton.tokens_in": s.tokens_in, "baton.tokens_out": s.tokens_out},
+        )
+        span.end(end_time=_ns(s.finished_at))  # type: ignore[arg-type]
 
     # -- helpers -------------------------------------------------------------
 

@@ -57,6 +57,11 @@ def setup_tracing() -> bool:
     return True
 
 
+def enabled() -> bool:
+    """Whether spans are exported (OTLP configured by :func:`setup_tracing`)."""
+    return _configured
+
+
 def tracer() -> trace.Tracer:
     """Baton's tracer (no-op unless :func:`setup_tracing` configured an exporter)."""
     return trace.get_tracer("baton")

@@ -259,3 +259,54 @@ async def test_chat_actions_are_audited_and_admins_read_them(tmp_path, outlet) -
         assert [r.action for r in rows][-1] == "run.start" and all(r.platform == "test" for r in rows)
     finally:
         await baton.aclose()
+
+
+async def test_spans_for_requests_runs_and_steps(serve, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from bot.server import tracing
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    monkeypatch.setattr(tracing, "_configured", True)
+    monkeypatch.setattr(tracing, "tracer", lambda: provider.get_tracer("baton"))
+    async with serve() as s:
+        h = await s.token("ci")
+        rid = (await s.http.post("/api/v1/runs", json={"workflow": "echo one THEN echo two"}, headers=h)).json()["id"]
+        await s.wait_run(rid, h)
+        async with asyncio.timeout(5):
+            while not any(sp.name == "run" for sp in exporter.get_finished_spans()):
+                await asyncio.sleep(0.02)
+    spans = exporter.get_finished_spans()
+    run = next(sp for sp in spans if sp.name == "run")
+    assert run.attributes["baton.run_id"] == rid and run.attributes["baton.status"] == "succeeded"
+    assert run.attributes["baton.thread"].startswith("api:ci:run-")
+    steps = [sp for sp in spans if sp.name.startswith("step ")]
+    assert {sp.name for sp in steps} == {"step echo one", "step echo two"}
+    assert all(sp.parent is not None and sp.parent.span_id == run.context.span_id for sp in steps)
+    assert any(sp.name == "HTTP POST /api/v1/runs" and sp.attributes["http.response.status_code"] == 201 for sp in spans)
+
+
+def test_json_log_lines_carry_run_id_and_trace_id() -> None:
+    import json
+    import logging
+
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from bot.server.tracing import JsonFormatter, current_thread
+    from engine.context import current_run_id
+
+    tok = current_run_id.set("42")
+    tok2 = current_thread.set("api:ci:t1")
+    try:
+        with TracerProvider().get_tracer("t").start_as_current_span("x"):
+            rec = logging.LogRecord("baton.test", logging.INFO, __file__, 1, "hello %s", ("world",), None)
+            doc = json.loads(JsonFormatter().format(rec))
+    finally:
+        current_run_id.reset(tok)
+        current_thread.reset(tok2)
+    assert doc["msg"] == "hello world" and doc["run_id"] == "42" and doc["thread"] == "api:ci:t1"
+    assert len(doc["trace_id"]) == 32 and doc["level"] == "info"
