@@ -122,7 +122,7 @@ def serve(tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
     @contextlib.asynccontextmanager
     async def go(**overrides: Any) -> AsyncIterator[Served]:
         settings = make_settings(tmp_path, **overrides)
-        baton = await App.start(settings, {})
+        baton = await App.start(settings, {}, migrate=True)
         app = create_app(settings, baton=baton)
         port = free_port()
         server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on"))

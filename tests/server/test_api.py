@@ -310,3 +310,21 @@ def test_json_log_lines_carry_run_id_and_trace_id() -> None:
         current_thread.reset(tok2)
     assert doc["msg"] == "hello world" and doc["run_id"] == "42" and doc["thread"] == "api:ci:t1"
     assert len(doc["trace_id"]) == 32 and doc["level"] == "info"
+
+
+async def test_on_postgresql_admission_outbox_and_delivery(serve, receiver, pg_url) -> None:  # type: ignore[no-untyped-def]
+    async with serve(database_url=pg_url, webhooks=hook(receiver.url, events=["run.succeeded", "step.finished"])) as s:
+        h = await s.token("pg")
+        ids = [(await s.http.post("/api/v1/runs", json={"workflow": f"echo p{i}"}, headers=h)).json()["id"] for i in range(3)]
+        for i in ids:
+            assert (await s.wait_run(i, h))["status"] == "succeeded"
+        await receiver.wait_for(lambda ev: sum(e["type"] == "run.succeeded" for e in ev) == 3)
+        assert sorted(e["data"]["run_id"] for e in receiver.events if e["type"] == "run.succeeded") == ids
+        assert sum(e["type"] == "step.finished" for e in receiver.events) == 3
+        admin = await s.token("pgadmin", ("admin",))
+        audit = (await s.http.get("/api/v1/audit", headers=admin)).json()["items"]
+        assert [a["target"] for a in audit if a["action"] == "run.start"] == [f"run:{i}" for i in reversed(ids)]
+        d = (await s.http.get("/api/v1/webhooks/deliveries", headers=admin)).json()["items"]
+        assert len(d) == 6 and {x["outcome"] for x in d} == {"delivered"}
+        page = (await s.http.get("/api/v1/runs", params={"limit": 2}, headers=h)).json()
+        assert len(page["items"]) == 2 and page["next_cursor"]
