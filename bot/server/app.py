@@ -204,7 +204,8 @@ def _ops_router() -> APIRouter:
         return JSONResponse({"status": "ready", "migration": current})
 
     @r.get("/metrics", tags=["operations"], summary="Prometheus metrics", response_class=PlainTextResponse)
-    async def metrics_endpoint() -> Response:
+    async def metrics_endpoint(request: Request) -> Response:
+        _breakers(request.app.state.services.baton)
         return Response(metrics.render(), media_type=metrics.CONTENT_TYPE_LATEST)
 
     @r.post("/slack/events", tags=["slack"], summary="Slack Events API, interactivity and slash commands (signed by Slack)")
@@ -215,6 +216,19 @@ def _ops_router() -> APIRouter:
         return await svc.slack_endpoint(request)
 
     return r
+
+
+def _breakers(baton: Any) -> None:
+    """Refresh ``baton_provider_circuit_open`` from each configured provider's circuit breaker."""
+    llm = getattr(baton, "llm", None)
+    if llm is None:
+        return
+    for name in llm.names:
+        try:
+            state = llm.registry.get(name).breaker.state
+        except Exception:  # an unconfigured provider (no key) has no breaker
+            continue
+        metrics.CIRCUIT_STATE.labels(name).set(1.0 if state == "open" else 0.0)
 
 
 async def _revisions(db: Any) -> tuple[str | None, str]:

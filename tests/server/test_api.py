@@ -328,3 +328,25 @@ async def test_on_postgresql_admission_outbox_and_delivery(serve, receiver, pg_u
         assert len(d) == 6 and {x["outcome"] for x in d} == {"delivered"}
         page = (await s.http.get("/api/v1/runs", params={"limit": 2}, headers=h)).json()
         assert len(page["items"]) == 2 and page["next_cursor"]
+
+
+async def test_slack_events_share_the_port(serve, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import hashlib
+    import hmac
+    import json
+    import time
+
+    secret = "test-signing-secret-0123456789abcdef"
+    monkeypatch.setenv("BATON_SLACK_BOT_TOKEN", "xoxb-111-222-test-bot-token")
+    monkeypatch.setenv("BATON_SLACK_SIGNING_SECRET", secret)
+    monkeypatch.setenv("BATON_SLACK_API_BASE_URL", "http://127.0.0.1:9/api/")  # no Web API call is needed here
+    async with serve() as s:
+        body = json.dumps({"type": "url_verification", "token": "t", "challenge": "chal-123"})
+        ts = str(int(time.time()))
+        sig = "v0=" + hmac.new(secret.encode(), f"v0:{ts}:{body}".encode(), hashlib.sha256).hexdigest()
+        headers = {"X-Slack-Request-Timestamp": ts, "X-Slack-Signature": sig, "content-type": "application/json"}
+        r = await s.http.post("/slack/events", content=body, headers=headers)
+        assert r.status_code == 200 and "chal-123" in r.text
+        forged = {**headers, "X-Slack-Signature": "v0=" + "0" * 64}
+        assert (await s.http.post("/slack/events", content=body, headers=forged)).status_code == 401
+        assert "baton_slack_ack_seconds_count" in (await s.http.get("/metrics")).text
