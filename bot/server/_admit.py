@@ -58,6 +58,7 @@ class Admission:
         self.app = app
         self.hook = hook
         self._waiting: set[asyncio.Task[None]] = set()
+        self._graph_json: dict[int, tuple[Graph, str]] = {}
 
     async def admit(
         self,
@@ -104,7 +105,7 @@ class Admission:
 
     async def _write(self, key: ThreadKey, graph: Graph, requested_by: str, rerun_of: int | None, audit: AuditEntry, now: datetime) -> int:
         db = self.app.db
-        gjson = graph.to_json()
+        gjson = self._json(graph)
         if db.dialect == "sqlite":
             ts = now.astimezone(UTC).replace(tzinfo=None).strftime(_TS)
 
@@ -146,6 +147,17 @@ class Admission:
             rid = int(res.inserted_primary_key[0])
             await conn.execute(audit_log.insert().values(**_with_target(audit, rid, now).row()))
             return rid
+
+    def _json(self, graph: Graph) -> str:
+        """``graph.to_json()``, cached per graph object (compiled graphs are cached and immutable)."""
+        hit = self._graph_json.get(id(graph))
+        if hit is not None and hit[0] is graph:
+            return hit[1]
+        if len(self._graph_json) >= 256:
+            self._graph_json.clear()
+        j = graph.to_json()
+        self._graph_json[id(graph)] = (graph, j)
+        return j
 
     async def aclose(self) -> None:
         """Cancel the waits of runs not started yet (their rows stay ``queued``; a restart resumes them)."""
