@@ -350,3 +350,29 @@ async def test_slack_events_share_the_port(serve, monkeypatch) -> None:  # type:
         forged = {**headers, "X-Slack-Signature": "v0=" + "0" * 64}
         assert (await s.http.post("/slack/events", content=body, headers=forged)).status_code == 401
         assert "baton_slack_ack_seconds_count" in (await s.http.get("/metrics")).text
+
+
+async def test_llm_usage_in_stats_and_metrics(serve, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from tests.fakes.llm_server import FakeLLMServer
+
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test")
+    async with FakeLLMServer(usage=(120, 40)) as llm:
+        llm.queue_replies("a haiku about disks", "7/10")
+        providers = {
+            "local": {"kind": "openai_compatible", "model": "llama3.1:8b", "base_url": llm.openai_base_url, "default": True},
+            "primary": {"kind": "anthropic", "model": "claude-haiku-4-5", "base_url": llm.anthropic_base_url},
+        }
+        async with serve(providers=providers) as s:
+            h = await s.token("ci")
+            text = "Write a haiku about disks with local THEN critique it with primary"
+            rid = (await s.http.post("/api/v1/runs", json={"workflow": text}, headers=h)).json()["id"]
+            run = await s.wait_run(rid, h)
+            assert run["status"] == "succeeded" and run["tokens_in"] == 240 and run["cost_usd"] > 0
+            stats = (await s.http.get("/api/v1/stats", headers=h)).json()
+            by = {(x["provider"], x["model"]): x for x in stats["llm"]}
+            assert by[("local", "llama3.1:8b")]["tokens_out"] == 40 and by[("local", "llama3.1:8b")]["cost_usd"] == 0
+            assert by[("primary", "claude-haiku-4-5")]["cost_usd"] == pytest.approx(run["cost_usd"])
+            assert stats["workflows"]["adhoc"]["cost_usd"] == pytest.approx(run["cost_usd"])
+            metrics = (await s.http.get("/metrics")).text
+            assert 'baton_llm_tokens_total{direction="in",model="claude-haiku-4-5",provider="primary"}' in metrics
+            assert 'baton_provider_circuit_open{provider="local"} 0.0' in metrics
