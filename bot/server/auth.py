@@ -18,6 +18,7 @@ rounded up).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import math
 import re
@@ -89,6 +90,7 @@ class TokenStore:
     def __init__(self, db: Database) -> None:
         self.db = db
         self._cache: dict[str, tuple[float, TokenInfo | None]] = {}
+        self._inflight: dict[str, asyncio.Future[TokenInfo | None]] = {}
 
     async def create(self, name: str, scopes: tuple[str, ...]) -> str:
         """Store a new token for ``name``; returns the token (the only time it exists in clear).
@@ -134,13 +136,27 @@ class TokenStore:
         hit = self._cache.get(h)
         if hit is not None and now - hit[0] < CACHE_TTL_S:
             return hit[1]
-        async with self.db.begin("checking an API token") as conn:
-            r = (await conn.execute(select(api_tokens).where(api_tokens.c.token_hash == h))).mappings().first()
-        info = _info(r) if r is not None and r["revoked_at"] is None else None
-        if len(self._cache) > 10000:
-            self._cache.clear()
-        self._cache[h] = (now, info)
-        return info
+        pending = self._inflight.get(h)
+        if pending is not None:  # one read per token at a time, however many requests wait for it
+            return await asyncio.shield(pending)
+        fut: asyncio.Future[TokenInfo | None] = asyncio.get_running_loop().create_future()
+        self._inflight[h] = fut
+        try:
+            async with self.db.begin("checking an API token") as conn:
+                r = (await conn.execute(select(api_tokens).where(api_tokens.c.token_hash == h))).mappings().first()
+            info = _info(r) if r is not None and r["revoked_at"] is None else None
+            if len(self._cache) > 10000:
+                self._cache.clear()
+            self._cache[h] = (now, info)
+            fut.set_result(info)
+            return info
+        except BaseException as e:
+            if not fut.done():
+                fut.set_exception(e if isinstance(e, Exception) else asyncio.CancelledError())
+                fut.exception()  # retrieved here, so a future nobody awaited logs nothing
+            raise
+        finally:
+            self._inflight.pop(h, None)
 
 
 def _info(r) -> TokenInfo:  # type: ignore[no-untyped-def]

@@ -376,3 +376,25 @@ async def test_llm_usage_in_stats_and_metrics(serve, monkeypatch) -> None:  # ty
             metrics = (await s.http.get("/metrics")).text
             assert 'baton_llm_tokens_total{direction="in",model="claude-haiku-4-5",provider="primary"}' in metrics
             assert 'baton_provider_circuit_open{provider="local"} 0.0' in metrics
+
+
+async def test_concurrent_requests_read_a_token_once(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from sqlalchemy import event
+
+    from bot.server.auth import TokenStore
+    from bot.store import Database, upgrade
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 't.db'}"
+    await upgrade(url)
+    db = Database(url)
+    try:
+        store = TokenStore(db)
+        tok = await store.create("ci", ("runs:read",))
+        reads = []
+        event.listen(db.engine.sync_engine, "before_cursor_execute", lambda *a: reads.append(a[2]) if "api_tokens" in a[2] else None)
+        got = await asyncio.gather(*(TokenStore.verify(store, tok) for _ in range(50)))
+        assert all(g is not None and g.name == "ci" for g in got)
+        assert len(reads) == 1
+        assert await store.verify("baton_wrong") is None
+    finally:
+        await db.dispose()
