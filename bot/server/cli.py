@@ -10,6 +10,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import socket
 import sys
 
 import typer
@@ -51,18 +53,25 @@ def serve(
     s = _settings()
     if s.server.json_logs:
         setup_json_logs(s.log_level)
+    bind_host, bind_port = host or s.server.host, s.server.port if port is None else port
+    sock = socket.socket(socket.AF_INET6 if ":" in bind_host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:  # bind before anything starts, so a taken port is one clear line
+        sock.bind((bind_host, bind_port))
+    except OSError as e:
+        sock.close()
+        typer.echo(f"baton serve: cannot listen on {bind_host}:{bind_port}: {e.strerror or e}; pick another with --port or [server] port", err=True)
+        raise typer.Exit(2) from None
     app = create_app(s)
-    config = uvicorn.Config(
-        app, host=host or s.server.host, port=s.server.port if port is None else port, log_config=None,
-        access_log=False, lifespan="on", timeout_graceful_shutdown=5,
-    )
+    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on", timeout_graceful_shutdown=5)
     server = uvicorn.Server(config)
+    logging.getLogger("baton.server").warning("baton serve listening on http://%s:%d (API docs at /docs)", bind_host, sock.getsockname()[1])
     try:
-        server.run()
+        server.run(sockets=[sock])
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
     if not server.started:
-        typer.echo(f"baton serve: could not start on {config.host}:{config.port} (see the log above)", err=True)
+        typer.echo("baton serve: start-up failed (see the log above)", err=True)
         raise typer.Exit(2)
 
 

@@ -143,3 +143,17 @@ async def test_a_receiver_failing_half_its_requests_gets_every_event(tmp_path: P
         await asyncio.gather(task, return_exceptions=True)
         await dispatcher.aclose()
         await baton.aclose()
+
+
+def test_a_taken_port_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = _env(tmp_path, REPO / "config")
+        r = subprocess.run([sys.executable, "-m", "bot.cli", "serve", "--port", str(port)], env=env, cwd=tmp_path,
+                           capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [f"baton serve: cannot listen on 127.0.0.1:{port}: Address already in use; pick another with --port or [server] port"]
