@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import httpx
+import aiohttp
 from sqlalchemy import func, select, update
 from standardwebhooks import Webhook
 
@@ -84,7 +84,6 @@ def signed_headers(entry: WebhookEntry, msg_id: str, payload: str, *, now: datet
         "webhook-timestamp": str(int(ts.timestamp())),
         "webhook-signature": Webhook(secret).sign(msg_id, ts, payload),
         "content-type": "application/json",
-        "user-agent": "Baton-Webhooks/1",
     }
 
 
@@ -97,18 +96,20 @@ def backoff_s(attempts: int, initial: float, maximum: float) -> float:
 class Dispatcher:
     """Delivers due outbox rows until cancelled.
 
+    HTTP is aiohttp's client session (created on first use, closed by :meth:`aclose`):
+    under a burst of events it costs several times less CPU per delivery than httpx's
+    connection pool, which rescans its connections for every queued request.
+
     Args:
         db: the database holding the outbox.
         settings: ``[webhooks.*]`` and ``[server]`` delivery settings.
-        client: the HTTP client (default: one of its own, closed by :meth:`aclose`).
     """
 
-    def __init__(self, db: Database, settings: Settings, client: httpx.AsyncClient | None = None) -> None:
+    def __init__(self, db: Database, settings: Settings) -> None:
         self.db = db
         self.webhooks = dict(settings.webhooks)
         self.cfg = settings.server
-        self._own_client = client is None
-        self.client = client or httpx.AsyncClient(timeout=self.cfg.webhook_timeout)
+        self._session: aiohttp.ClientSession | None = None
         self._wake = asyncio.Event()
         self._sem = asyncio.Semaphore(CONCURRENCY)
         self._sqlite = db.dialect == "sqlite"
@@ -198,11 +199,14 @@ class Dispatcher:
             else:
                 try:
                     headers = signed_headers(entry, row["event_id"], row["payload"])
-                    resp = await self.client.post(entry.url, content=row["payload"].encode(), headers=headers)
-                    code = resp.status_code
+                    async with self._client().post(entry.url, data=row["payload"].encode(), headers=headers, allow_redirects=False) as resp:
+                        code = resp.status
+                        await resp.read()
                     if not 200 <= code < 300:
                         error = f"HTTP {code}"
-                except (httpx.HTTPError, KeyError, ValueError) as e:
+                except TimeoutError:
+                    error = f"no answer within {self.cfg.webhook_timeout:g} s"
+                except (aiohttp.ClientError, KeyError, ValueError) as e:
                     error = f"{type(e).__name__}: {e}"
             return attempt, code, error, (time.perf_counter() - t0) * 1000
 
@@ -288,10 +292,20 @@ class Dispatcher:
             await conn.execute(update(webhook_outbox).where(webhook_outbox.c.id == oid, webhook_outbox.c.status == "pending").values(status="failed"))
         return (await delivery_log(self.db, name, limit=1))[0]
 
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self.cfg.webhook_timeout),
+                connector=aiohttp.TCPConnector(limit=CONCURRENCY),
+                headers={"user-agent": "Baton-Webhooks/1"},
+            )
+        return self._session
+
     async def aclose(self) -> None:
-        """Close the HTTP client (if it is ours)."""
-        if self._own_client:
-            await self.client.aclose()
+        """Close the HTTP session."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
 
 def _from_sqlite(value: str) -> datetime:
