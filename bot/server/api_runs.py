@@ -206,6 +206,8 @@ async def create_run(body: RunCreate, request: Request, who: TokenInfo = Depends
         raise Problem(422, "inputs-unsupported", "this Baton's workflows take no inputs yet; send an empty inputs object")
     graph = compile_or_problem(svc.baton.bot, body.workflow.strip())
     key = resolve_thread(who, body.thread) if body.thread else ThreadKey(PLATFORM, who.name, new_thread_name())
+    if key.platform != PLATFORM and not who.allows("admin"):  # a run in a chat thread posts there
+        raise Problem(403, "missing-scope", f"starting runs in {key.platform} threads needs the admin scope; use a thread name of your own")
     await _denied(svc, who, graph, key, "run.start")
     entry = AuditEntry(who.principal, key.platform, "run.start", "ok", key.channel, key.thread, None, graph.name or graph.source[:200])
     current_thread.set(thread_json(key)["key"])  # log lines of this request and of the run's task name the thread

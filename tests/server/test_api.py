@@ -398,3 +398,19 @@ async def test_concurrent_requests_read_a_token_once(tmp_path) -> None:  # type:
         assert await store.verify("baton_wrong") is None
     finally:
         await db.dispose()
+
+
+async def test_since_filter_and_chat_threads_need_admin(serve) -> None:  # type: ignore[no-untyped-def]
+    from datetime import UTC, datetime, timedelta
+
+    async with serve() as s:
+        h = await s.token("ci")
+        rid = (await s.http.post("/api/v1/runs", json={"workflow": "echo s"}, headers=h)).json()["id"]
+        await s.wait_run(rid, h)
+        past = (datetime.now(UTC) - timedelta(minutes=5)).isoformat()
+        future = (datetime.now(UTC) + timedelta(minutes=5)).isoformat()
+        assert [x["id"] for x in (await s.http.get("/api/v1/runs", params={"since": past}, headers=h)).json()["items"]] == [rid]
+        assert (await s.http.get("/api/v1/runs", params={"since": future}, headers=h)).json()["items"] == []
+        r = await s.http.post("/api/v1/runs", json={"workflow": "echo s", "thread": "slack:C1:1700000000.1"}, headers=h)
+        assert r.status_code == 403 and "admin" in r.json()["detail"]
+        assert (await s.http.get("/api/v1/threads/slack:C1:17/messages", headers=h)).status_code == 403
