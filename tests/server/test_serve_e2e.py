@@ -157,3 +157,64 @@ def test_a_taken_port_is_one_line_and_exit_2(tmp_path: Path) -> None:
                            capture_output=True, text=True, timeout=120)
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == [f"baton serve: cannot listen on 127.0.0.1:{port}: Address already in use; pick another with --port or [server] port"]
+
+
+async def test_token_and_webhook_commands(tmp_path: Path, receiver) -> None:  # type: ignore[no-untyped-def]
+    env = _env(tmp_path, _config(tmp_path, receiver.url))
+
+    def baton(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "bot.cli", *args], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+
+    bad = baton("token", "create", "x", "--scopes", "runs:delete")
+    assert bad.returncode == 2 and bad.stderr.strip().startswith("baton: unknown scope runs:delete")
+    made = baton("token", "create", "ops", "--scopes", "admin")
+    token = made.stdout.strip().splitlines()[-1]
+    assert baton("token", "create", "ops").returncode == 2  # one active token per name
+    listed = baton("token", "list").stdout
+    assert "ops" in listed and "admin" in listed and "active" in listed and token not in listed
+    assert baton("token", "revoke", "ops").returncode == 0
+    assert "revoked" in baton("token", "list").stdout
+    assert baton("token", "revoke", "ops").returncode == 1
+    # webhooks test: one signed event now, in the delivery log
+    sent = await asyncio.to_thread(baton, "webhooks", "test", "recv")
+    assert sent.returncode == 0 and sent.stdout.startswith("recv: delivered (status 204")
+    assert receiver.events[-1]["type"] == "webhook.test" and receiver.bad_signatures == 0
+    receiver.fail = lambda n: True
+    failed = await asyncio.to_thread(baton, "webhooks", "test", "recv")
+    assert failed.returncode == 1 and "failed (status 500" in failed.stdout
+    log = baton("webhooks", "log").stdout.splitlines()
+    assert len(log) == 2 and "failed" in log[0] and "delivered" in log[1] and "webhook.test" in log[0]
+    assert baton("webhooks", "test", "nope").returncode == 2
+
+
+async def test_an_event_is_given_up_after_max_age(tmp_path: Path, receiver, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from sqlalchemy import select
+
+    from bot.store import ThreadKey
+    from bot.store.tables import webhook_outbox
+
+    monkeypatch.setenv("BATON_TEST_WEBHOOK_SECRET", SECRET)
+    receiver.fail = lambda n: True
+    settings = make_settings(
+        tmp_path, webhooks=hook(receiver.url), server=ServerSettings(webhook_retry_initial=0.05, webhook_retry_max=0.1, webhook_max_age=0.5)
+    )
+    baton = await App.start(settings, {})
+    dispatcher = Dispatcher(baton.db, settings)
+    task = asyncio.create_task(dispatcher.run())
+    try:
+        await baton.manager.start(ThreadKey("test", "c", "t"), baton.bot.compile("echo x"), requested_by="tester")
+        await baton.manager.wait_idle()
+        async with asyncio.timeout(20):
+            while True:
+                async with baton.db.begin("test") as conn:
+                    row = (await conn.execute(select(webhook_outbox))).mappings().one()
+                if row["status"] == "failed":
+                    break
+                dispatcher.wake()
+                await asyncio.sleep(0.05)
+        assert row["attempts"] >= 2 and row["last_error"] == "HTTP 500" and receiver.requests == row["attempts"]
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await dispatcher.aclose()
+        await baton.aclose()
