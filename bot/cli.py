@@ -7,6 +7,7 @@
     baton workflow list                  the named workflows
     baton serve [--host H] [--port P]    REST API, Slack events, metrics (bot/server)
     baton token create|list|revoke       API tokens;  baton webhooks log|test
+    baton workflow visualize NAME|TEXT --output FILE   draw a workflow (.svg .png .dot .mmd)
 """
 
 from __future__ import annotations
@@ -158,6 +159,45 @@ def workflow_check(text: str) -> None:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1) from None
     typer.echo(graph.describe())
+
+
+@workflow_app.command("visualize")
+def workflow_visualize(
+    workflow: str = typer.Argument(..., help="a workflow name or workflow text"),
+    output: str = typer.Option(..., "--output", "-o", help="file to write: .svg, .png, .dot or .mmd (Mermaid)"),
+) -> None:
+    """Draw a workflow's graph to a file (exit 1 with the position on a workflow error, 2 on a bad output)."""
+    from pathlib import Path
+
+    from bot.app import build_catalog
+    from engine.parse import compile_text
+    from engine.picture import FORMATS, LayoutUnavailable, picture, write
+
+    path = Path(output)
+    fmt = path.suffix.lower().lstrip(".")
+    if fmt not in FORMATS:
+        typer.echo(f"baton: --output {output}: unknown format '{path.suffix}'; use one of .svg .png .dot .mmd", err=True)
+        raise typer.Exit(2)
+    catalog = build_catalog(_settings())
+    try:
+        graph = compile_text(workflow, catalog, name=workflow if workflow in catalog.workflows else None)
+    except WorkflowSyntaxError as e:
+        typer.echo(f"syntax error: {e}", err=True)
+        raise typer.Exit(1) from None
+    except EngineError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from None
+    try:
+        data = write(picture(graph), fmt)
+    except LayoutUnavailable as e:
+        typer.echo(f"baton: {e}", err=True)
+        raise typer.Exit(2) from None
+    try:
+        path.write_bytes(data)
+    except OSError as e:
+        typer.echo(f"baton: --output {output}: {e.strerror}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"wrote {path} ({len(graph.steps)} steps, {fmt})")
 
 
 @workflow_app.command("list")
