@@ -187,6 +187,18 @@ class SlackOutlet:
         )
         await self._post(key, kept, reply_blocks(kept, note=note) + actions)
 
+    async def send_file(self, key: ThreadKey, filename: str, data: bytes, comment: str) -> None:
+        """Upload ``data`` as ``filename`` into the thread (``files.uploadV2``) with ``comment``;
+        a failed upload is logged and said in the thread."""
+        self._touch(key)
+        try:
+            await self.client.files_upload_v2(
+                channel=key.channel, thread_ts=key.thread, content=data, filename=filename, title=comment, initial_comment=comment
+            )
+        except _DELIVERY_ERRORS as e:
+            log.warning("uploading %s in %s failed (%s)", filename, key, _api_error(e))
+            await self._post(key, f"{comment}: the upload failed.", reply_blocks(f"{comment}: the upload failed."))
+
     def stream_reply(self, key: ThreadKey) -> ThrottledReply:
         """A chat reply written while the LLM streams: one threaded message, edited in place
         with ``chat.update`` at most once per ``status_min_interval`` seconds (Tier 3 limits)."""

@@ -95,6 +95,9 @@ class Outlet(Protocol):
     # Optional: ``async send_run_result(key, text, run_id, status)`` posts a run's result
     # with the platform's controls for it (status: succeeded, failed, cancelled…);
     # without it the core uses ``send``.
+    # Optional: ``async send_file(key, filename, data, comment)`` posts a file (a run's
+    # picture) in the thread: Slack uploads it, Discord attaches it, the console writes it
+    # to disk and prints the path. Without it the core says the platform cannot show files.
 
 
 class StatusBoard:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import getpass
 import sys
+from pathlib import Path
 from typing import IO
 
 from rich.console import Console, Group
@@ -158,13 +159,26 @@ class ConsoleOutlet:
 
     platform = PLATFORM
 
-    def __init__(self, console: Console, *, live: bool) -> None:
+    def __init__(self, console: Console, *, live: bool, files_dir: Path = Path(".baton") / "pictures") -> None:
         self.console = console
         self.live = live
+        self.files_dir = files_dir
         self._region = _LiveRegion(console) if live else None
 
     async def send(self, key: ThreadKey, text: str) -> None:
         self.console.print(Text(text), soft_wrap=True)
+
+    async def send_file(self, key: ThreadKey, filename: str, data: bytes, comment: str) -> None:
+        """Write ``data`` to ``files_dir/filename`` and print ``comment`` with the file's path."""
+
+        def save() -> Path:
+            self.files_dir.mkdir(parents=True, exist_ok=True)
+            path = (self.files_dir / filename).resolve()
+            path.write_bytes(data)
+            return path
+
+        path = await asyncio.to_thread(save)
+        self.console.print(Text(f"{comment}: {path}"), soft_wrap=True)
 
     def stream_reply(self, key: ThreadKey) -> _PipedReply | _LiveReply:
         """Chat replies: live on a TTY, printed once when piped."""

@@ -44,6 +44,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import dataclasses
+import io
 import logging
 import re
 import time
@@ -416,6 +417,17 @@ class DiscordOutlet:
                 style = discord.ButtonStyle.primary if i == 0 else discord.ButtonStyle.secondary
                 view.add_item(ActionButton("choice", 0, reply, label=label[:80], style=style))
         await self._send(key, text, view if view.children else None)
+
+    async def send_file(self, key: ThreadKey, filename: str, data: bytes, comment: str) -> None:
+        """Post ``data`` as an attachment named ``filename`` with ``comment`` in ``key``'s thread."""
+        client = self._ready(f"a file to {key}")
+        if client is None:
+            return
+        channel = client.get_partial_messageable(int(key.thread))
+        try:
+            await channel.send(comment, file=discord.File(io.BytesIO(data), filename=filename), allowed_mentions=NO_MENTIONS)
+        except discord.HTTPException as e:
+            log.error("discord: attaching %s in %s failed: %s %s", filename, key, e.status, e.text)
 
     async def send_run_result(self, key: ThreadKey, text: str, run_id: int, status: str) -> None:
         """Post run ``run_id``'s result; a failed run's result gets Retry and Show log buttons."""

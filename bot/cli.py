@@ -62,6 +62,7 @@ async def _console(thread: str | None) -> None:
 
     settings = _settings()
     adapter = ConsoleAdapter(thread or settings.console_thread)
+    adapter.outlet.files_dir = settings.data_dir / "pictures"  # /run show N graph writes here
     baton = await App.start(settings, {"console": adapter.outlet})
     try:
         await baton.manager.resume_unfinished({"console"})

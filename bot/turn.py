@@ -43,6 +43,7 @@ HELP = """Baton — run workflows from chat.
   /workflows             list named workflows and actions
   /runs [all]            recent runs in this thread (or everywhere)
   /run show ID           one run's steps, times, outputs and cost
+  /run show ID graph     the run's graph as a picture, coloured by step status
   /cancel ID             stop a run, cancelling its running steps
   /rerun ID [from STEP]  run again; with "from STEP", reuse the outputs of the steps before STEP
   /approve ID [STEP]     let a run waiting at an approve step go on (/reject ID [STEP] stops it)
@@ -89,8 +90,8 @@ def parse_command(text: str) -> Command | None:
         return None
     head, _, rest = t[1:].partition(" ")
     head, rest = head.lower(), rest.strip()
-    if head == "run" and re.match(r"^show\s+\S+$", rest):
-        return Command("run_show", rest.split()[1])
+    if head == "run" and re.match(r"^show\s+\S+(\s+graph)?$", rest, re.I):
+        return Command("run_show", " ".join(rest.split()[1:]))
     if head in COMMANDS:
         return Command(head, rest)
     return Command("unknown", head)
@@ -237,6 +238,8 @@ class Bot:
             await self.reply(key, outlet, self._workflows_text())
         elif cmd.name == "runs":
             await self.reply(key, outlet, await self._runs_text(key, everywhere=cmd.arg.strip() == "all"))
+        elif cmd.name == "run_show" and cmd.arg.lower().endswith(" graph"):
+            await self._run_graph(key, outlet, cmd.arg.split()[0])
         elif cmd.name == "run_show":
             await self.reply(key, outlet, await self._run_show(cmd.arg))
         elif cmd.name == "history":
@@ -309,6 +312,23 @@ class Bot:
         if total:
             lines.append(f"Cost: ${total:.4f}")
         return "\n".join(lines)
+
+    async def _run_graph(self, key: ThreadKey, outlet: Outlet, arg: str) -> None:
+        """``/run show ID graph``: post the run's picture through the outlet's ``send_file``."""
+        from bot.pictures import PictureError, run_png
+
+        run_id = _run_id(arg)
+        send_file = getattr(outlet, "send_file", None)
+        if send_file is None:
+            await self.reply(key, outlet, f"This platform cannot show pictures; try /run show {run_id}.")
+            return
+        try:
+            png = await run_png(self.runs, run_id)
+        except PictureError as e:
+            await self.reply(key, outlet, str(e))
+            return
+        await self.sessions.append(key, "assistant", "baton", f"[picture of run #{run_id}]")
+        await send_file(key, f"baton-run-{run_id}.png", png, f"Run #{run_id} graph")
 
     async def _history(self, key: ThreadKey, arg: str) -> str:
         n = int(arg) if arg.strip().isdigit() else 20
