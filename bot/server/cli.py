@@ -62,7 +62,9 @@ def serve(
         sock.close()
         typer.echo(f"baton serve: cannot listen on {bind_host}:{bind_port}: {e.strerror or e}; pick another with --port or [server] port", err=True)
         raise typer.Exit(2) from None
-    app = create_app(s)
+    from bot.dashboard import router as dashboard
+
+    app = create_app(s, extra_routers=[dashboard])  # the web dashboard at /
     config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on", timeout_graceful_shutdown=5)
     server = uvicorn.Server(config)
     logging.getLogger("baton.server").warning("baton serve listening on http://%s:%d (API docs at /docs)", bind_host, sock.getsockname()[1])
