@@ -208,6 +208,7 @@ async def _watch_runs(request: Request) -> Any:
     db = _svc(request).baton.db
     pulse = _pulse(_svc(request))
     last = await data.runs_fingerprint(db)
+    yield {"event": "changed", "data": "connected"}  # covers changes between rendering the page and subscribing
     while True:
         await pulse.wait(timeout=1.0)
         if await request.is_disconnected():
@@ -326,8 +327,10 @@ async def _watch_run(request: Request, run_id: int) -> Any:
     q = svc.hook.bus.subscribe(run_id)
     try:
         got = await svc.baton.runs.get(run_id)
-        seen = None
+        seen = (got[0].status, tuple((s.node_id, s.status, s.attempt) for s in got[1])) if got else None
         done = got is None or got[0].status in TERMINAL
+        # the page was rendered before this stream subscribed: one refresh covers that gap
+        yield {"event": "changed", "data": str(run_id)}
         while not done:
             try:
                 async with asyncio.timeout(1.0):
@@ -339,7 +342,7 @@ async def _watch_run(request: Request, run_id: int) -> Any:
                     return
                 got = await svc.baton.runs.get(run_id)
                 now = (got[0].status, tuple((s.node_id, s.status, s.attempt) for s in got[1])) if got else None
-                changed = now != seen and seen is not None
+                changed = now != seen
                 seen = now
                 done = got is None or got[0].status in TERMINAL
             if changed or done:
