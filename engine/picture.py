@@ -82,6 +82,7 @@ class PicNode:
         cluster: id prefix of the inlined workflow it belongs to, or ``""``.
         status: the step's status in a run, or ``None`` for a plain workflow picture.
         attempt: the step's attempt number in a run (0 when unknown).
+        iteration: the loop iteration of the step's latest record (0/1 outside loops).
     """
 
     id: str
@@ -91,6 +92,7 @@ class PicNode:
     cluster: str = ""
     status: str | None = None
     attempt: int = 0
+    iteration: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,16 +146,47 @@ def _bound(obj: Any) -> int | None:
 
 
 def _params(graph: Graph) -> tuple[str, ...]:
-    """The workflow's parameters, when the IR carries them (``inputs`` or ``params``)."""
-    raw = getattr(graph, "inputs", None) or getattr(graph, "params", None) or ()
+    """The workflow's parameters, when the IR carries them (``inputs``: specs with ``describe()``, or a mapping)."""
+    raw = getattr(graph, "inputs", None) or ()
     out = []
-    items = raw.items() if isinstance(raw, Mapping) else ((getattr(p, "name", p), p) for p in raw)
-    for name, spec in items:
-        default = spec.get("default") if isinstance(spec, Mapping) else getattr(spec, "default", None)
-        typ = spec.get("type") if isinstance(spec, Mapping) else getattr(spec, "type", None)
-        text = str(name) + (f": {typ}" if typ else "") + (f" = {default!r}" if default is not None else "")
-        out.append(text)
+    if isinstance(raw, Mapping):
+        raw = [type("P", (), {"name": k, **(v if isinstance(v, Mapping) else {})}) for k, v in raw.items()]
+    for p in raw:
+        if callable(getattr(p, "describe", None)):
+            out.append(str(p.describe()))
+            continue
+        name, typ, default = getattr(p, "name", p), getattr(p, "type", None), getattr(p, "default", None)
+        out.append(str(name) + (f": {typ}" if typ else "") + (f" = {default!r}" if default is not None else ""))
     return tuple(out)
+
+
+def _loop_bounds(graph: Graph) -> dict[tuple[str, str], int]:
+    """``(source, target)`` of each back edge → its loop's ``max_iterations`` (from ``Graph.loops()``, when the IR has it)."""
+    loops = getattr(graph, "loops", None)
+    try:
+        found = loops() if callable(loops) else (loops or ())
+    except ValueError:  # an unbounded cycle: drawn without a bound (workflow check reports it)
+        return {}
+    out: dict[tuple[str, str], int] = {}
+    for lp in found:
+        for be in getattr(lp, "back_edges", ()):
+            out[(be[0], be[1])] = int(getattr(lp, "max_iterations", 0) or 0)
+    return out
+
+
+_GENERATED_ID = re.compile(r"^[sg]\d+$")  # ids the text compiler makes up (s1, g2)
+_ITERATION = re.compile(r"^(.*)#(\d+)$")
+
+
+def latest_records(steps: Mapping[str, StepRecord]) -> dict[str, tuple[StepRecord, int]]:
+    """Node id → its latest record and iteration number (loop iterations are recorded as ``node#2``, ``node#3``…)."""
+    out: dict[str, tuple[StepRecord, int]] = {}
+    for key, rec in steps.items():
+        m = _ITERATION.match(key)
+        node, it = (m.group(1), int(m.group(2))) if m else (key, 1)
+        if node not in out or it > out[node][1]:
+            out[node] = (rec, it)
+    return out
 
 
 def picture(graph: Graph, steps: Mapping[str, StepRecord] | None = None, *, title: str | None = None) -> Picture:
@@ -170,6 +203,8 @@ def picture(graph: Graph, steps: Mapping[str, StepRecord] | None = None, *, titl
     """
     ids = {n.id for n in graph.nodes}
     order = {n.id: i for i, n in enumerate(graph.nodes)}
+    bounds = _loop_bounds(graph)
+    latest = latest_records(steps) if steps is not None else {}
     prefixes: dict[str, str] = {}
     nodes: list[PicNode] = []
     for n in graph.nodes:
@@ -182,13 +217,15 @@ def picture(graph: Graph, steps: Mapping[str, StepRecord] | None = None, *, titl
                     prefixes.setdefault(".".join(parts[:depth]), path[depth - 1])
         cluster = ".".join(parts[:-1])
         status = None
-        attempt = 0
+        attempt = iteration = 0
         if steps is not None and not n.is_gate:
-            rec = steps.get(n.id)
+            rec, iteration = latest.get(n.id, (None, 0))
             status = rec.status if rec else "pending"
             attempt = rec.attempt if rec else 0
         shown = ("AND" if n.join == "all" else "first") if n.is_gate else path[-1]
-        nodes.append(PicNode(n.id, n.kind, shown, _policy_text(n), cluster, status, attempt))
+        if not n.is_gate and not _GENERATED_ID.match(parts[-1]) and parts[-1].lower() not in shown.lower():
+            shown = f"{parts[-1]}: {shown}"  # a named node (YAML) whose label does not say its name
+        nodes.append(PicNode(n.id, n.kind, shown, _policy_text(n), cluster, status, attempt, iteration))
     # a cluster holding every node is the workflow itself: make it the title instead
     clusters = {p: name for p, name in prefixes.items() if p}
     every = [c for c in clusters if all(pn.id.startswith(c + ".") for pn in nodes)]
@@ -197,11 +234,10 @@ def picture(graph: Graph, steps: Mapping[str, StepRecord] | None = None, *, titl
         default_title = graph.name or clusters[c]
         del clusters[c]
     nodes = [
-        PicNode(pn.id, pn.kind, pn.title, pn.detail, _known_cluster(pn.cluster, clusters), pn.status, pn.attempt)
+        PicNode(pn.id, pn.kind, pn.title, pn.detail, _known_cluster(pn.cluster, clusters), pn.status, pn.attempt, pn.iteration)
         for pn in nodes
     ]
     edges: list[PicEdge] = []
-    by_id = {n.id: n for n in graph.nodes}
     for n in graph.nodes:
         for e in n.edges:
             if e.source not in ids:
@@ -210,7 +246,7 @@ def picture(graph: Graph, steps: Mapping[str, StepRecord] | None = None, *, titl
             when = getattr(e, "when", None) or getattr(e, "expression", None)  # a condition beside the outcome
             back = order[e.source] >= order[n.id] or bool(getattr(e, "back", False))
             if back:
-                bound = _bound(e) or _bound(n) or _bound(graph)
+                bound = bounds.get((e.source, n.id)) or _bound(e) or _bound(n) or _bound(graph)
                 label = f"repeat (at most {bound}×)" if bound else "repeat"
                 if when or cond not in ("success", "always"):
                     label = f"{'if ' + str(when) if when else _cond_label(cond)}; {label}"
@@ -222,11 +258,6 @@ def picture(graph: Graph, steps: Mapping[str, StepRecord] | None = None, *, titl
                 style, label = "condition", f"if {when}"
             structural = n.is_gate and cond == "always" and not when
             edges.append(PicEdge(e.source, n.id, style, "" if structural else label, structural))
-    for loop in getattr(graph, "loops", ()) or ():  # bounded cycles kept beside the DAG, when the IR has them
-        src, dst = getattr(loop, "source", None), getattr(loop, "target", None)
-        if src in by_id and dst in by_id:
-            bound = _bound(loop)
-            edges.append(PicEdge(src, dst, "loop", f"repeat (at most {bound}×)" if bound else "repeat"))
     return Picture(title or default_title, tuple(nodes), tuple(edges), clusters, _params(graph))
 
 
@@ -246,7 +277,7 @@ def _node_label(pn: PicNode) -> str:
         lines.append(f"({pn.kind}{', ' + pn.detail if pn.detail else ''})")
     if pn.status is not None:
         icon = STATUS_STYLES.get(pn.status, ("", "?"))[1]
-        word = pn.status + (f", attempt {pn.attempt}" if pn.attempt > 1 else "")
+        word = pn.status + (f", iteration {pn.iteration}" if pn.iteration > 1 else "") + (f", attempt {pn.attempt}" if pn.attempt > 1 else "")
         lines.append(f"{icon} {word}")
     return "\n".join(lines)
 
@@ -407,6 +438,7 @@ __all__ = [
     "PicEdge",
     "PicNode",
     "Picture",
+    "latest_records",
     "layout_available",
     "picture",
     "render",

@@ -184,6 +184,17 @@ def graph_fallback(graph: Graph, steps: dict[str, StepRecord] | None) -> list[di
     ]
 
 
+def ordered_steps(graph: Graph, steps: list[StepRecord]) -> list[StepRecord]:
+    """Step records in graph order, loop iterations (``node#2``…) right after their node's earlier ones."""
+    index = {n.id: i for i, n in enumerate(graph.nodes)}
+
+    def key(s: StepRecord) -> tuple[int, int, str]:
+        base, _, it = s.node_id.rpartition("#") if "#" in s.node_id else (s.node_id, "", "1")
+        return (index.get(base, len(index)), int(it) if it.isdigit() else 1, s.node_id)
+
+    return sorted(steps, key=key)
+
+
 def timeline(steps: list[StepRecord]) -> dict[str, Any]:
     """Gantt bars: each started step's offset and width in % of the run's span, with times in seconds."""
     started = [s.started_at for s in steps if s.started_at]
@@ -234,6 +245,7 @@ __all__ = [
     "graph_fallback",
     "graph_svg",
     "list_runs",
+    "ordered_steps",
     "parse_when",
     "runs_fingerprint",
     "timeline",

@@ -274,7 +274,7 @@ async def _run_ctx(request: Request, who: Viewer, run_id: int) -> dict[str, Any]
     row, steps = got
     key = await svc.baton.sessions.key_for(row.thread_id)
     by_id = {s.node_id: s for s in steps}
-    ordered = [by_id[n.id] for n in row.graph.nodes if n.id in by_id]
+    ordered = data.ordered_steps(row.graph, steps)
     svg = await data.graph_svg(row.graph, by_id, title=f"Run #{row.id}: {row.graph.name or row.source}")
     broker = svc.baton.bot.approvals
     waiting = [s for _, s, _ in broker.pending(run_id)] if broker is not None else []

@@ -7,7 +7,7 @@ import os
 import re
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -34,28 +34,37 @@ def baton(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]
     return subprocess.run([sys.executable, "-m", "bot.cli", *args], capture_output=True, text=True, env=e, cwd=cwd, timeout=60)
 
 
+_EDGE_FIELDS = {f.name for f in fields(Edge)}
+_NODE_FIELDS = {f.name for f in fields(Node)}
+
+
 @dataclass(frozen=True)
-class BoundedEdge(Edge):
-    """An edge carrying a cycle bound, as the IR's bounded cycles do (``max_iterations``)."""
+class _BoundedEdge(Edge):
+    """A back edge carrying its cycle bound, for an IR without ``Edge.back`` (older graphs)."""
 
     max_iterations: int = 0
 
 
 @dataclass(frozen=True)
-class WhenEdge(Edge):
-    """An edge carrying a condition expression on outputs (``when``)."""
+class _WhenEdge(Edge):
+    """An edge with a condition expression, for an IR without ``Edge.when``."""
 
     when: str = ""
 
 
+def _when_edge(source: str, expr: str) -> Edge:
+    return Edge(source, "success", when=expr) if "when" in _EDGE_FIELDS else _WhenEdge(source, "success", expr)  # type: ignore[call-arg]
+
+
 def _loop_graph() -> Graph:
     """generate → critique → (if score < 8) refine → critique, at most 5 times."""
+    if "back" in _EDGE_FIELDS:  # the IR's bounded cycles: a back edge, the bound on the node
+        back = Edge("refine", "success", back=True)  # type: ignore[call-arg]
+        critique = Node("critique", "llm", "score it", edges=(Edge("generate"), back), max_iterations=5)  # type: ignore[call-arg]
+    else:
+        critique = Node("critique", "llm", "score it", edges=(Edge("generate"), _BoundedEdge("refine", "success", 5)))
     return Graph(
-        nodes=(
-            Node("generate", "llm", "write a haiku"),
-            Node("critique", "llm", "score it", edges=(Edge("generate"), BoundedEdge("refine", "success", 5))),
-            Node("refine", "llm", "improve it", edges=(WhenEdge("critique", "success", "${critique.score} < 8"),)),
-        ),
+        nodes=(Node("generate", "llm", "write a haiku"), critique, Node("refine", "llm", "improve it", edges=(_when_edge("critique", "${critique.score} < 8"),))),
         exit="critique",
         name="haiku-loop",
     )
@@ -156,3 +165,19 @@ def test_cli_visualize_errors(tmp_path: Path) -> None:
     assert p.returncode == 1 and "line 2, column 1" in p.stderr
     p = baton("workflow", "visualize", "ops-check", "--output", "x.gif", cwd=tmp_path)
     assert p.returncode == 2 and re.search(r"unknown format '\.gif'", p.stderr)
+
+
+def test_loop_iterations_show_the_latest_record() -> None:
+    from dataclasses import replace as _replace
+
+    from bot.dashboard._data import ordered_steps
+
+    g = _loop_graph()
+    now = datetime.now(UTC)
+    rec = StepRecord("1", "critique", "score it", "llm", "succeeded", 1, "", None, now, now)
+    steps = {"generate": _replace(rec, node_id="generate"), "critique": rec, "refine": _replace(rec, node_id="refine"),
+             "critique#2": _replace(rec, node_id="critique#2", status="running")}
+    by = {n.id: n for n in picture(g, steps).nodes}
+    assert (by["critique"].status, by["critique"].iteration) == ("running", 2)
+    assert "▶ running, iteration 2" in to_dot(picture(g, steps))
+    assert [s.node_id for s in ordered_steps(g, list(reversed(steps.values())))] == ["generate", "critique", "critique#2", "refine"]
