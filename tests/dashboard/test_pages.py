@@ -167,3 +167,36 @@ async def test_runs_live_stream_says_changed_when_a_run_starts(dash) -> None:  #
                     if line.startswith("event:") and "changed" in line:
                         break
         await c.aclose()
+
+
+async def test_workflow_text_is_escaped_in_graphs_and_pages(dash) -> None:  # type: ignore[no-untyped-def]
+    async with dash() as d:
+        token = await d.token("xss")
+        c = await d.login(token)
+        csrf = csrf_of((await c.get("/workflows")).text)
+        evil = 'echo "<script>alert(1)</script>" THEN echo "<img src=x onerror=alert(2)>"'
+        r = await c.post("/ui/workflows/check", data={"csrf": csrf, "text": evil}, headers={"HX-Request": "true"})
+        assert r.status_code == 200 and "<script>alert" not in r.text and "<img src=x" not in r.text
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in r.text  # shown, as text
+        run_id = (await c.post("/api/v1/runs", json={"workflow": evil}, headers={"Authorization": f"Bearer {token}"})).json()["id"]
+        await d.wait_run(run_id)
+        for path in (f"/runs/{run_id}", "/"):
+            page = await c.get(path)
+            assert "<script>alert" not in page.text and "<img src=x" not in page.text, path
+        await c.aclose()
+
+
+async def test_without_graphviz_the_graph_is_a_list_with_the_same_ids(dash, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from bot.dashboard import _data
+
+    monkeypatch.setattr(_data, "layout_available", lambda: False)
+    async with dash() as d:
+        token = await d.token("nodot")
+        c = await d.login(token)
+        run_id = (await c.post("/api/v1/runs", json={"workflow": "echo a THEN fail b"}, headers={"Authorization": f"Bearer {token}"})).json()["id"]
+        await d.wait_run(run_id)
+        page = await c.get(f"/runs/{run_id}")
+        assert "apt-get install graphviz" in page.text
+        assert '<li id="step-s1" class="step kind-builtin status-succeeded">' in page.text
+        assert '<li id="step-s2" class="step kind-builtin status-failed">' in page.text and "✗ failed" in page.text
+        await c.aclose()
