@@ -200,3 +200,28 @@ async def test_without_graphviz_the_graph_is_a_list_with_the_same_ids(dash, monk
         assert '<li id="step-s1" class="step kind-builtin status-succeeded">' in page.text
         assert '<li id="step-s2" class="step kind-builtin status-failed">' in page.text and "✗ failed" in page.text
         await c.aclose()
+
+
+async def test_approve_and_reject_buttons_only_for_approvers(dash) -> None:  # type: ignore[no-untyped-def]
+    async with dash(permissions={"*": ["api:ops", "api:dev"], "approve": ["api:ops"]}) as d:
+        ops_token, dev_token = await d.token("ops"), await d.token("dev")
+        api = {"Authorization": f"Bearer {ops_token}"}
+        run_id = (await d.http.post("/api/v1/runs", json={"workflow": "approve ship it? THEN echo shipped"}, headers=api)).json()["id"]
+        async with asyncio.timeout(10):
+            while not d.baton.bot.approvals.pending(run_id):
+                await asyncio.sleep(0.05)
+        dev = await d.login(dev_token)
+        page = await dev.get(f"/runs/{run_id}")
+        assert 'id="approve-s1"' not in page.text  # runs:write, but not an approver
+        refused = await dev.post(f"/runs/{run_id}/approve", data={"csrf": csrf_of(page.text), "step": "s1"}, follow_redirects=True)
+        assert "Not approved:" in refused.text and "may not approve" in refused.text
+        ops = await d.login(ops_token)
+        page = await ops.get(f"/runs/{run_id}")
+        assert 'id="approve-s1"' in page.text and 'id="reject-s1"' in page.text and "⏸ waiting" in page.text
+        ok = await ops.post(f"/runs/{run_id}/approve", data={"csrf": csrf_of(page.text), "step": "s1"})
+        assert ok.status_code == 303
+        assert await d.wait_run(run_id) == "succeeded"
+        audit = [(e.actor, e.action, e.outcome) for e in await AuditStore(d.baton.db).recent(20)]
+        assert ("api:ops", "run.approve", "ok") in audit and ("api:dev", "permission.denied", "denied") in audit
+        await dev.aclose()
+        await ops.aclose()
