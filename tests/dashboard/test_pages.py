@@ -132,7 +132,7 @@ async def test_workflow_check_shows_graph_or_positioned_error(dash) -> None:  # 
 
 
 async def test_runs_list_filters_and_cursor_pagination(dash) -> None:  # type: ignore[no-untyped-def]
-    async with dash() as d:
+    async with dash(server={"rate_limit": 1000, "rate_burst": 1000}) as d:  # 55 starts in a row
         token = await d.token("pager")
         api = {"Authorization": f"Bearer {token}"}
         ids = []
