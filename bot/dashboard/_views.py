@@ -234,7 +234,8 @@ class _Pulse:
     def __init__(self) -> None:
         self._cond: asyncio.Event = asyncio.Event()
 
-    async def status_rows(self, conn: Any, run_id: int, status: str, error: str | None) -> list[dict[str, Any]]:
+    async def status_rows(self, run_id: int, status: str, error: str | None) -> list[dict[str, Any]]:
+        """No outbox rows: the dashboard only listens (see :class:`bot.store.runs.RunHook`)."""
         return []
 
     def step_rows(self, records: Any) -> list[dict[str, Any]]:
