@@ -10,9 +10,12 @@ then exits.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import getpass
+import signal
 import sys
 from pathlib import Path
+import threading
 from typing import IO
 
 from rich.console import Console, Group
@@ -214,24 +217,106 @@ class ConsoleAdapter:
     def message(self, text: str) -> Message:
         return Message(PLATFORM, self.key.channel, self.key.thread, self.user, text)
 
-    async def run(self, bot) -> None:  # type: ignore[no-untyped-def]
-        """Feed lines to ``bot`` until end of input, then wait for its work to finish."""
+    async def run(self, bot) -> bool:  # type: ignore[no-untyped-def]
+        """Feed lines to ``bot`` until end of input, then wait for its work to finish.
+
+        Ctrl-C (SIGINT), while reading or while runs are going: the console's active runs are
+        cancelled (each ends ``cancelled``, its running steps stopped), what happened is
+        printed, and this returns ``True`` (the ``baton`` command exits 130). A second Ctrl-C
+        while that is under way interrupts at once (the runs then resume on the next start).
+        Lines are read on a daemon thread, so an interrupted read never holds up the exit.
+
+        Returns:
+            whether the console was interrupted.
+        """
         if self.interactive:
-            self.console.print(f"Baton console — thread '{self.key.thread}'. /help lists commands; Ctrl-D quits.", style="dim")
+            self.console.print(f"Baton console — thread '{self.key.thread}'. /help lists commands; Ctrl-D or Ctrl-C quits.", style="dim")
+        loop = asyncio.get_running_loop()
+        lines: asyncio.Queue[str | None] = asyncio.Queue()
+        interrupted = asyncio.Event()
+        threading.Thread(target=self._read_lines, args=(loop, lines), name="console-stdin", daemon=True).start()
+        watching = _on_sigint(loop, interrupted)
+        try:
+            while not interrupted.is_set():
+                line = await _first(lines.get(), interrupted)
+                if line is None:  # end of input (or interrupted)
+                    break
+                text = line.strip()
+                if text:
+                    await bot.handle(self.message(text), self.outlet)
+            if not interrupted.is_set():
+                await _first(bot.drain(), interrupted)
+            if interrupted.is_set():
+                await self._interrupted(bot)
+                return True
+            return False
+        finally:
+            if watching:
+                with contextlib.suppress(Exception):
+                    loop.remove_signal_handler(signal.SIGINT)
+
+    def _read_lines(self, loop: asyncio.AbstractEventLoop, lines: asyncio.Queue[str | None]) -> None:
+        """The reader thread: each line (or ``None`` at end of input) goes to ``lines`` on the loop."""
         while True:
-            if self.interactive:
-                try:
-                    line = await asyncio.to_thread(self.console.input, "[bold]you>[/bold] ")
-                except EOFError:
-                    break
-            else:
-                line = await asyncio.to_thread(self.stdin.readline)
-                if line == "":
-                    break
-            text = line.strip()
-            if text:
-                await bot.handle(self.message(text), self.outlet)
-        await bot.drain()
+            try:
+                if self.interactive:
+                    line: str | None = self.console.input("[bold]you>[/bold] ")
+                else:
+                    line = self.stdin.readline()
+                    line = None if line == "" else line
+            except (EOFError, KeyboardInterrupt, OSError, ValueError):
+                line = None
+            try:
+                loop.call_soon_threadsafe(lines.put_nowait, line)
+            except RuntimeError:  # the loop is closed: the console is gone
+                return
+            if line is None:
+                return
+
+    async def _interrupted(self, bot) -> None:  # type: ignore[no-untyped-def]
+        """Cancel this console's active runs after Ctrl-C and say what happened."""
+        mine = [r for r in bot.manager.active.values() if r.key.platform == PLATFORM]
+        if not mine:
+            self.console.print("Interrupted (Ctrl-C): no run was active; exiting.", soft_wrap=True)
+            return
+        ids = ", ".join(f"#{r.id}" for r in mine)
+        self.console.print(f"Interrupted (Ctrl-C): cancelling run {ids}…", soft_wrap=True)
+        await asyncio.gather(*(bot.manager.cancel(r.id) for r in mine), return_exceptions=True)
+        done = []
+        for r in mine:
+            got = await bot.runs.get(r.id)
+            done.append(f"run #{r.id} {got[0].status if got else 'gone'}")
+        self.console.print(f"Interrupted (Ctrl-C): {', '.join(done)}. /runs and /run show ID have the details.", soft_wrap=True)
+
+
+def _on_sigint(loop: asyncio.AbstractEventLoop, interrupted: asyncio.Event) -> bool:
+    """Route the first SIGINT to ``interrupted``; a second one is Python's usual KeyboardInterrupt.
+    Returns False where signal handlers cannot be set (not the main thread, Windows)."""
+
+    def first() -> None:
+        interrupted.set()
+        with contextlib.suppress(Exception):
+            loop.remove_signal_handler(signal.SIGINT)  # restores default_int_handler
+
+    try:
+        loop.add_signal_handler(signal.SIGINT, first)
+    except (NotImplementedError, RuntimeError, ValueError):
+        return False
+    return True
+
+
+async def _first(aw, interrupted: asyncio.Event):  # type: ignore[no-untyped-def]
+    """``await aw``, unless ``interrupted`` is set first (then ``aw`` is cancelled and ``None`` returned)."""
+    task = asyncio.ensure_future(aw)
+    stop = asyncio.ensure_future(interrupted.wait())
+    try:
+        await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in (task, stop):
+            if not t.done():
+                t.cancel()
+        await asyncio.gather(task, stop, return_exceptions=True)
+    return task.result() if task.done() and not task.cancelled() else None  # an error in ``aw`` is raised
 
 
 def _user() -> str:

@@ -42,6 +42,7 @@ on discord.py's loggers removes it and interaction tokens from log records.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import dataclasses
 import io
@@ -52,6 +53,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
+import aiohttp
 import discord
 import discord.gateway
 import discord.http
@@ -987,6 +989,61 @@ class BatonDiscordClient(discord.Client):
         """An exception escaped a discord.py event handler: log it (the redaction filter applies)."""
         log.exception("discord: error in %s", event_method)
 
+    async def connect(self, *, reconnect: bool = True) -> None:
+        """discord.py's connection loop, kept alive across a gateway event it cannot parse.
+
+        discord.py parses each dispatch before any handler runs, and an error there (e.g. a
+        partial ``MESSAGE_UPDATE`` without ``type``: ``KeyError``) escapes its loop and would end
+        the bot. Such an event is logged once per event type and error (WARNING, no traceback;
+        repeats at DEBUG) and skipped: the socket is closed and the client connects again after
+        :data:`UNPARSABLE_BACKOFF` (doubling, up to a minute, reset after a connection that
+        lasted a minute). Connection failures keep discord.py's own reconnect with backoff;
+        login, intent and close-code errors still end the loop (they need a person).
+        """
+        delay = UNPARSABLE_BACKOFF[0]
+        seen: set[tuple[str, str]] = set()
+        while True:
+            started = time.monotonic()
+            try:
+                await super().connect(reconnect=reconnect)
+                return
+            except _PARSE_ERRORS as e:
+                if self.is_closed():
+                    raise
+                event = _unparsed_event(e)
+                what = (event, f"{type(e).__name__}: {e}")
+                if what in seen:
+                    log.debug("discord: skipped another %s event discord.py could not parse (%s)", *what)
+                else:
+                    seen.add(what)
+                    log.warning("discord: could not parse a %s gateway event (%s); skipped it, reconnecting", *what)
+            if self.ws is not None:
+                with contextlib.suppress(Exception):
+                    await self.ws.close(code=4000)  # not 1000: the session may be resumed by Discord's rules
+            if time.monotonic() - started > 60:
+                delay = UNPARSABLE_BACKOFF[0]
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, UNPARSABLE_BACKOFF[1])
+
+
+UNPARSABLE_BACKOFF = (0.5, 60.0)
+"""Seconds before reconnecting after an unparsable gateway event: first wait, longest wait."""
+
+_PARSE_ERRORS = (KeyError, TypeError, ValueError, AttributeError, IndexError)
+"""What discord.py's event parsers raise on a payload they do not expect (never connection errors)."""
+
+
+def _unparsed_event(e: BaseException) -> str:
+    """The gateway event whose parser raised ``e`` (discord.py's ``parse_<event>`` methods), else ``"unknown"``."""
+    tb = e.__traceback__
+    name = "unknown"
+    while tb is not None:
+        fn = tb.tb_frame.f_code.co_name
+        if fn.startswith("parse_") and tb.tb_frame.f_globals.get("__name__", "").startswith("discord."):
+            name = fn[len("parse_"):].upper()
+        tb = tb.tb_next
+    return name
+
 
 ButtonHandler = Callable[[BatonDiscordClient, discord.Interaction, int, "str | None"], Awaitable[None]]
 
@@ -1083,7 +1140,14 @@ async def serve_discord(app: Any, settings: DiscordSettings | None = None) -> No
     token = settings.require_token()
     client, _ = build_discord_client(app, settings)
     try:
-        await client.start(token, reconnect=True)
+        try:
+            await client.login(token)
+        except (aiohttp.ClientError, OSError) as e:  # at start: one clear line, not a traceback
+            where = settings.api_base or "https://discord.com/api/v10"
+            raise DiscordConfigError(
+                f"cannot reach Discord at {where} ({type(e).__name__}); check the network, a proxy, or BATON_DISCORD_API_BASE"
+            ) from None
+        await client.connect(reconnect=True)  # discord.py reconnects with backoff
     except discord.LoginFailure:
         raise DiscordConfigError("Discord rejected BATON_DISCORD_TOKEN (401 Unauthorized): reset the bot token and export the new one.") from None
     except discord.PrivilegedIntentsRequired:

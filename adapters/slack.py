@@ -25,8 +25,13 @@ Only this package imports ``slack_bolt`` / ``slack_sdk``. Secrets are
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
+import json
 import logging
 import socket
+import time
+import weakref
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -46,17 +51,26 @@ if TYPE_CHECKING:
 __all__ = [
     "PLATFORM",
     "SlackConfigError",
+    "RequestRefused",
     "SlackHTTPServer",
     "SlackOutlet",
     "SlackRunView",
     "SlackSettings",
     "build_slack_app",
+    "check_request",
     "check_token",
     "create_web_client",
     "serve_slack",
 ]
 
 log = logging.getLogger("baton.slack")
+
+_SIGNING_SECRETS: weakref.WeakKeyDictionary[AsyncApp, str] = weakref.WeakKeyDictionary()
+"""bolt app → its signing secret, so :class:`SlackHTTPServer` can check requests before bolt parses them."""
+
+MAX_CLOCK_SKEW_S = 300
+"""Slack's replay window: a request whose timestamp is further than this from now is refused
+(https://docs.slack.dev/authentication/verifying-requests-from-slack/)."""
 
 
 def build_slack_app(
@@ -92,22 +106,83 @@ def build_slack_app(
         request_verification_enabled=not socket_mode,
     )
     SlackListeners(app, outlet, command=settings.command, assistant=settings.assistant).register(bolt)
+    if not socket_mode:
+        _SIGNING_SECRETS[bolt] = _secret(settings.signing_secret)
     return bolt, outlet
+
+
+class RequestRefused(Exception):
+    """A request refused before bolt sees it: ``status`` (401 unsigned/forged/stale, 400 malformed) and a reason."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+def check_request(secret: str, body: bytes, headers: Any, *, now: float | None = None) -> str:
+    """Verify a Slack request on its raw bytes, then check that it can be parsed; returns the body text.
+
+    Order (Slack's rule: authenticate before you parse): the ``X-Slack-Request-Timestamp``
+    must be an integer within :data:`MAX_CLOCK_SKEW_S` of ``now`` and ``X-Slack-Signature``
+    must equal ``v0=hex(HMAC-SHA256(secret, b"v0:" + ts + b":" + body))`` over the bytes as
+    received; only then is the body decoded (UTF-8) and, for JSON and ``payload=`` form
+    bodies, checked to be a JSON object.
+
+    Raises:
+        RequestRefused: 401 for a missing, malformed, stale or wrong signature; 400 for a
+            signed body that is not UTF-8, not JSON, or not a JSON object.
+    """
+    ts = headers.get("X-Slack-Request-Timestamp")
+    sig = headers.get("X-Slack-Signature")
+    if not ts or not sig:
+        raise RequestRefused(401, "unsigned request (no X-Slack-Signature / X-Slack-Request-Timestamp)")
+    if not ts.isascii() or not ts.isdigit():
+        raise RequestRefused(401, "malformed X-Slack-Request-Timestamp")
+    if abs((time.time() if now is None else now) - int(ts)) > MAX_CLOCK_SKEW_S:
+        raise RequestRefused(401, "stale X-Slack-Request-Timestamp")
+    expected = "v0=" + hmac.new(secret.encode(), b"v0:" + ts.encode() + b":" + body, hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(expected.encode(), sig.encode("utf-8", "replace")):
+        raise RequestRefused(401, "bad signature")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise RequestRefused(400, "body is not UTF-8") from None
+    ctype = (headers.get("Content-Type") or "").split(";")[0].strip().lower()
+    raw: str | None = text if ctype == "application/json" else None
+    if ctype == "application/x-www-form-urlencoded":
+        from urllib.parse import parse_qs
+
+        raw = (parse_qs(text).get("payload") or [None])[0]
+    if raw is not None:
+        try:
+            parsed = json.loads(raw)
+        except ValueError:
+            raise RequestRefused(400, "body is not valid JSON") from None
+        if not isinstance(parsed, dict):
+            raise RequestRefused(400, f"body is JSON {type(parsed).__name__}, not an object")
+    return text
 
 
 class SlackHTTPServer:
     """Serves a bolt app's Events API / interactivity / slash-command endpoint over HTTP (aiohttp).
 
-    ``POST <path>`` goes to ``bolt.async_dispatch`` (signature checked there: a
-    forged or stale request gets 401); ``GET /healthz`` answers ``ok``. Use as
-    ``async with SlackHTTPServer(bolt, host="127.0.0.1", port=0) as srv: srv.url``.
+    ``POST <path>``: the signature is checked on the raw bytes first, then the
+    body's shape (:func:`check_request`); an unsigned, forged or stale request
+    gets 401 and a malformed one 400, each with one log line and without reaching
+    bolt. The rest goes to ``bolt.async_dispatch``. ``GET /healthz`` answers ``ok``.
+    Use as ``async with SlackHTTPServer(bolt, host="127.0.0.1", port=0) as srv: srv.url``.
 
     Args:
         port: 0 picks a free port (see :attr:`port` after start).
+        signing_secret: default: the one :func:`build_slack_app` built ``bolt`` with.
     """
 
-    def __init__(self, bolt: AsyncApp, *, host: str = "127.0.0.1", port: int = 3000, path: str = "/slack/events") -> None:
+    def __init__(
+        self, bolt: AsyncApp, *, host: str = "127.0.0.1", port: int = 3000, path: str = "/slack/events", signing_secret: str | None = None
+    ) -> None:
         self.bolt = bolt
+        self.signing_secret = signing_secret or _SIGNING_SECRETS.get(bolt)
         self.host = host
         self.port = port
         self.path = path
@@ -121,6 +196,13 @@ class SlackHTTPServer:
         return web_app
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        if self.signing_secret:
+            body = await request.read()
+            try:
+                check_request(self.signing_secret, body, request.headers)
+            except RequestRefused as e:
+                log.warning("Slack: refused a request from %s: %s (%d)", request.remote, e.reason, e.status)
+                return web.json_response({"error": e.reason}, status=e.status)
         bolt_resp = await self.bolt.async_dispatch(await to_bolt_request(request))
         return await to_aiohttp_response(bolt_resp)
 

@@ -2,8 +2,10 @@
 
 ``baton serve`` answers the Events API, interactivity and slash commands on the same
 port as its REST API by mounting this handler; bolt's own Starlette adapter translates
-requests and responses (the signature is checked by bolt, a forged or stale request
-gets 401). Only ``adapters`` imports ``slack_bolt``.
+requests and responses. The signature is checked on the raw bytes first
+(:func:`adapters.slack.check_request`): unsigned, forged or stale → 401, signed but
+malformed → 400, one log line each, before bolt parses anything. Only ``adapters``
+imports ``slack_bolt``.
 """
 
 from __future__ import annotations
@@ -14,10 +16,11 @@ from typing import TYPE_CHECKING
 
 from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 
 from adapters._slack_settings import SlackSettings
-from adapters.slack import build_slack_app
+from adapters._slack_settings import _secret
+from adapters.slack import RequestRefused, build_slack_app, check_request, log
 
 if TYPE_CHECKING:
     from bot.app import App
@@ -38,9 +41,15 @@ def slack_endpoint(
     """
     bolt, _ = build_slack_app(app, settings)
     handler = AsyncSlackRequestHandler(bolt)
+    secret = _secret(settings.signing_secret)
 
     async def endpoint(request: Request) -> Response:
         t0 = time.perf_counter()
+        try:
+            check_request(secret, await request.body(), request.headers)  # Starlette caches the body for bolt
+        except RequestRefused as e:
+            log.warning("Slack: refused a request from %s: %s (%d)", request.client.host if request.client else "?", e.reason, e.status)
+            return JSONResponse({"error": e.reason}, status_code=e.status)
         resp = await handler.handle(request)
         if on_ack is not None:
             on_ack(time.perf_counter() - t0)

@@ -14,16 +14,18 @@ from bot.llm import LLM
 from bot.memory import Memory
 from bot.retention import Retention
 from bot.routing import EmbeddingConfig, Param, Router, RouterConfig, load_routes, params_from_inputs, run_threshold_of
+from bot.routing.config import RouteConfigError
 from bot.runs import RunManager
 from bot.scheduling import SchedulerService
 from bot.sessions import TokenCounter
-from bot.settings import Settings
+from bot.settings import ConfigError, Settings
 from bot.store import Database, RunStore, SessionStore, upgrade
 from bot.store.audit import AuditStore
 from bot.turn import Bot
 from engine.actions import ActionRunner
 from engine.catalog import Catalog
 from engine.children import ChildRegistry
+from engine.errors import DefinitionError, EngineError
 from engine.definitions import load_definitions
 from engine.parse import compile_text
 from engine.run import Executor
@@ -35,8 +37,15 @@ def build_catalog(settings: Settings) -> Catalog:
     """The catalogue from ``config/workflows`` and ``[actions]``.
 
     Raises:
-        DefinitionError: an invalid workflow file or action (with file and node).
+        ConfigError: an invalid workflow file or action (the file and node, and the fix).
     """
+    try:
+        return _build_catalog(settings)
+    except DefinitionError as e:
+        raise ConfigError(settings.workflows_dir, "", str(e), "correct that workflow file or [actions] entry; `baton workflow list` checks them all") from None
+
+
+def _build_catalog(settings: Settings) -> Catalog:
     actions = {}
     allow = tuple(settings.shell.allow)
     cat = Catalog(workflows=load_definitions(settings.workflows_dir), shell_allow=allow, providers=tuple(settings.providers))
@@ -77,30 +86,43 @@ async def build_router(settings: Settings, catalog: Catalog, llm: LLM | None) ->
     """The router from ``config/routes.yaml`` (``None`` when routing is off or there is no file).
 
     Raises:
-        RouteConfigError: an invalid routes file (the message names the place).
+        ConfigError: an invalid routes file, or a route whose target is not a workflow
+            (the file, the route and the fix).
         EncoderUnavailable: an encoder named explicitly is not installed.
     """
     rs = settings.routing
     path = settings.config_dir / "routes.yaml"
     if not rs.enabled or not path.is_file():
         return None
-    routes = load_routes(path)
+    try:
+        routes = load_routes(path)
+    except RouteConfigError as e:
+        problem = str(e).replace(str(path), "").lstrip(": ")
+        raise ConfigError(path, "routes", problem, "correct it against the schema in bot/routing/config.py (keys shown above)") from None
     for r in routes:  # a route naming an unknown workflow fails at start, not mid-conversation
         if r.workflow is not None:
-            compile_text(r.workflow, catalog)
+            try:
+                compile_text(r.workflow, catalog)
+            except EngineError as e:
+                raise ConfigError(
+                    path, f"route '{r.name}' target", str(e), "name a workflow from config/workflows (see `baton workflow list`) or an action"
+                ) from None
     encoder = None if rs.encoder == "none" else rs.encoder
     effects, params = workflow_declarations(catalog)
-    run_t = run_threshold_of(path)
-    router = Router(
-        routes,
-        encoder=encoder,
-        cache_dir=settings.data_dir / "routing-cache",
-        classify=llm.classify if (llm is not None and rs.llm) else None,
-        config=RouterConfig(commands=False, embedding=EmbeddingConfig(run_threshold=run_t)),
-        extra_names=catalog.names(),
-        effects=effects,
-        workflow_params=params,
-    )
+    try:
+        run_t = run_threshold_of(path)
+        router = Router(
+            routes,
+            encoder=encoder,
+            cache_dir=settings.data_dir / "routing-cache",
+            classify=llm.classify if (llm is not None and rs.llm) else None,
+            config=RouterConfig(commands=False, embedding=EmbeddingConfig(run_threshold=run_t)),
+            extra_names=catalog.names(),
+            effects=effects,
+            workflow_params=params,
+        )
+    except RouteConfigError as e:
+        raise ConfigError(path, "routes", str(e).replace(str(path), "").lstrip(": "), "correct it against the schema in bot/routing/config.py") from None
     await router.prepare()
     return router
 
@@ -148,9 +170,17 @@ class App:
         counter = await asyncio.to_thread(TokenCounter)  # may try a download first; never on the loop
         db = Database(url)
         sessions = SessionStore(db, counter)
-        memory = Memory(
-            sessions, counter, settings.sessions, channels=settings.session_channels, system_prompt=settings.system_prompt
-        )
+        try:
+            memory = Memory(
+                sessions, counter, settings.sessions, channels=settings.session_channels, system_prompt=settings.system_prompt
+            )
+        except ValueError as e:  # ContextBudgetError too
+            raise ConfigError(
+                settings.config_dir / "baton.toml",
+                "[sessions]",
+                str(e),
+                "strategy is sliding_window, summary or hierarchical; reserve_tokens must leave room under max_tokens",
+            ) from None
         runs = RunStore(db)
         wf = settings.workflow
         approvals = ApprovalBroker(settings.permissions.get("approve", ["*"]))

@@ -17,6 +17,7 @@ from bot.memory import Memory
 from bot.providers import ProviderError, StreamInterrupted
 from bot.providers.types import StreamEnd, TextDelta
 from bot.store import SessionStore
+from bot.store.sessions import COMMAND
 from bot.sessions import ContextBudgetError
 
 log = logging.getLogger("baton.chat")
@@ -47,7 +48,14 @@ class Chat:
         thread; returns the text shown."""
         key = msg.key
         if self.llm is None:
-            await self.sessions.append(key, "assistant", "baton", CHAT_NEEDS_PROVIDER)
+            # No LLM to answer, but the thread's memory is kept as configured: building the
+            # context plans the summaries the strategy asks for (extractive without an LLM).
+            try:
+                await self.memory.context(key, msg.text, new_id=message_id, tokens=tokens)
+            except ContextBudgetError as e:
+                log.warning("no context for %s: %s", key, e)
+            # a notice, not conversation: kept out of recall and of later LLM contexts
+            await self.sessions.append(key, "assistant", "baton", CHAT_NEEDS_PROVIDER, kind=COMMAND)
             await outlet.send(key, CHAT_NEEDS_PROVIDER)
             return CHAT_NEEDS_PROVIDER
         stream = outlet.stream_reply(key) if hasattr(outlet, "stream_reply") else None

@@ -15,10 +15,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import typer
 
-from bot.settings import Settings
+from bot.settings import ConfigError, Settings
 from engine.errors import EngineError, UnknownWorkflowError, WorkflowSyntaxError
 
 app = typer.Typer(
@@ -50,13 +52,17 @@ def _add_server_commands() -> None:
 _add_server_commands()
 
 
+CONFIG_ERRORS = ("ConfigError", "SlackConfigError", "DiscordConfigError", "DefinitionError")
+"""Exceptions that are configuration mistakes: printed as one ``baton: …`` line, exit code 2."""
+
+
 def _settings() -> Settings:
-    s = Settings()
+    s = Settings.load()
     logging.basicConfig(level=s.log_level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return s
 
 
-async def _console(thread: str | None) -> None:
+async def _console(thread: str | None) -> int:
     from adapters.console import ConsoleAdapter
     from bot.app import App
 
@@ -66,18 +72,32 @@ async def _console(thread: str | None) -> None:
     baton = await App.start(settings, {"console": adapter.outlet})
     try:
         await baton.manager.resume_unfinished({"console"})
-        await adapter.run(baton.bot)
+        return 130 if await adapter.run(baton.bot) else 0
     finally:
         await asyncio.shield(baton.aclose())
+
+
+def _start(main: Callable[[], Coroutine[Any, Any, int | None]]) -> None:
+    """Run ``main()`` (its result, when an int, is the exit code); a configuration mistake at
+    start (any of :data:`CONFIG_ERRORS`) is one line on stderr and exit code 2, never a
+    traceback; a KeyboardInterrupt is exit code 130."""
+    try:
+        code = asyncio.run(main())
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    except Exception as e:
+        if type(e).__name__ in CONFIG_ERRORS:
+            typer.echo(f"baton: {e}", err=True)
+            raise typer.Exit(2) from None
+        raise
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command()
 def console(thread: str = typer.Option(None, help="thread name (the session key); default from settings")) -> None:
     """Chat with the bot in this terminal; piped input runs non-interactively."""
-    try:
-        asyncio.run(_console(thread))
-    except KeyboardInterrupt:
-        raise typer.Exit(130) from None
+    _start(lambda: _console(thread))
 
 
 async def _serve(adapter: str, socket_mode: bool) -> None:
@@ -119,15 +139,7 @@ def run_adapter(
     if adapter not in ("slack", "discord"):
         typer.echo(f"unknown adapter '{adapter}'; use console, slack or discord", err=True)
         raise typer.Exit(2)
-    try:
-        asyncio.run(_serve(adapter, socket_mode))
-    except KeyboardInterrupt:
-        raise typer.Exit(130) from None
-    except Exception as e:  # configuration errors name the missing setting
-        if type(e).__name__ in ("SlackConfigError", "DiscordConfigError"):
-            typer.echo(f"baton: {e}", err=True)
-            raise typer.Exit(2) from None
-        raise
+    _start(lambda: _serve(adapter, socket_mode))
 
 
 @db_app.command("upgrade")
@@ -212,13 +224,17 @@ def workflow_list() -> None:
 
 
 def main() -> None:
-    """Entry point of the ``baton`` script; configuration and database errors exit 1 with one line."""
+    """Entry point of the ``baton`` script: a configuration mistake exits 2 and a database
+    error 1, each with one line."""
     from bot.store import StoreError
     from engine.errors import DefinitionError
 
     try:
         app()
-    except (StoreError, DefinitionError) as e:
+    except (ConfigError, DefinitionError) as e:
+        typer.echo(f"baton: {e}", err=True)
+        sys.exit(2)
+    except StoreError as e:
         typer.echo(f"baton: {e}", err=True)
         sys.exit(1)
 

@@ -142,7 +142,9 @@ class SqlMemory:
             if got is not None:
                 return got
             upper = None if c.floor is None else c.floor + 1
-            page = [m.to_memory() for m in await self.store.tail(key, limit=self.page, after_id=after_id, before_id=upper)]
+            page = [
+                m.to_memory() for m in await self.store.tail(key, limit=self.page, after_id=after_id, before_id=upper, conversation_only=True)
+            ]
             c.messages[:0] = page
             c.tokens += sum(m.tokens for m in page)
             c.floor = lo if len(page) < self.page else page[0].id - 1
@@ -298,6 +300,8 @@ class Memory:
     async def observe(self, key: SessionKey, message: StoredMessage) -> None:
         """Called for every stored message: keeps the SQL tail cache current, and
         mirrors the message into the in-process store of a ``memory``-mode thread."""
+        if message.kind is not None:  # a command or its answer: not part of any LLM context
+            return
         cfg = self.config_for(key)
         if cfg.mode == "persistent":
             if message.tokens is not None:

@@ -136,7 +136,7 @@ class Retention:
                 await conn.execute(
                     select(
                         messages.c.id, messages.c.thread_id, messages.c.role, messages.c.author, messages.c.text,
-                        messages.c.created_at, messages.c.tokens, messages.c.encoding,
+                        messages.c.created_at, messages.c.tokens, messages.c.encoding, messages.c.kind,
                     )
                     .where(messages.c.thread_id == thread_id)
                     .order_by(messages.c.id)

@@ -16,10 +16,29 @@ from collections.abc import Collection, Iterable
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 REPO_CONFIG = Path(__file__).resolve().parents[1] / "config"
+
+
+class ConfigError(Exception):
+    """A configuration mistake found at start: one line naming the file, the key and the fix.
+
+    ``str(e)`` is ``"<file>: <key>: <problem> (fix: <fix>)"``; the ``baton`` command prints
+    it after ``baton:`` and exits with code 2, without a traceback.
+    """
+
+    def __init__(self, file: str | Path, key: str, problem: str, fix: str) -> None:
+        self.file, self.key, self.problem, self.fix = str(file), key, problem, fix
+        where = f"{self.file}: {key}" if key else self.file
+        super().__init__(f"{where}: {' '.join(problem.split())} (fix: {fix})")
+
+
+class _Section(BaseModel):
+    """A ``baton.toml`` table: an unknown key is an error, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
 
 
 def default_config_dir() -> Path:
@@ -33,14 +52,14 @@ def default_config_dir() -> Path:
     return REPO_CONFIG
 
 
-class CostControl(BaseModel):
+class CostControl(_Section):
     """``[workflow.cost_control]`` (names from the seed *Advanced Orchestration*)."""
 
     max_cost_per_workflow: float | None = Field(None, description="USD a run may spend on LLM steps (None: no limit)")
     budget_alert_threshold: float = Field(0.8, description="fraction of the limit at which the thread is warned")
 
 
-class WorkflowSettings(BaseModel):
+class WorkflowSettings(_Section):
     """``[workflow]``: executor defaults (names from the seed *Advanced Orchestration*)."""
 
     fail_fast: bool = True
@@ -55,13 +74,13 @@ class WorkflowSettings(BaseModel):
     cost_control: CostControl = Field(default_factory=CostControl)
 
 
-class ShellSettings(BaseModel):
+class ShellSettings(_Section):
     """``[shell]``: which programs shell actions may start (``argv[0]``, basename or path)."""
 
     allow: list[str] = Field(default_factory=lambda: ["df", "uptime", "free", "uname", "cat", "ss", "ps", "nproc"])
 
 
-class ActionEntry(BaseModel):
+class ActionEntry(_Section):
     """``[actions.NAME]``: a named action a step can use by name.
 
     ``kind="shell"`` takes ``argv`` (a list, never a shell string); ``kind="http"``
@@ -78,7 +97,7 @@ class ActionEntry(BaseModel):
     description: str = ""
 
 
-class SchedulingSettings(BaseModel):
+class SchedulingSettings(_Section):
     """``[scheduling]``: jobs from messages like "every weekday at 9am run standup-report"."""
 
     timezone: str = Field("UTC", description="zone for phrases that name none")
@@ -87,7 +106,7 @@ class SchedulingSettings(BaseModel):
     overlap: Literal["skip", "queue", "allow"] = Field("skip", description="a firing while the previous one still runs")
 
 
-class RoutingSettings(BaseModel):
+class RoutingSettings(_Section):
     """``[routing]``: how plain messages become workflows (see config/routes.yaml)."""
 
     enabled: bool = True
@@ -99,7 +118,7 @@ class RoutingSettings(BaseModel):
     choice_timeout: float = Field(300.0, description="seconds a routing question ('Run X? Reply yes, or pick 1) … 2) …') stays open")
 
 
-class RetentionSettings(BaseModel):
+class RetentionSettings(_Section):
     """``[retention]``: applied by a periodic job, never in the turn path. 0 disables a rule."""
 
     interval: float = Field(3600.0, description="seconds between retention passes")
@@ -153,7 +172,7 @@ def permits(allowed: Collection[str], author: str, roles: Iterable[str]) -> bool
 class Settings(BaseSettings):
     """All of Baton's settings. See ``config/baton.toml`` for the shipped defaults."""
 
-    model_config = SettingsConfigDict(env_prefix="BATON_", env_nested_delimiter="__", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="BATON_", env_nested_delimiter="__", extra="forbid")
 
     config_dir: Path = Field(default_factory=default_config_dir)
     data_dir: Path = Field(Path(".baton"), description="where the default SQLite database lives")
@@ -202,6 +221,19 @@ class Settings(BaseSettings):
         toml = TomlConfigSettingsSource(settings_cls, toml_file=default_config_dir() / "baton.toml")
         return (init_settings, env_settings, toml)
 
+    @classmethod
+    def load(cls, **values: Any) -> Settings:
+        """``Settings(**values)``, with a validation failure turned into one :class:`ConfigError`
+        naming ``baton.toml``, the key (``[section] key``) and the fix.
+
+        Raises:
+            ConfigError: an unknown key or an invalid value (the first one pydantic reports).
+        """
+        try:
+            return cls(**values)
+        except ValidationError as e:
+            raise _config_error(e, default_config_dir() / "baton.toml") from None
+
     @property
     def workflows_dir(self) -> Path:
         return self.config_dir / "workflows"
@@ -212,3 +244,20 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite+aiosqlite:///{(self.data_dir / 'baton.db').resolve()}"
+
+
+def _config_error(e: ValidationError, file: Path) -> ConfigError:
+    err = e.errors()[0]
+    loc = [str(p) for p in err.get("loc", ())]
+    section, key = (loc[:-1], loc[-1]) if loc else ([], "")
+    where = (f"[{'.'.join(section)}] " if section else "") + key
+    if err.get("type") == "extra_forbidden":
+        model: Any = Settings
+        for part in section:
+            field = getattr(model, "model_fields", {}).get(part)
+            model = getattr(field, "annotation", None) if field is not None else None
+        known = sorted(getattr(model, "model_fields", {}) or ())
+        hint = f" (known keys: {', '.join(known)})" if known else ""
+        return ConfigError(file, where, "unknown key", f"remove it or correct its spelling{hint}")
+    more = f"; {e.error_count() - 1} more problem(s) after it" if e.error_count() > 1 else ""
+    return ConfigError(file, where, f"{err.get('msg', 'invalid value')} (got {err.get('input')!r}){more}", "set a valid value (see config/baton.toml)")

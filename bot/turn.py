@@ -1,10 +1,14 @@
 """One turn: store the message, decide what it is, act, reply — in the thread's order.
 
 Ordering: every message is stored the moment it arrives (nothing typed is lost).
-Commands that only read or stop things (``/help``, ``/workflows``, ``/runs``,
-``/run show``, ``/history``, ``/cancel``) answer at once; everything that starts
-work (a run, a rerun, chat) goes through the thread's *lane*, a FIFO served by
-one task, so a thread's requests are handled in arrival order. A request that
+Everything that starts work (a run, a rerun, chat) goes through the thread's *lane*,
+a FIFO served by one task, so a thread's requests are handled in arrival order.
+Commands that only read (``/why``, ``/run show``, ``/runs``, ``/history`` …) answer
+in the thread's order too: after every earlier message of the thread is answered (its
+run started or queued, its question asked, its reply sent), never before; they do not
+wait for runs to finish. ``/cancel``, ``/approve`` and ``/reject`` act at once. A run
+request that has to wait behind an active run is acknowledged at once ("Queued behind
+run #3 (waiting for approval)"). A request that
 arrives while a run is active in the same thread follows ``workflow.busy_policy``:
 ``queue`` (wait for it; the default), ``reject`` (say so), ``allow`` (run alongside).
 """
@@ -12,8 +16,10 @@ arrives while a run is active in the same thread follows ``workflow.busy_policy`
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import re
+from collections import deque
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -21,15 +27,16 @@ from adapters.base import Message, Outlet
 from bot.approvals import ApprovalBroker
 from bot.chat import CHAT_NEEDS_PROVIDER, Chat
 from bot.memory import Memory
-from bot.scheduling import SchedulerService
+from bot.scheduling import ScheduleParseError, SchedulerService, parse_schedule
 from bot.scheduling.commands import HELP_LINES, handle_schedule_command, parse_schedule_command
 from bot.routing import Decision, Outcome, Router, bind_arguments, load_routes
 from bot.routing.args import value_problem
 from bot.routing.types import Param
 from bot.runs import RunManager, result_text
 from bot.settings import Settings, permits
-from bot.store import RunStore, SessionStore, StoreError, ThreadKey
+from bot.store import RunRow, RunStore, SessionStore, StoreError, ThreadKey
 from bot.store.audit import AuditEntry, AuditStore, format_entries
+from bot.store.sessions import COMMAND
 from engine.catalog import Catalog, close_names
 from engine.errors import DefinitionError, EngineError, UnknownWorkflowError, WorkflowSyntaxError
 from engine.graph import Graph
@@ -62,11 +69,21 @@ THEN IF_FAILURE x, THEN IF_ANY_FAILED x, ( ) grouping, step (retry 3) (timeout 3
 keywords are upper case, quotes escape: echo "A THEN B"."""
 
 
+RUN_ACTIONS = ("cancel", "view", "rerun", "approve")
+"""What a user can do to a run someone else started elsewhere, each granted by ``[permissions] <action>_any``
+(user ids or ``role:NAME``; never by the ``"*"`` rule): ``cancel`` (/cancel), ``view`` (/run show, /runs all),
+``rerun`` (/rerun), ``approve`` (/approve, /reject)."""
+
 COMMANDS = ("help", "workflows", "run", "runs", "cancel", "rerun", "history", "recall", "context", "summary", "forget", "approve", "reject", "why", "reload", "audit")
 _IMMEDIATE = {"help", "workflows", "runs", "run_show", "cancel", "history", "recall", "context", "summary", "forget", "approve", "reject", "why", "reload", "audit", "unknown"}
 _YES = {"yes", "y", "yep", "yeah", "ok", "okay", "sure", "go", "go ahead", "do it", "run it", "please do", "confirm"}
 _NO = {"no", "n", "nope", "cancel", "stop", "don't", "dont", "never mind", "nevermind"}
 FORGET_WINDOW_S = 60.0
+_NEVER_WAIT = {"cancel", "approve", "reject"}
+"""Commands answered the moment they arrive; every other command waits until the thread's
+earlier messages are answered (a run started or queued, a question asked, a reply sent)."""
+_TURN: contextvars.ContextVar[asyncio.Event | None] = contextvars.ContextVar("baton_turn", default=None)
+"""The event of the lane item being handled (set once it is answered; see :meth:`Bot.handle`)."""
 
 
 @dataclass(frozen=True)
@@ -136,9 +153,12 @@ class Bot:
         self.scheduler: SchedulerService | None = None  # set by the App once it exists
         self.audit: AuditStore | None = None  # set by the App: who started, cancelled, approved… (bot.store.audit)
         self._forget_pending: dict[ThreadKey, float] = {}
+        self._schedule_pending: dict[ThreadKey, tuple[float, str]] = {}
         self._compiled: dict[str, Graph] = {}
-        self._lanes: dict[ThreadKey, asyncio.Queue[tuple[Message, Outlet, Command | None, int, int | None]]] = {}
+        self._lanes: dict[ThreadKey, deque[tuple[Message, Outlet, Command | None, int, int | None, asyncio.Event]]] = {}
         self._lane_tasks: dict[ThreadKey, asyncio.Task[None]] = {}
+        self._unanswered: dict[ThreadKey, list[asyncio.Event]] = {}  # per thread, in arrival order
+        self._waiting_answers: set[asyncio.Task[None]] = set()
 
     # -- entry -------------------------------------------------------------
 
@@ -149,22 +169,29 @@ class Bot:
         is not acted on (so nothing runs that was not recorded). A message carrying
         ``dedupe_ids`` is stored together with them, or dropped as a redelivery.
         """
+        kind = COMMAND if msg.text.lstrip().startswith("/") else None  # commands are not conversation
         try:
             if msg.dedupe_ids:
                 got = await self.sessions.append_once(
-                    msg.key, "user", msg.author, msg.text, dedupe_ids=msg.dedupe_ids, event_id=msg.event_id, created_at=msg.received_at
+                    msg.key, "user", msg.author, msg.text, dedupe_ids=msg.dedupe_ids, event_id=msg.event_id, created_at=msg.received_at, kind=kind
                 )
                 if got is None:
                     log.info("dropping a redelivery of %s in %s (already handled)", msg.event_id or msg.dedupe_ids[0], msg.key)
                     return
                 stored = got
             else:
-                stored = await self.sessions.append(msg.key, "user", msg.author, msg.text, event_id=msg.event_id, created_at=msg.received_at)
+                stored = await self.sessions.append(
+                    msg.key, "user", msg.author, msg.text, event_id=msg.event_id, created_at=msg.received_at, kind=kind
+                )
         except StoreError as e:
             log.error("storing a message failed: %s", e)
             await outlet.send(msg.key, f"I could not record your message ({e}); nothing was run. Please try again.")
             return
         sc = parse_schedule_command(msg.text) if self.scheduler is not None else None
+        if sc is None and self.scheduler is not None:
+            sc = await self._schedule_phrase(msg, outlet)
+            if sc == ("", ""):  # asked to confirm a schedule: nothing runs now
+                return
         if sc is not None:  # schedule …, /schedules, /pause ID, /resume ID, /unschedule ID
             await self._safely(lambda m, o, c: handle_schedule_command(self.scheduler, self, m, o, *sc), msg, outlet, None)
             if sc[0] != "schedules":
@@ -172,44 +199,124 @@ class Bot:
             return
         cmd = parse_command(msg.text)
         if cmd is not None and cmd.name in _IMMEDIATE:
-            await self._safely(self._immediate, msg, outlet, cmd)
+            earlier = [e for e in self._unanswered.get(msg.key, ()) if not e.is_set()]
+            if cmd.name in _NEVER_WAIT or not earlier:
+                await self._safely(self._immediate, msg, outlet, cmd)
+                return
+            # answered in the thread's order, without holding up the adapter (a /cancel typed next must act now)
+            task = asyncio.create_task(self._in_turn(earlier, self._turn(msg.key), msg, outlet, cmd), name=f"answer-{msg.key}")
+            self._waiting_answers.add(task)
+            task.add_done_callback(self._waiting_answers.discard)
             return
+        turn = self._turn(msg.key)
+        if cmd is not None and cmd.name in ("run", "rerun") and msg.key in self._lane_tasks:
+            busy = self.manager.in_thread(msg.key)
+            if busy and self.settings.workflow.busy_policy == "queue":  # say so at once, not when the thread frees up
+                await self._command_answer(msg.key, outlet, f"Queued behind {self._describe(busy)}; it starts when that is done.")
+                self._answered(msg.key, turn)
         lane = self._lanes.get(msg.key)
         if lane is None:
-            lane = self._lanes[msg.key] = asyncio.Queue()
-        lane.put_nowait((msg, outlet, cmd, stored.id, stored.tokens))
+            lane = self._lanes[msg.key] = deque()
+        lane.append((msg, outlet, cmd, stored.id, stored.tokens, turn))
         if msg.key not in self._lane_tasks:
             self._lane_tasks[msg.key] = asyncio.create_task(self._serve_lane(msg.key), name=f"lane-{msg.key}")
 
     async def _serve_lane(self, key: ThreadKey) -> None:
         lane = self._lanes[key]
         try:
-            while not lane.empty():
-                msg, outlet, cmd, message_id, tokens = lane.get_nowait()
-                await self._safely(lambda m, o, c: self._ordered(m, o, c, message_id, tokens), msg, outlet, cmd)
+            while lane:
+                msg, outlet, cmd, message_id, tokens, turn = lane.popleft()
+                queue = self._unanswered.get(key, [])
+                earlier = queue[: queue.index(turn)] if turn in queue else []
+                await asyncio.gather(*(e.wait() for e in earlier))  # commands that arrived before it are answered first
+                token = _TURN.set(turn)
+                try:
+                    await self._safely(lambda m, o, c: self._ordered(m, o, c, message_id, tokens), msg, outlet, cmd)
+                finally:
+                    _TURN.reset(token)
+                    self._answered(key, turn)
         except asyncio.CancelledError:
             self._lane_tasks.pop(key, None)
             raise
         self._lane_tasks.pop(key, None)
-        if lane.empty():
+        if not lane:
             self._lanes.pop(key, None)
         else:  # raced with a put after the loop ended
             self._lane_tasks[key] = asyncio.create_task(self._serve_lane(key), name=f"lane-{key}")
 
+    def _turn(self, key: ThreadKey) -> asyncio.Event:
+        """A new message's place in its thread's order: set once the message is answered."""
+        turn = asyncio.Event()
+        self._unanswered.setdefault(key, []).append(turn)
+        return turn
+
+    def _answered(self, key: ThreadKey, turn: asyncio.Event) -> None:
+        turn.set()
+        got = self._unanswered.get(key)
+        if got is not None:
+            if turn in got:
+                got.remove(turn)
+            if not got:
+                self._unanswered.pop(key, None)
+
+    async def _in_turn(self, earlier: list[asyncio.Event], turn: asyncio.Event, msg: Message, outlet: Outlet, cmd: Command) -> None:
+        try:
+            await asyncio.gather(*(e.wait() for e in earlier))
+            await self._safely(self._immediate, msg, outlet, cmd)
+        finally:
+            self._answered(msg.key, turn)
+
+    def _describe(self, busy: list) -> str:  # type: ignore[type-arg]
+        """"run #3 (waiting for approval)" / "runs #3 (running), #4 (running)"."""
+        def state(run_id: int) -> str:
+            return "waiting for approval" if self.approvals is not None and self.approvals.pending(run_id) else "running"
+
+        return ("run " if len(busy) == 1 else "runs ") + ", ".join(f"#{r.id} ({state(r.id)})" for r in busy)
+
     async def drain(self) -> None:
-        """Wait until every lane is empty and every run has finished."""
-        while self._lane_tasks or self.manager.active:
-            await asyncio.gather(*self._lane_tasks.values(), return_exceptions=True)
+        """Wait until every lane is empty, every command waiting its turn is answered, and every run has finished."""
+        while self._lane_tasks or self._waiting_answers or self.manager.active:
+            await asyncio.gather(*self._lane_tasks.values(), *self._waiting_answers, return_exceptions=True)
             await self.manager.wait_idle()
 
     async def aclose(self) -> None:
         """Stop serving lanes (queued requests are stored; they are not acted on)."""
-        tasks = list(self._lane_tasks.values())
+        tasks = [*self._lane_tasks.values(), *self._waiting_answers]
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._lane_tasks.clear()
         self._lanes.clear()
+        self._unanswered.clear()
+
+    async def _schedule_phrase(self, msg: Message, outlet: Outlet) -> tuple[str, str] | None:
+        """A plain message that parses as a schedule ("every weekday at 9am run standup-report")
+        is a schedule to confirm, never an immediate run (issue 14 fault 15).
+
+        Returns ``("schedule", phrase)`` when ``msg`` confirms a pending one ("yes"), ``("", "")``
+        after asking for confirmation, ``None`` for anything else (including a pending question
+        answered otherwise, which drops it).
+        """
+        assert self.scheduler is not None
+        key, text = msg.key, msg.text.strip()
+        now = asyncio.get_running_loop().time()
+        pending = self._schedule_pending.pop(key, None)
+        if pending is not None and pending[0] > now and text.lower().rstrip(".!") in ("yes", "y", "ok", "confirm"):
+            return "schedule", pending[1]
+        if parse_command(text) is not None:
+            return None
+        try:
+            spec = parse_schedule(text, now=self.scheduler.clock.now(), default_tz=self.scheduler.default_tz)
+        except (ScheduleParseError, ValueError):
+            return None
+        self._schedule_pending[key] = (now + self.settings.routing.choice_timeout, text)
+        await self.reply(
+            key,
+            outlet,
+            f"That reads as a schedule: {spec.description} ({spec.timezone}) — run {spec.workflow}. Nothing was run now. "
+            f'Reply "yes" to create it (or send: schedule {text}).',
+        )
+        return "", ""
 
     async def _safely(self, fn, msg: Message, outlet: Outlet, cmd: Command | None) -> None:  # type: ignore[no-untyped-def]
         try:
@@ -223,46 +330,84 @@ class Bot:
             log.exception("handling %r failed", msg.text)
             await outlet.send(msg.key, f"Internal error while handling that: {type(e).__name__}: {e}")
 
-    async def reply(self, key: ThreadKey, outlet: Outlet, text: str) -> None:
-        """Store the bot's reply in the thread's memory, then send it."""
-        await self.sessions.append(key, "assistant", "baton", text)
+    async def reply(self, key: ThreadKey, outlet: Outlet, text: str, *, kind: str | None = None) -> None:
+        """Store the bot's reply in the thread's memory, then send it.
+
+        ``kind=COMMAND`` marks the answer to a command (``/history``, ``/recall`` …): kept
+        for ``/history``, never returned by ``/recall`` nor put in an LLM context.
+        """
+        await self.sessions.append(key, "assistant", "baton", text, kind=kind)
         await outlet.send(key, text)
+
+    async def _command_answer(self, key: ThreadKey, outlet: Outlet, text: str) -> None:
+        """A command's answer: stored marked (:data:`COMMAND`), then sent."""
+        await self.reply(key, outlet, text, kind=COMMAND)
 
     # -- read-only commands ------------------------------------------------
 
     async def _immediate(self, msg: Message, outlet: Outlet, cmd: Command) -> None:
         key = msg.key
         if cmd.name == "help":
-            await self.reply(key, outlet, HELP)
+            await self._command_answer(key, outlet, HELP)
         elif cmd.name == "workflows":
-            await self.reply(key, outlet, self._workflows_text())
+            await self._command_answer(key, outlet, self._workflows_text())
         elif cmd.name == "runs":
-            await self.reply(key, outlet, await self._runs_text(key, everywhere=cmd.arg.strip() == "all"))
+            await self._command_answer(key, outlet, await self._runs_text(msg, everywhere=cmd.arg.strip() == "all"))
         elif cmd.name == "run_show" and cmd.arg.lower().endswith(" graph"):
             await self._run_graph(key, outlet, cmd.arg.split()[0])
         elif cmd.name == "run_show":
-            await self.reply(key, outlet, await self._run_show(cmd.arg))
+            await self._command_answer(key, outlet, await self._run_show(cmd.arg, msg))
         elif cmd.name == "history":
-            await self.reply(key, outlet, await self._history(key, cmd.arg))
+            await self._command_answer(key, outlet, await self._history(key, cmd.arg))
         elif cmd.name == "cancel":
-            await self.reply(key, outlet, await self._cancel(msg, cmd.arg))
+            await self._command_answer(key, outlet, await self._cancel(msg, cmd.arg))
         elif cmd.name == "audit":
-            await self.reply(key, outlet, await self._audit_text(msg, cmd.arg))
+            await self._command_answer(key, outlet, await self._audit_text(msg, cmd.arg))
         elif cmd.name == "why":
-            await self.reply(key, outlet, self._why(key))
+            await self._command_answer(key, outlet, self._why(key))
         elif cmd.name == "reload":
-            await self.reply(key, outlet, await self.reload_routes(msg))
+            await self._command_answer(key, outlet, await self.reload_routes(msg))
         elif cmd.name in ("approve", "reject"):
-            await self.reply(key, outlet, await self._decide(msg, cmd))
+            await self._command_answer(key, outlet, await self._decide(msg, cmd))
         elif cmd.name in ("recall", "context", "summary", "forget"):
             if self.memory is None:
-                await self.reply(key, outlet, "Session memory is not enabled in this process.")
+                await self._command_answer(key, outlet, "Session memory is not enabled in this process.")
             else:
-                await self.reply(key, outlet, await getattr(self, f"_{cmd.name}")(key, cmd.arg))
+                await self._command_answer(key, outlet, await getattr(self, f"_{cmd.name}")(key, cmd.arg))
         else:
             near = close_names(cmd.arg, COMMANDS)
             hint = f"; did you mean {', '.join('/' + n for n in near)}?" if near else ""
-            await self.reply(key, outlet, f"Unknown command /{cmd.arg}{hint} (/help lists them)")
+            await self._command_answer(key, outlet, f"Unknown command /{cmd.arg}{hint} (/help lists them)")
+
+    # -- run scope -------------------------------------------------------------
+
+    def _granted(self, msg: Message, action: str) -> bool:
+        """Whether ``[permissions] <action>_any`` names ``msg``'s author or one of their roles."""
+        return permits(self.settings.permissions.get(f"{action}_any", ()), msg.author, msg.roles)
+
+    async def run_scope(self, msg: Message, row: RunRow, action: str) -> str | None:
+        """``None`` when ``msg``'s author may ``action`` (one of :data:`RUN_ACTIONS`) run ``row``:
+        the message comes from the thread that started the run, its author started it, or
+        ``[permissions] <action>_any`` grants it to them (issue 14 fault 7); else the reason."""
+        if row.requested_by == msg.author or self._granted(msg, action):
+            return None
+        if row.thread_id == await self.sessions.thread_id(msg.key):
+            return None
+        return (
+            f"it was started in another thread by someone else (the thread that started it, its starter, "
+            f"or [permissions] {action}_any in config/baton.toml may)"
+        )
+
+    async def refuse(self, msg: Message, action: str, run_id: int, reason: str, *, reply: str | None = None) -> str:
+        """Every refused run action goes through here: it is recorded (one log line at WARNING
+        on ``baton.turn`` and a ``permission.denied`` audit row) and the reply text is
+        returned (``reply``, or one made from ``action`` and ``reason``)."""
+        log.warning("refused %s of run #%s for %s (%s) in %s: %s", action, run_id, msg.author, ",".join(msg.roles) or "-", msg.key, reason)
+        await self.record(msg, "permission.denied", "denied", f"run:{run_id}", f"{action}: {reason}"[:500])
+        if reply is not None:
+            return reply
+        verb = {"view": "see", "approve": "approve or reject"}.get(action, action)
+        return f"You may not {verb} run #{run_id}: {reason}."
 
     def _workflows_text(self) -> str:
         lines = ["Workflows:"]
@@ -275,9 +420,14 @@ class Bot:
         lines.append("Built-ins: echo <text>, sleep <seconds>, fail [message]")
         return "\n".join(lines)
 
-    async def _runs_text(self, key: ThreadKey, *, everywhere: bool) -> str:
-        tid = None if everywhere else await self.sessions.thread_id(key)
-        rows = await self.runs.list(thread_id=tid, limit=10)
+    async def _runs_text(self, msg: Message, *, everywhere: bool) -> str:
+        here = await self.sessions.thread_id(msg.key)
+        if not everywhere:
+            rows = await self.runs.list(thread_id=here, limit=10)
+        elif self._granted(msg, "view"):
+            rows = await self.runs.list(limit=10)
+        else:  # everywhere the author may look: this thread and the runs they started
+            rows = await self.runs.list(limit=10, visible_to=(here, msg.author))
         if not rows:
             return "No runs yet in this thread." if not everywhere else "No runs yet."
         lines = []
@@ -286,12 +436,16 @@ class Bot:
             lines.append(f"#{r.id:<4} {r.status:<9}{took:>8}  {r.source[:70]}")
         return "\n".join(lines)
 
-    async def _run_show(self, arg: str) -> str:
+    async def _run_show(self, arg: str, msg: Message | None = None) -> str:
+        """One run's details; for ``msg``'s author only when :meth:`run_scope` allows ("view")."""
         run_id = _run_id(arg)
         got = await self.runs.get(run_id)
         if got is None:
             return f"No run #{run_id}."
         row, steps = got
+        denied = await self.run_scope(msg, row, "view") if msg is not None else None
+        if msg is not None and denied:
+            return await self.refuse(msg, "view", run_id, denied)
         by_id = {s.node_id: s for s in steps}
         ordered = tuple(by_id[n.id] for n in row.graph.nodes if n.id in by_id)
         lines = [f"Run #{row.id}: {row.status} — {row.source}", f"requested by {row.requested_by} at {_hms(row.created_at)}"]
@@ -401,13 +555,18 @@ class Bot:
             return f"Usage: /{cmd.name} ID [STEP]"
         if not self.approvals.may_decide(msg.author, msg.roles):
             allowed = ", ".join(self.approvals.approvers) or "nobody"
-            await self.record(msg, "permission.denied", "denied", f"run:{m.group(1)}", f"{cmd.name}: not an approver")
-            return f"You may not {cmd.name} runs (allowed: {allowed}; set [permissions] approve in config/baton.toml)."
-        who = msg.author_name or msg.author
+            text = f"You may not {cmd.name} runs (allowed: {allowed}; set [permissions] approve in config/baton.toml)."
+            return await self.refuse(msg, "approve", int(m.group(1)), f"{cmd.name}: not an approver", reply=text)
         run_id = int(m.group(1))
-        if not self.approvals.pending(run_id) and await self.runs.get(run_id) is None:
+        got = await self.runs.get(run_id)
+        if got is not None:
+            denied = await self.run_scope(msg, got[0], "approve")
+            if denied:
+                return await self.refuse(msg, "approve", run_id, denied)
+        elif not self.approvals.pending(run_id):
             await self.record(msg, f"run.{cmd.name}", "failed", f"run:{run_id}", "no such run")
             return f"No run #{run_id}."  # not "has no step waiting": there is no such run at all
+        who = msg.author_name or msg.author
         text = self.approvals.decide(run_id, m.group(2), who, cmd.name == "approve")
         ok = text.startswith(("Approved", "Rejected"))
         await self.record(msg, f"run.{cmd.name}", "ok" if ok else "failed", f"run:{run_id}", text)
@@ -470,6 +629,11 @@ class Bot:
 
     async def _cancel(self, msg: Message, arg: str) -> str:
         run_id = _run_id(arg)
+        got = await self.runs.get(run_id)
+        if got is not None:
+            denied = await self.run_scope(msg, got[0], "cancel")
+            if denied:
+                return await self.refuse(msg, "cancel", run_id, denied)
         if await self.manager.cancel(run_id):
             await self.record(msg, "run.cancel", target=f"run:{run_id}")
             return f"Cancelling run #{run_id}."
@@ -493,7 +657,7 @@ class Bot:
                 if self.chat is not None:
                     await self.chat.reply(msg, outlet, message_id, tokens=tokens)
                 else:
-                    await self.reply(key, outlet, CHAT_NEEDS_PROVIDER)
+                    await self.reply(key, outlet, CHAT_NEEDS_PROVIDER, kind=COMMAND)  # a notice, not conversation
                 return
             cmd = Command("run", target)
         if cmd.name == "run":
@@ -720,11 +884,22 @@ class Bot:
             ids = ", ".join(f"#{r.id}" for r in busy)
             await self.reply(msg.key, outlet, f"Run {ids} is still active in this thread; wait for it or /cancel it.")
             return None
+        turn = _TURN.get()
         if busy and policy == "queue":
+            if turn is not None and not turn.is_set():
+                await self._command_answer(msg.key, outlet, f"Queued behind {self._describe(busy)}; it starts when that is done.")
+                turn.set()  # answered: the thread's later commands need not wait for the run
             await asyncio.gather(*(r.task for r in busy), return_exceptions=True)
         active = await self.manager.start(msg.key, graph, requested_by=msg.author, **kw)
         await self.record(msg, "run.rerun" if kw.get("rerun_of") else "run.start", target=f"run:{active.id}", detail=(graph.name or graph.source)[:200])
+        if turn is not None:
+            turn.set()  # started: the thread's later commands (/why, /run show …) may answer now
         if policy == "queue":
+            for queued in self._lanes.get(msg.key, ()):  # run requests already waiting behind this run: say so now
+                q_msg, q_outlet, q_cmd, *_, q_turn = queued
+                if q_cmd is not None and q_cmd.name in ("run", "rerun") and not q_turn.is_set():
+                    await self._command_answer(q_msg.key, q_outlet, f"Queued behind {self._describe([active])}; it starts when that is done.")
+                    q_turn.set()
             await asyncio.gather(active.task, return_exceptions=True)
         return active.id
 
@@ -739,6 +914,10 @@ class Bot:
             await self.reply(msg.key, outlet, f"No run #{run_id}.")
             return
         row, steps = got
+        denied = await self.run_scope(msg, row, "rerun")
+        if denied:
+            await self.reply(msg.key, outlet, await self.refuse(msg, "rerun", run_id, denied))
+            return
         prior = {}
         if step:
             node = _find_step(row.graph, step)

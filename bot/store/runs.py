@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -214,11 +214,18 @@ class RunStore:
             steps = (await conn.execute(select(step_runs).where(step_runs.c.run_id == run_id))).mappings().all()
         return _run_row(r), [_step(s) for s in steps]
 
-    async def list(self, *, thread_id: int | None = None, limit: int = 10, unfinished: bool = False) -> list[RunRow]:
-        """The newest runs (of a thread, or all), newest first; ``unfinished`` keeps queued/running ones."""
+    async def list(
+        self, *, thread_id: int | None = None, limit: int = 10, unfinished: bool = False, visible_to: tuple[int, str] | None = None
+    ) -> list[RunRow]:
+        """The newest runs (of a thread, or all), newest first; ``unfinished`` keeps queued/running ones.
+
+        ``visible_to=(thread_id, user)``: only runs started in that thread or requested by that user.
+        """
         q = select(runs).order_by(runs.c.id.desc()).limit(limit)
         if thread_id is not None:
             q = q.where(runs.c.thread_id == thread_id)
+        if visible_to is not None:
+            q = q.where(or_(runs.c.thread_id == visible_to[0], runs.c.requested_by == visible_to[1]))
         if unfinished:
             q = q.where(runs.c.status.in_(("queued", "running")))
         async with self.db.begin("listing runs") as conn:

@@ -38,6 +38,11 @@ if TYPE_CHECKING:
 ThreadKey = SessionKey
 """The session key ``(platform, channel, thread)``; one conversation on one platform."""
 
+COMMAND = "command"
+"""``messages.kind`` of a command and of the bot's answer to one: shown by ``/history``,
+never returned by ``/recall`` (:meth:`SessionStore.search`) nor put in an LLM context
+(``tail(conversation_only=True)``)."""
+
 _TS = "%Y-%m-%d %H:%M:%S.%f"
 
 
@@ -64,6 +69,8 @@ class StoredMessage:
     created_at: datetime
     tokens: int | None = None
     encoding: str | None = None
+    kind: str | None = None
+    """``None`` for conversation, :data:`COMMAND` for a command or its answer."""
 
     def to_memory(self) -> MemoryMessage:
         """As the context strategies see it (unknown counts become 0 with no encoding: recounted)."""
@@ -216,15 +223,17 @@ class SessionStore:
         created_at: datetime | None = None,
         tokens: int | None = None,
         encoding: str | None = None,
+        kind: str | None = None,
     ) -> StoredMessage:
         """Store one message at the end of its thread (creating the thread); returns it with its id.
 
         ``tokens``/``encoding``: the cached count; computed here when not given.
+        ``kind``: :data:`COMMAND` marks a command or its answer (kept out of recall and context).
 
         Raises:
             StoreError: the database failed (after retrying transient errors).
         """
-        stored = await self._store(key, role, author, text_, event_id, created_at, tokens, encoding, ())
+        stored = await self._store(key, role, author, text_, event_id, created_at, tokens, encoding, (), kind)
         assert stored is not None
         return stored
 
@@ -238,6 +247,7 @@ class SessionStore:
         dedupe_ids: Sequence[str],
         event_id: str | None = None,
         created_at: datetime | None = None,
+        kind: str | None = None,
     ) -> StoredMessage | None:
         """Store a platform delivery unless it is a redelivery: ``dedupe_ids`` (the platform's
         event id, the message's own id…) are recorded in ``processed_events`` in the *same
@@ -249,7 +259,7 @@ class SessionStore:
         Raises:
             StoreError: the database failed (nothing was recorded).
         """
-        return await self._store(key, role, author, text_, event_id, created_at, None, None, tuple(dedupe_ids))
+        return await self._store(key, role, author, text_, event_id, created_at, None, None, tuple(dedupe_ids), kind)
 
     async def seen_any(self, platform: str, event_ids: Sequence[str]) -> bool:
         """Whether any of ``event_ids`` was recorded for ``platform`` (a read-only pre-check;
@@ -286,6 +296,7 @@ class SessionStore:
         tokens: int | None,
         encoding: str | None,
         dedupe_ids: tuple[str, ...],
+        kind: str | None = None,
     ) -> StoredMessage | None:
         now = created_at or datetime.now(UTC)
         text_, author = safe_text(text_), safe_text(author)  # never a UnicodeEncodeError from the driver
@@ -296,8 +307,8 @@ class SessionStore:
         touch_before_dt = now - timedelta(seconds=THREAD_TOUCH_S)
         if self._sqlite:
             ts, touch_before, epoch = _ts(now), _ts(touch_before_dt), now.timestamp()
-            row = (role, author, text_, ts, event_id, tokens, encoding)
-            insert = "INSERT INTO messages(thread_id, role, author, text, created_at, event_id, tokens, encoding) VALUES (?,?,?,?,?,?,?,?)"
+            row = (role, author, text_, ts, event_id, tokens, encoding, kind)
+            insert = "INSERT INTO messages(thread_id, role, author, text, created_at, event_id, tokens, encoding, kind) VALUES (?,?,?,?,?,?,?,?,?)"
 
             def body(c: sqlite3.Connection) -> tuple[int, int]:
                 for did in dedupe_ids:
@@ -353,7 +364,8 @@ class SessionStore:
                             tid = await self._sa_thread_id(conn, key, now)  # type: ignore[assignment]
                             res = await conn.execute(
                                 messages.insert().values(
-                                    thread_id=tid, role=role, author=author, text=text_, created_at=now, event_id=event_id, tokens=tokens, encoding=encoding
+                                    thread_id=tid, role=role, author=author, text=text_, created_at=now, event_id=event_id, tokens=tokens, encoding=encoding,
+                                    kind=kind,
                                 )
                             )
                             await conn.execute(
@@ -362,21 +374,25 @@ class SessionStore:
                             mid = res.inserted_primary_key[0]
             except _Redelivery:
                 return None
-        stored = StoredMessage(mid, tid, role, author, text_, now, tokens, encoding)
+        stored = StoredMessage(mid, tid, role, author, text_, now, tokens, encoding, kind)
         for listener in self.listeners:
             await listener(key, stored)
         return stored
 
-    _COLS = "id, thread_id, role, author, text, created_at, tokens, encoding"
+    _COLS = "id, thread_id, role, author, text, created_at, tokens, encoding, kind"
 
     @staticmethod
     def _row(r: Any) -> StoredMessage:
-        return StoredMessage(int(r[0]), int(r[1]), r[2], r[3], r[4], _dt(r[5]), r[6], r[7])
+        return StoredMessage(int(r[0]), int(r[1]), r[2], r[3], r[4], _dt(r[5]), r[6], r[7], r[8])
 
     async def tail(
-        self, key: SessionKey, *, limit: int, after_id: int | None = None, before_id: int | None = None
+        self, key: SessionKey, *, limit: int, after_id: int | None = None, before_id: int | None = None, conversation_only: bool = False
     ) -> list[StoredMessage]:
-        """The newest ``limit`` messages with ``after_id < id < before_id``, oldest first ([] for an unknown thread)."""
+        """The newest ``limit`` messages with ``after_id < id < before_id``, oldest first ([] for an unknown thread).
+
+        ``conversation_only``: leave out commands and their answers (:data:`COMMAND`), as an LLM context must.
+        """
+        only = " AND kind IS NULL" if conversation_only else ""
         if self._sqlite:
 
             def op(c: sqlite3.Connection) -> list[Any]:
@@ -384,7 +400,7 @@ class SessionStore:
                 if tid is None:
                     return []
                 return c.execute(
-                    f"SELECT {self._COLS} FROM messages WHERE thread_id=? AND id>? AND id<? ORDER BY id DESC LIMIT ?",
+                    f"SELECT {self._COLS} FROM messages WHERE thread_id=? AND id>? AND id<?{only} ORDER BY id DESC LIMIT ?",
                     (tid, after_id or 0, before_id or 2**62, limit),
                 ).fetchall()
 
@@ -399,6 +415,8 @@ class SessionStore:
                     q = q.where(messages.c.id > after_id)
                 if before_id:
                     q = q.where(messages.c.id < before_id)
+                if conversation_only:
+                    q = q.where(messages.c.kind.is_(None))
                 rows = (await conn.execute(q.order_by(messages.c.id.desc()).limit(limit))).all()
         return [self._row(r) for r in reversed(rows)]
 
@@ -425,7 +443,8 @@ class SessionStore:
         """Full-text search of the thread's messages, best match first (SQLite FTS5 / PostgreSQL tsvector).
 
         All words must match; when nothing does, any word may. Commands (text
-        starting with ``/``) are not memory and are left out. Raises nothing for
+        starting with ``/``) and the answers to them (:data:`COMMAND`) are not
+        memory and are left out. Raises nothing for
         odd input: the query is reduced to plain words.
         """
         words = fts_terms(query)
@@ -439,7 +458,7 @@ class SessionStore:
                     return []
                 sql = (
                     f"SELECT {', '.join('m.' + x.strip() for x in self._COLS.split(','))} FROM messages_fts f "
-                    "JOIN messages m ON m.id = f.rowid WHERE messages_fts MATCH ? AND m.thread_id = ? AND m.text NOT LIKE '/%' "
+                    "JOIN messages m ON m.id = f.rowid WHERE messages_fts MATCH ? AND m.thread_id = ? AND m.text NOT LIKE '/%' AND m.kind IS NULL "
                     "ORDER BY bm25(messages_fts) LIMIT ?"
                 )
                 quoted = [f'"{w}"' for w in words]
@@ -460,7 +479,7 @@ class SessionStore:
                 vec = func.to_tsvector("english", messages.c.text)
                 q = (
                     select(*[messages.c[c.strip()] for c in self._COLS.split(",")])
-                    .where(messages.c.thread_id == tid, vec.op("@@")(tsq), ~messages.c.text.startswith("/"))
+                    .where(messages.c.thread_id == tid, vec.op("@@")(tsq), ~messages.c.text.startswith("/"), messages.c.kind.is_(None))
                     .order_by(func.ts_rank(vec, tsq).desc(), messages.c.id)
                     .limit(limit)
                 )

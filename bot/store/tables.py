@@ -59,6 +59,9 @@ messages = Table(
     Column("event_id", String(255), nullable=True),
     Column("tokens", Integer, nullable=True),
     Column("encoding", String(64), nullable=True),
+    # NULL: conversation; "command": a command (/history, /recall …) or the bot's answer to one,
+    # kept for /history but out of /recall and the LLM context (migration 0005_faults_edges_message_kind)
+    Column("kind", String(16), nullable=True),
     Index("ix_messages_thread_id_id", "thread_id", "id"),
 )
 

@@ -9,8 +9,7 @@ import pytest
 
 from adapters.base import Message
 from bot.app import App
-from bot.settings import Settings
-from bot.sessions import ContextBudgetError
+from bot.settings import ConfigError, Settings
 from tests.conftest import REPO, RecordingOutlet
 
 
@@ -28,6 +27,7 @@ async def test_context_and_recall_commands(sqlite_url: str, outlet: RecordingOut
         for t in ["we deploy the canary to eu-west-1", "the database is postgres 15", "rollback uses the monday snapshot"]:
             await app.bot.handle(msg(t), outlet)
         await app.bot.handle(msg("/recall postgres version"), outlet)
+        await app.bot.drain()  # a command is answered after the thread's earlier messages
         assert "alice: the database is postgres 15" in outlet.texts[-1]
         await app.bot.handle(msg("/context"), outlet)
         ctx = outlet.texts[-1]
@@ -45,6 +45,7 @@ async def test_forget_needs_confirmation(sqlite_url: str, outlet: RecordingOutle
     try:
         await app.bot.handle(msg("secret-ish note"), outlet)
         await app.bot.handle(msg("/forget confirm"), outlet)
+        await app.bot.drain()  # a command is answered after the thread's earlier messages
         assert outlet.texts[-1] == "Nothing to confirm: send /forget first."
         await app.bot.handle(msg("/forget"), outlet)
         assert "Send /forget confirm within 60 s" in outlet.texts[-1]
@@ -81,7 +82,7 @@ async def test_session_modes_per_channel(sqlite_url: str, outlet: RecordingOutle
 
 
 async def test_budget_smaller_than_system_prompt_is_a_start_error(sqlite_url: str, outlet: RecordingOutlet) -> None:
-    with pytest.raises(ContextBudgetError, match=r"system prompt takes \d+ tokens but max_tokens \(120\) minus reserve_tokens \(100\)"):
+    with pytest.raises(ConfigError, match=r"system prompt takes \d+ tokens but max_tokens \(120\) minus reserve_tokens \(100\)"):
         await start(sqlite_url, outlet, sessions={"mode": "persistent", "max_tokens": 120, "reserve_tokens": 100})
 
 

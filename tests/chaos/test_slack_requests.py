@@ -40,12 +40,6 @@ async def harness(sqlite_url: str, slack_api):  # type: ignore[no-untyped-def]  
     finally:
         await h.aclose()
 
-SIGNATURE_FIRST = pytest.mark.xfail(
-    reason="needs faults-edges' signature check on the raw bytes before parsing (issue 14 fault 6, "
-    "branch faults-edges commit 1bb8141); remove this mark when it is on main",
-    strict=True,
-)
-
 
 async def _post(h: Harness, body: bytes, headers: dict[str, str], caplog: pytest.LogCaptureFixture) -> tuple[int, list[logging.LogRecord]]:
     assert h.server and h.http
@@ -95,10 +89,10 @@ async def test_bad_signatures_are_401_and_nothing_is_stored(how: str, harness: H
 @pytest.mark.parametrize(
     "body",
     [
-        pytest.param(b"[1]", id="list", marks=SIGNATURE_FIRST),
-        pytest.param(b"null", id="null", marks=SIGNATURE_FIRST),
-        pytest.param(b"{not json", id="bad-json", marks=SIGNATURE_FIRST),
-        pytest.param(b"hello \xff\xfe junk", id="bad-utf8", marks=SIGNATURE_FIRST),
+        pytest.param(b"[1]", id="list"),
+        pytest.param(b"null", id="null"),
+        pytest.param(b"{not json", id="bad-json"),
+        pytest.param(b"hello \xff\xfe junk", id="bad-utf8"),
         pytest.param(b"", id="empty"),
     ],
 )
@@ -108,7 +102,6 @@ async def test_unsigned_malformed_bodies_are_401_not_500(body: bytes, harness: H
     await _nothing_happened(harness)
 
 
-@SIGNATURE_FIRST
 @pytest.mark.parametrize("body", [b"[1]", b"null", b"{not json", b"\xff\xfe{}"], ids=["list", "null", "bad-json", "bad-utf8"])
 async def test_signed_malformed_bodies_are_400_not_500(body: bytes, harness: Harness, caplog: pytest.LogCaptureFixture) -> None:  # noqa: F811
     import hashlib
@@ -123,7 +116,6 @@ async def test_signed_malformed_bodies_are_400_not_500(body: bytes, harness: Har
     await _nothing_happened(harness)
 
 
-@SIGNATURE_FIRST
 async def test_a_non_numeric_timestamp_is_401_not_500(harness: Harness, caplog: pytest.LogCaptureFixture) -> None:  # noqa: F811
     body = json.dumps(mention("run: echo abc")).encode()
     headers = {**sign(body.decode()), "X-Slack-Request-Timestamp": "abc"}

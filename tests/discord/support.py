@@ -26,7 +26,8 @@ from bot.settings import Settings
 from tests.conftest import REPO
 from tests.fakes.discord_api import Call, FakeDiscordAPI
 
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "discord"
+DATA = next((d / "shared" / "data" / "discord" for d in Path(__file__).resolve().parents if (d / "shared" / "data" / "discord").is_dir()), Path(__file__).resolve().parents[3] / "shared" / "data" / "discord")
+"""shared/data/discord of the nearest folder above that has one (a git worktree sits deeper than the main checkout)."""
 TOKEN = "MTIzNDU2Nzg5.test-bot-token.secret-part-xyz"
 
 # ids from gateway/Ready.json and gateway/GuildCreate.json

@@ -26,7 +26,8 @@ from bot.settings import Settings
 from tests.conftest import REPO
 from tests.fakes.slack_api import FakeSlackAPI
 
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "slack"
+DATA = next((d / "shared" / "data" / "slack" for d in Path(__file__).resolve().parents if (d / "shared" / "data" / "slack").is_dir()), Path(__file__).resolve().parents[3] / "shared" / "data" / "slack")
+"""shared/data/slack of the nearest folder above that has one (a git worktree sits deeper than the main checkout)."""
 SIGNING_SECRET = "test-signing-secret-0123456789abcdef"
 BOT_TOKEN = "xoxb-111-222-test-bot-token"
 APP_TOKEN = "xapp-1-A111-test-app-token"
