@@ -31,7 +31,8 @@ from lark import Lark, Token, Tree
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
 from engine.errors import DefinitionError, WorkflowSyntaxError
-from engine.graph import Condition, Edge, Graph, Join, Node, StepPolicy
+from engine.expressions import REF
+from engine.graph import Condition, Edge, Graph, InputSpec, Join, Node, StepPolicy
 
 if TYPE_CHECKING:
     from engine.catalog import Catalog
@@ -175,6 +176,32 @@ class _MutNode:
     join: Join = "all"
     policy: StepPolicy = StepPolicy()
     span: tuple[int, int] | None = None
+    when: str | None = None
+    cache_ttl_s: float | None = None
+    max_iterations: int | None = None
+    preferred_providers: tuple[str, ...] = ()
+
+
+def prefix_refs(value: Any, ids: set[str], prefix: str) -> Any:
+    """``value`` with every ``${node…}`` reference to one of ``ids`` renamed ``${prefix.node…}``
+    (strings, lists and dicts walked); used when a named workflow is inlined."""
+    if isinstance(value, str):
+        if "${" not in value:
+            return value
+
+        def one(path: str) -> str:
+            parts = path.strip().split(".")
+            for cut in range(len(parts), 0, -1):
+                if ".".join(parts[:cut]) in ids:
+                    return f"{prefix}.{path.strip()}"
+            return path.strip()
+
+        return REF.sub(lambda m: "${" + "|".join(one(p) for p in m.group(1).split("|")) + "}", value)
+    if isinstance(value, list):
+        return [prefix_refs(v, ids, prefix) for v in value]
+    if isinstance(value, dict):
+        return {k: prefix_refs(v, ids, prefix) for k, v in value.items()}
+    return value
 
 
 @dataclass
@@ -193,6 +220,7 @@ class GraphBuilder:
         self.stack = stack
         self.nodes: dict[str, _MutNode] = {}
         self.uses: set[str] = set()
+        self.inputs: dict[str, InputSpec] = {}
         self._n = 0
 
     def new_id(self, stem: str = "s") -> str:
@@ -243,6 +271,10 @@ class GraphBuilder:
         """Copy the named workflow's graph in, ids prefixed with ``nid.``."""
         sub = self.catalog.graph_for(name, stack=self.stack + (name,))
         self.uses.update(sub.uses)
+        for spec in sub.inputs:
+            self.inputs.setdefault(spec.name, spec)
+        ids = {n.id for n in sub.nodes}
+        looping = {i for lp in sub.loops() for i in lp.nodes}
         roots: list[str] = []
         for n in sub.nodes:
             new_id = f"{nid}.{n.id}"
@@ -252,19 +284,44 @@ class GraphBuilder:
                     pol = replace(pol, retries=policy.retries)
                 if pol.timeout_s is None and policy.timeout_s is not None:
                     pol = replace(pol, timeout_s=policy.timeout_s)
-            edges = [Edge(f"{nid}.{e.source}", e.condition) for e in n.edges]
+            edges = [Edge(f"{nid}.{e.source}", e.condition, prefix_refs(e.when, ids, nid), e.back) for e in n.edges]
             if not edges:
                 roots.append(new_id)
             shown = n.label if n.is_gate else f"{name} › {n.label}"
-            self.nodes[new_id] = _MutNode(new_id, n.kind, shown, dict(n.args), edges, n.join, pol, None)
+            self.nodes[new_id] = _MutNode(
+                new_id,
+                n.kind,
+                shown,
+                prefix_refs(dict(n.args), ids, nid),
+                edges,
+                n.join,
+                pol,
+                None,
+                prefix_refs(n.when, ids, nid),
+                n.cache_ttl_s,
+                n.max_iterations or (sub.max_iterations if n.id in looping else None),
+                n.preferred_providers,
+            )
         return _Block(roots, f"{nid}.{sub.exit}")
 
-    def build(self, exit_id: str, name: str | None = None) -> Graph:
+    def build(self, exit_id: str, name: str | None = None, **options: Any) -> Graph:
+        """The immutable graph; ``options`` are :class:`Graph` fields (``max_iterations``…).
+
+        Raises:
+            ValueError: a cycle without a back edge mark, an unknown dependency, or an
+                unbounded loop.
+        """
         nodes = tuple(
-            Node(n.id, n.kind, n.label, n.args, tuple(n.edges), n.join, n.policy, n.span)  # type: ignore[arg-type]
+            Node(
+                n.id, n.kind, n.label, n.args, tuple(n.edges), n.join, n.policy, n.span,  # type: ignore[arg-type]
+                n.when, n.cache_ttl_s, n.max_iterations, n.preferred_providers,
+            )
             for n in _topo(self.nodes)
         )
-        return Graph(nodes=nodes, exit=exit_id, source=self.source, name=name, uses=tuple(sorted(self.uses)))
+        options.setdefault("inputs", tuple(self.inputs.values()))
+        graph = Graph(nodes=nodes, exit=exit_id, source=self.source, name=name, uses=tuple(sorted(self.uses)), **options)
+        graph.loops()  # an unbounded cycle is refused here
+        return graph
 
 
 def _topo(nodes: dict[str, _MutNode]) -> list[_MutNode]:
@@ -286,6 +343,8 @@ def _topo(nodes: dict[str, _MutNode]) -> list[_MutNode]:
                 order.append(nodes[nid])
                 continue
             path[-1] = (nid, i + 1)
+            if edges[i].back:  # a loop edge closes a bounded cycle; it is not a dependency
+                continue
             src = edges[i].source
             if src not in nodes:
                 raise ValueError(f"node '{nid}' depends on unknown node '{src}'")
