@@ -146,7 +146,9 @@ def step_line(rec: StepRecord) -> str:
         parts.append(f"{dur:.2f}s")
     if rec.cost_usd:
         parts.append(f"${rec.cost_usd:.4f}")
-    if rec.status == "failed" and rec.error:
+    if getattr(rec, "cached", False):
+        parts.append("(cached)")
+    if rec.status in ("failed", "skipped") and rec.error:
         parts.append(rec.error)
     return " — ".join(parts)
 

@@ -50,7 +50,8 @@ def event_line(run_id: int, event: RunEvent) -> str | None:
         times = f"{_hms(s.started_at)} → {_hms(s.finished_at)}"
         dur = f", {s.duration_s:.3f}s" if s.duration_s is not None else ""
         err = f": {s.error}" if s.error else ""
-        return f"[run #{run_id}] {s.node_id} {s.status:<9} {s.label} ({times}{dur}){err}"
+        cached = " (cached)" if s.cached else ""
+        return f"[run #{run_id}] {s.node_id} {s.status:<9} {s.label}{cached} ({times}{dur}){err}"
     if event.kind == "run_started":
         return None
     return None

@@ -21,6 +21,7 @@ from bot.sessions import TokenCounter
 from bot.settings import ConfigError, Settings
 from bot.store import Database, RunStore, SessionStore, upgrade
 from bot.store.audit import AuditStore
+from bot.store.cache import SqlStepCache
 from bot.turn import Bot
 from engine.actions import ActionRunner
 from engine.catalog import Catalog
@@ -199,7 +200,12 @@ class App:
                 log.warning("LLM provider: %s", problem)
         children = ChildRegistry(settings.data_dir / "children")
         actions = ActionRunner(
-            shell_allow=tuple(settings.shell.allow), output_limit=wf.output_limit, approvals=approvals, llm=llm, children=children
+            shell_allow=tuple(settings.shell.allow),
+            output_limit=wf.output_limit,
+            approvals=approvals,
+            llm=llm,
+            step_providers={k: v.preferred_providers for k, v in wf.steps.items() if v.preferred_providers},
+            children=children,
         )
         executor = Executor(
             actions,
@@ -208,6 +214,9 @@ class App:
             default_timeout_s=wf.step_timeout,
             retry_initial_s=wf.retry_initial,
             retry_max_s=wf.retry_max,
+            max_parallel_steps=wf.max_parallel_steps,
+            default_retries=wf.max_retries,
+            cache=SqlStepCache(db),
         )
         manager = RunManager(runs, sessions, executor, outlets, children=children)
         if llm is not None:

@@ -64,8 +64,13 @@ def result_text(run_id: int, result: RunResult, graph: Graph, *, fired_by: str |
 
 
 def final_outputs(steps: tuple[StepRecord, ...], graph: Graph) -> str:
-    """Outputs of the steps the workflow's exit depends on (looking through gates)."""
-    by_id = {s.node_id: s for s in steps}
+    """Outputs of the steps the workflow's exit depends on (looking through gates); for a
+    loop's node, its last iteration that produced output."""
+    by_id: dict[str, StepRecord] = {}
+    for s in steps:  # steps are in order, so a later iteration (node#3) wins
+        base = s.node_id.rpartition("#")[0] if "#" in s.node_id else s.node_id
+        if s.status == "succeeded" or base not in by_id:
+            by_id[base] = s
     nodes = {n.id: n for n in graph.nodes}
     seen: set[str] = set()
     outs: list[str] = []
@@ -128,12 +133,14 @@ class RunManager:
         rerun_of: int | None = None,
         fired_by: str | None = None,
     ) -> ActiveRun:
-        """Persist a new run and start it; returns at once with the active run."""
+        """Persist a new run and start it; returns at once with the active run.
+        A rerun (``rerun_of``) bypasses the step cache."""
         thread_id = await self.sessions.thread_id(key)
         run_id = await self.runs.create_run(thread_id, graph.source, graph, requested_by, name=graph.name, rerun_of=rerun_of)
         if prior:
             await self.runs.save_steps([_reuse(r, run_id) for r in prior.values()])
-        return self._launch(run_id, key, graph, {k: _reuse(v, run_id) for k, v in (prior or {}).items()}, fired_by)
+        reused = {k: _reuse(v, run_id) for k, v in (prior or {}).items()}
+        return self._launch(run_id, key, graph, reused, fired_by, use_cache=rerun_of is None)
 
     def launch(self, run_id: int, key: ThreadKey, graph: Graph, prior: Mapping[str, StepRecord] | None = None) -> ActiveRun:
         """Start executing run ``run_id`` whose row was already written (state ``queued``),
@@ -141,10 +148,17 @@ class RunManager:
         return self._launch(run_id, key, graph, {k: _reuse(v, run_id) for k, v in (prior or {}).items()})
 
     def _launch(
-        self, run_id: int, key: ThreadKey, graph: Graph, prior: Mapping[str, StepRecord], fired_by: str | None = None
+        self,
+        run_id: int,
+        key: ThreadKey,
+        graph: Graph,
+        prior: Mapping[str, StepRecord],
+        fired_by: str | None = None,
+        *,
+        use_cache: bool = True,
     ) -> ActiveRun:
         title = graph.name or graph.source
-        task = asyncio.create_task(self._drive(run_id, key, graph, prior, fired_by), name=f"run-{run_id}")
+        task = asyncio.create_task(self._drive(run_id, key, graph, prior, fired_by, use_cache), name=f"run-{run_id}")
         active = ActiveRun(run_id, key, title, task)
         self.active[run_id] = active
         self._idle.clear()
@@ -158,14 +172,14 @@ class RunManager:
             self._idle.set()
 
     async def _drive(
-        self, run_id: int, key: ThreadKey, graph: Graph, prior: Mapping[str, StepRecord], fired_by: str | None
+        self, run_id: int, key: ThreadKey, graph: Graph, prior: Mapping[str, StepRecord], fired_by: str | None, use_cache: bool = True
     ) -> RunResult | None:
         outlet = self.outlets.get(key.platform)
         view = outlet.run_view(key, run_id, graph.name or graph.source) if outlet else None
         try:
             await self.runs.set_status(run_id, "running")
             result = await self.executor.execute(
-                str(run_id), graph, prior=prior, on_event=view.on_event if view else None
+                str(run_id), graph, prior=prior, on_event=view.on_event if view else None, use_cache=use_cache
             )
             await self.runs.set_status(run_id, result.status, error=result.error)
         except asyncio.CancelledError:

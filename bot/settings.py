@@ -59,10 +59,19 @@ class CostControl(_Section):
     budget_alert_threshold: float = Field(0.8, description="fraction of the limit at which the thread is warned")
 
 
+class StepSettings(_Section):
+    """``[workflow.steps.<step>]`` (seed *Advanced Configuration*, "Custom Step Logic")."""
+
+    preferred_providers: list[str] = Field(default_factory=list, description="LLM provider entries tried in order on provider failure")
+
+
 class WorkflowSettings(_Section):
     """``[workflow]``: executor defaults (names from the seed *Advanced Orchestration*)."""
 
     fail_fast: bool = True
+    max_parallel_steps: int | None = Field(None, ge=1, description="steps of one run running at once (a workflow's own value wins)")
+    max_retries: int = Field(0, ge=0, le=100, description="retries of a retryable failure for steps that set none")
+    steps: dict[str, StepSettings] = Field(default_factory=dict, description="per-step settings by step name (preferred_providers)")
     step_timeout: float = Field(300.0, description="seconds per attempt for steps without (timeout …)")
     retry_initial: float = Field(0.5, description="seconds before the first retry (exponential, jittered)")
     retry_max: float = Field(10.0, description="longest wait between retries, seconds")

@@ -20,7 +20,7 @@ import contextvars
 import logging
 import re
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from adapters.base import Message, Outlet
@@ -30,7 +30,7 @@ from bot.memory import Memory
 from bot.scheduling import ScheduleParseError, SchedulerService, parse_schedule
 from bot.scheduling.commands import HELP_LINES, handle_schedule_command, parse_schedule_command
 from bot.routing import Decision, Outcome, Router, bind_arguments, load_routes
-from bot.routing.args import value_problem
+from bot.routing.args import placeholders, value_problem
 from bot.routing.types import Param
 from bot.runs import RunManager, result_text
 from bot.settings import Settings, permits
@@ -39,20 +39,21 @@ from bot.store.audit import AuditEntry, AuditStore, format_entries
 from bot.store.sessions import COMMAND
 from engine.catalog import Catalog, close_names
 from engine.errors import DefinitionError, EngineError, UnknownWorkflowError, WorkflowSyntaxError
-from engine.graph import Graph
+from engine.graph import Graph, split_instance
+from engine.inputs import InputError, bind_inputs, split_arguments
 from engine.parse import compile_text
 
 log = logging.getLogger("baton.turn")
 
 HELP = """Baton — run workflows from chat.
   run: <workflow>        run workflow text, e.g. run: disk-check AND system-report THEN echo done
-  /run NAME              run a named workflow (see /workflows)
+  /run NAME [k=v …]      run a named workflow (see /workflows), with its parameters
   /workflows             list named workflows and actions
   /runs [all]            recent runs in this thread (or everywhere)
   /run show ID           one run's steps, times, outputs and cost
   /run show ID graph     the run's graph as a picture, coloured by step status
   /cancel ID             stop a run, cancelling its running steps
-  /rerun ID [from STEP]  run again; with "from STEP", reuse the outputs of the steps before STEP
+  /rerun ID [from STEP]  run again; with "from STEP" (or STEP#N, a loop iteration), reuse the steps before it
   /approve ID [STEP]     let a run waiting at an approve step go on (/reject ID [STEP] stops it)
   /why                   how the bot understood your last plain message (run / ask / chat, layer, score, why)
   /reload                re-read config/routes.yaml (new examples take effect without a restart)
@@ -446,8 +447,7 @@ class Bot:
         denied = await self.run_scope(msg, row, "view") if msg is not None else None
         if msg is not None and denied:
             return await self.refuse(msg, "view", run_id, denied)
-        by_id = {s.node_id: s for s in steps}
-        ordered = tuple(by_id[n.id] for n in row.graph.nodes if n.id in by_id)
+        ordered = _in_order(row.graph, steps)
         lines = [f"Run #{row.id}: {row.status} — {row.source}", f"requested by {row.requested_by} at {_hms(row.created_at)}"]
         if row.rerun_of:
             lines.append(f"rerun of #{row.rerun_of}")
@@ -827,10 +827,10 @@ class Bot:
         if not text:
             await self.reply(msg.key, outlet, "Run what? e.g. run: disk-check AND system-report (see /workflows)")
             return
-        if args is None:  # explicit: "run: NAME key=value ..." gives arguments by name
-            m = re.match(r"^(\S+)((?:\s+[A-Za-z_][A-Za-z0-9_]*=\S+)+)$", text)
-            if m and m.group(1) in self.catalog.workflows:
-                text, args = m.group(1), dict(kv.split("=", 1) for kv in m.group(2).split())
+        if args is None:  # explicit: "run: NAME key=value ..." gives arguments by name (quotes allowed)
+            split = split_arguments(text)
+            if split is not None and split[0] in self.catalog.workflows:
+                text, args = split
         try:
             graph = self.compile(text)
         except WorkflowSyntaxError as e:
@@ -842,8 +842,11 @@ class Bot:
         except (DefinitionError, EngineError) as e:
             await self.reply(msg.key, outlet, f"That workflow is invalid: {e}")
             return
+        typed = {i.name for i in graph.inputs}  # issue 17: typed inputs, used as ${inputs.name}
+        marked = placeholders(graph)  # issue 16: {name} placeholders bound into argv elements, echo text, labels
         if args:
-            bad = [f"{k}={v!r}: {p}" for k, v in args.items() if (p := value_problem(_ANY, v))]
+            # one plain word for what goes into a {placeholder} (or when nothing typed declares it)
+            bad = [f"{k}={v!r}: {p}" for k, v in args.items() if (k in marked or k not in typed) and (p := value_problem(_ANY, v))]
             declared = self.router.workflow_params.get(text, ()) if self.router is not None else ()
             if declared and not bad:  # the workflow's declared inputs (choices, pattern) hold for explicit runs too
                 from bot.routing import check_arguments
@@ -854,6 +857,13 @@ class Bot:
             if bad:
                 await self.reply(msg.key, outlet, "Not run: " + "; ".join(bad) + ".")
                 return
+        if graph.inputs:  # typed, defaults filled, allowed values; refused before anything runs
+            try:
+                values = bind_inputs(graph.name or text, graph.inputs, {k: v for k, v in (args or {}).items() if k in typed or k not in marked})
+            except InputError as e:
+                await self.reply(msg.key, outlet, f"Not run: {e}")
+                return
+            graph = replace(graph, input_values=values)
         try:
             graph = bind_arguments(graph, args or {})
         except KeyError as e:
@@ -920,14 +930,28 @@ class Bot:
             return
         prior = {}
         if step:
-            node = _find_step(row.graph, step)
+            base, iteration = split_instance(step)
+            node = _find_step(row.graph, base)
             if node is None:
                 names = [n.id for n in row.graph.steps] + [n.label for n in row.graph.steps]
                 near = close_names(step, names)
                 await self.reply(msg.key, outlet, f"Run #{run_id} has no step '{step}'" + (f"; did you mean {', '.join(near)}?" if near else "."))
                 return
+            loop = next((lp for lp in row.graph.loops() if node in lp.nodes), None)
+            if loop is not None and iteration > 1 and not any(s.node_id == f"{node}#{iteration}" for s in steps):
+                await self.reply(msg.key, outlet, f"Run #{run_id} has no iteration {iteration} of '{node}'.")
+                return
             before = _ancestors(row.graph, node)
-            prior = {s.node_id: s for s in steps if s.node_id in before and s.status == "succeeded"}
+            members = set(loop.nodes) if loop is not None else set()
+            for s in steps:
+                if s.status != "succeeded":
+                    continue
+                b, it = split_instance(s.node_id)
+                if b in members:
+                    if it < iteration:  # earlier iterations of the loop are kept
+                        prior[s.node_id] = s
+                elif b in before:
+                    prior[s.node_id] = s
         await self.start_run(msg, outlet, row.graph, prior=prior, rerun_of=run_id)
 
 
@@ -981,8 +1005,19 @@ def _find_step(graph: Graph, step: str) -> str | None:
     return None
 
 
+def _in_order(graph: Graph, steps: list) -> tuple:  # type: ignore[type-arg]
+    """Step records in graph order; later loop iterations (``node#N``) after the first pass, by iteration."""
+    order = {n.id: i for i, n in enumerate(graph.nodes)}
+
+    def key(s):  # type: ignore[no-untyped-def]
+        base, it = split_instance(s.node_id)
+        return (it > 1, it, order.get(base, len(order)))
+
+    return tuple(sorted((s for s in steps if split_instance(s.node_id)[0] in order), key=key))
+
+
 def _ancestors(graph: Graph, node_id: str) -> set[str]:
-    preds = {n.id: [e.source for e in n.edges] for n in graph.nodes}
+    preds = {n.id: [e.source for e in n.edges if not e.back] for n in graph.nodes}
     seen: set[str] = set()
     stack = list(preds[node_id])
     while stack:

@@ -15,17 +15,22 @@ retry policy may try again). Kinds:
 * ``approve``: waits for a person's decision through the :class:`ApprovalGate`
   (no default timeout: set ``(timeout 1h)`` to bound it).
 * ``llm``: handed to the configured LLM runner; with none configured it fails with
-  a message naming the setting.
+  a message naming the setting. With ``preferred_providers`` (the node's, else
+  ``[workflow.steps.<step>]``'s) the providers are tried in order, the next one on a
+  provider failure. With a ``schema`` the step asks for JSON valid against it, checks
+  the reply with ``jsonschema`` and asks once more with the error on a mismatch; the
+  step's output is then the JSON (so ``${step.field}`` can address it).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import shutil
 import signal
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -86,6 +91,8 @@ class ActionRunner:
         http_client_factory: builds the httpx client (tests inject a transport).
         children: where shell children are recorded while they run (reaped after a crash;
             see :mod:`engine.children`); ``None`` records nothing.
+        step_providers: step name → provider entries to try in order
+            (``[workflow.steps]``); a node's own ``preferred_providers`` win.
     """
 
     def __init__(
@@ -97,7 +104,9 @@ class ActionRunner:
         approvals: ApprovalGate | None = None,
         http_client_factory: Callable[[], httpx.AsyncClient] | None = None,
         children: ChildRegistry | None = None,
+        step_providers: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
+        self.step_providers = {k: tuple(v) for k, v in (step_providers or {}).items()}
         self.shell_allow = shell_allow
         self.children = children
         self.output_limit = output_limit
@@ -216,10 +225,67 @@ class ActionRunner:
         who = await self.approvals.wait(run_id, node)
         return StepOutput(f"approved by {who}")
 
+    def providers_for(self, node: Node) -> tuple[str | None, ...]:
+        """The provider entries an LLM step tries, in order (``None``: the default one)."""
+        if node.preferred_providers:
+            return node.preferred_providers
+        for name in (node.id, node.id.rsplit(".", 1)[-1], node.label):
+            if name in self.step_providers:
+                return self.step_providers[name]
+        return (node.args.get("provider"),)
+
     async def _llm(self, node: Node, inputs: Mapping[str, str]) -> StepOutput:
         if self.llm is None:
             raise StepError(NO_PROVIDER_MESSAGE, retryable=False)
-        return await self.llm(node.args["prompt"], node.args.get("provider"), inputs)
+        schema = node.args.get("schema")
+        prompt = node.args["prompt"]
+        if schema:
+            prompt += (
+                "\n\nAnswer with JSON only (no prose, no code fence), valid against this JSON Schema:\n"
+                + json.dumps(schema)
+            )
+        providers = self.providers_for(node)
+        errors: list[str] = []
+        for i, p in enumerate(providers):
+            try:
+                out = await self.llm(prompt, p, inputs)
+            except StepError as e:
+                if len(providers) == 1:
+                    raise
+                errors.append(f"{p or 'default'}: {e}")
+                if i == len(providers) - 1:
+                    raise StepError("every preferred provider failed: " + "; ".join(errors), retryable=e.retryable, output=e.output) from None
+                continue
+            return await self._checked(out, prompt, p, inputs, schema) if schema else out
+        raise StepError("no provider to try", retryable=False)  # pragma: no cover - providers is never empty
+
+    async def _checked(self, out: StepOutput, prompt: str, provider: str | None, inputs: Mapping[str, str], schema: dict) -> StepOutput:  # type: ignore[type-arg]
+        """Validate a JSON reply against ``schema``; ask once more with the error on a mismatch."""
+        from jsonschema import Draft202012Validator
+
+        from engine.expressions import MISSING, parse_output
+
+        validator = Draft202012Validator(schema)
+
+        def problem_of(text: str) -> tuple[str | None, object]:
+            value = parse_output(text)
+            if value is MISSING:
+                return "the reply is not JSON", value
+            errs = sorted(validator.iter_errors(value), key=lambda e: list(e.path))
+            if not errs:
+                return None, value
+            return f"at {'/'.join(map(str, errs[0].path)) or 'the top level'}: {errs[0].message}", value
+
+        problem, value = problem_of(out.text)
+        used = out
+        if problem is not None:
+            retry_prompt = f"{prompt}\n\nYour previous answer was invalid ({problem}):\n{out.text}\nAnswer again with valid JSON only."
+            again = await self.llm(retry_prompt, provider, inputs)  # type: ignore[misc]
+            used = StepOutput(again.text, out.tokens_in + again.tokens_in, out.tokens_out + again.tokens_out, out.cost_usd + again.cost_usd)
+            problem, value = problem_of(again.text)
+            if problem is not None:
+                raise StepError(f"the reply does not match the step's JSON schema ({problem})", retryable=False, output=again.text)
+        return StepOutput(json.dumps(value), used.tokens_in, used.tokens_out, used.cost_usd)
 
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")

@@ -66,6 +66,7 @@ including unknown keys, unknown references, unbounded cycles and unreachable nod
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -108,9 +109,11 @@ _TOP_KEYS = {
     "on_max_iterations",
     "max_parallel_steps",
     "fail_fast",
+    "effect",  # read-only | changes: for routing (bot/routing asks before a workflow that changes things)
+    "read_only",
 }
 _EDGE_KEYS = {"from", "to", "condition", "on"}
-_INPUT_KEYS = {"type", "default", "required", "allowed", "description"}
+_INPUT_KEYS = {"type", "default", "required", "allowed", "choices", "enum", "pattern", "description"}  # choices/enum: as allowed
 _TYPES = {"string": "string", "str": "string", "integer": "integer", "int": "integer", "number": "number", "float": "number", "boolean": "boolean", "bool": "boolean"}
 
 Path_ = tuple[Any, ...]
@@ -372,10 +375,22 @@ def _inputs(defn: WorkflowDefinition) -> tuple[InputSpec, ...]:
         typ = _TYPES.get(str(spec.get("type", "string")).lower())
         if typ is None:
             raise DefinitionError(f"{defn.where(*path, 'type')}: input '{name}': type is one of string, integer, number, boolean")
-        allowed = spec.get("allowed", [])
+        key = next((k for k in ("allowed", "choices", "enum") if k in spec), "allowed")
+        allowed = spec.get(key, [])
         if not isinstance(allowed, list):
-            raise DefinitionError(f"{defn.where(*path, 'allowed')}: input '{name}': allowed is a list of values")
-        out.append(InputSpec(name, typ, spec.get("default"), bool(spec.get("required", False)), tuple(allowed), str(spec.get("description", ""))))  # type: ignore[arg-type]
+            raise DefinitionError(f"{defn.where(*path, key)}: input '{name}': {key} is a list of values")
+        pattern = spec.get("pattern")
+        if pattern is not None:
+            try:
+                re.compile(str(pattern))
+            except re.error as e:
+                raise DefinitionError(f"{defn.where(*path, 'pattern')}: input '{name}': pattern is not a regular expression: {e}") from None
+        out.append(
+            InputSpec(
+                name, typ, spec.get("default"), bool(spec.get("required", False)), tuple(allowed),  # type: ignore[arg-type]
+                str(spec.get("description", "")), None if pattern is None else str(pattern),
+            )
+        )
     return tuple(out)
 
 

@@ -26,6 +26,10 @@ class StepRecord:
         tokens_in, tokens_out: LLM usage (0 for other steps).
         cost_usd: price of the step in USD.
         reused: copied from an earlier run by ``/rerun ... from STEP``.
+        cached: the output came from the step cache (``cache: {ttl: …}``), the action did not run.
+
+    ``node_id`` is the node's id, or ``node#N`` for iteration N ≥ 2 of a loop; a
+    skipped step's ``error`` says why (the condition and its values) when known.
     """
 
     run_id: str
@@ -42,6 +46,7 @@ class StepRecord:
     tokens_out: int = 0
     cost_usd: float = 0.0
     reused: bool = False
+    cached: bool = False
 
     @property
     def duration_s(self) -> float | None:

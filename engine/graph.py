@@ -101,6 +101,7 @@ class InputSpec:
         required: a value must be given (or come from the default).
         allowed: the only values accepted, when not empty.
         description: one line for the parameter list.
+        pattern: a regular expression the whole value must match, when set.
     """
 
     name: str
@@ -109,6 +110,7 @@ class InputSpec:
     required: bool = False
     allowed: tuple[Any, ...] = ()
     description: str = ""
+    pattern: str | None = None
 
     def describe(self) -> str:
         """``service (string, required, one of api|web)``."""
@@ -119,6 +121,8 @@ class InputSpec:
             bits.append(f"default {self.default}")
         if self.allowed:
             bits.append("one of " + "|".join(str(a) for a in self.allowed))
+        if self.pattern:
+            bits.append(f"matching {self.pattern}")
         return f"{self.name} ({', '.join(bits)})"
 
 

@@ -105,8 +105,11 @@ def bind_inputs(workflow: str, specs: Sequence[InputSpec], given: Mapping[str, A
             continue
         else:
             continue
-        if s.allowed and v not in s.allowed and str(v) not in {str(a) for a in s.allowed}:
+        if s.allowed and v not in s.allowed and str(v).lower() not in {str(a).lower() for a in s.allowed}:
             problems.append(f"'{s.name}' must be one of {', '.join(map(str, s.allowed))}, not {v!r}")
+            continue
+        if s.pattern and not re.fullmatch(s.pattern, str(v)):
+            problems.append(f"'{s.name}' must match {s.pattern}, not {v!r}")
             continue
         out[s.name] = v
     if problems:

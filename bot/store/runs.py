@@ -43,6 +43,7 @@ _STEP_COLS = (
     "tokens_out",
     "cost_usd",
     "reused",
+    "cached",
 )
 
 
@@ -97,6 +98,7 @@ def _step(r) -> StepRecord:  # type: ignore[no-untyped-def]
         tokens_out=r["tokens_out"],
         cost_usd=r["cost_usd"],
         reused=r["reused"],
+        cached=bool(r.get("cached") or False),
     )
 
 
@@ -331,6 +333,7 @@ class RunStore:
             "tokens_out": r.tokens_out,
             "cost_usd": r.cost_usd,
             "reused": r.reused,
+            "cached": r.cached,
         }
 
     def _upsert(self):  # type: ignore[no-untyped-def]

@@ -7,6 +7,7 @@ Tables:
     step_runs         one row per (run, node): the checkpoint of each step.
     summaries         stored conversation summaries (level, message span, text, tokens).
     processed_events  platform event ids already handled (redelivery dedupe).
+    step_cache        results of ``cache: {ttl}`` steps by cache key, until expires_at (migration 0004).
     messages_fts      (SQLite only, created by migration 0002) FTS5 index over messages.text;
                       PostgreSQL uses a GIN index on to_tsvector('english', text).
 """
@@ -28,6 +29,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
 )
 
 metadata = MetaData()
@@ -101,6 +103,20 @@ step_runs = Table(
     Column("tokens_out", Integer, nullable=False, default=0),
     Column("cost_usd", Float, nullable=False, default=0.0),
     Column("reused", Boolean, nullable=False, default=False),
+    Column("cached", Boolean, nullable=False, default=False, server_default=false()),
+)
+
+step_cache = Table(
+    "step_cache",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("output", Text, nullable=False),
+    Column("tokens_in", Integer, nullable=False, server_default="0"),
+    Column("tokens_out", Integer, nullable=False, server_default="0"),
+    Column("cost_usd", Float, nullable=False, server_default="0"),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Index("ix_step_cache_expires_at", "expires_at"),
 )
 
 summaries = Table(
