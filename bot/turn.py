@@ -816,6 +816,10 @@ class Bot:
         Errors are not cached: they raise every time.
         """
         graph = self._compiled.get(text)
+        if graph is None and text in self.catalog.workflows:
+            # a bare name runs the workflow's own graph: step ids are its node names (critique, critique#2)
+            own = self.catalog.graph_for(text, stack=(text,))
+            graph = replace(own, source=text, name=text, uses=tuple(sorted({*own.uses, text})))  # permission: the name too
         if graph is None:
             graph = compile_text(text, self.catalog, name=text if text in self.catalog.workflows else None)
             if len(self._compiled) >= 1024:
@@ -1002,16 +1006,20 @@ def _find_step(graph: Graph, step: str) -> str | None:
     for n in graph.steps:
         if n.label == step:
             return n.id
+    for n in graph.steps:  # an inlined workflow's node: s1.critique
+        if n.id.endswith("." + step):
+            return n.id
     return None
 
 
 def _in_order(graph: Graph, steps: list) -> tuple:  # type: ignore[type-arg]
-    """Step records in graph order; later loop iterations (``node#N``) after the first pass, by iteration."""
+    """Step records in graph order; a loop's later iterations (``node#N``) follow its last node, by iteration."""
     order = {n.id: i for i, n in enumerate(graph.nodes)}
+    last = {nid: order[lp.nodes[-1]] for lp in graph.loops() for nid in lp.nodes}
 
     def key(s):  # type: ignore[no-untyped-def]
         base, it = split_instance(s.node_id)
-        return (it > 1, it, order.get(base, len(order)))
+        return (order[base], 0, 0) if it == 1 else (last.get(base, order[base]), it, order[base])
 
     return tuple(sorted((s for s in steps if split_instance(s.node_id)[0] in order), key=key))
 
