@@ -3,7 +3,7 @@
     baton console [--thread NAME]        chat in the terminal (SQLite by default, no keys)
     baton run --adapter console          the same, by adapter name (slack/discord come later)
     baton db upgrade                     apply database migrations
-    baton workflow check "<text>"        parse workflow text and print its graph
+    baton workflow check TEXT|NAME|FILE  check a workflow (text, name or YAML file) and print its graph
     baton workflow list                  the named workflows
     baton serve [--host H] [--port P]    REST API, Slack events, metrics (bot/server)
     baton token create|list|revoke       API tokens;  baton webhooks log|test
@@ -153,15 +153,28 @@ def db_upgrade(revision: str = typer.Argument("head")) -> None:
 
 
 @workflow_app.command("check")
-def workflow_check(text: str) -> None:
-    """Parse workflow text and print the graph it compiles to (exit 1 with the position on error)."""
-    from bot.app import build_catalog
+def workflow_check(target: str = typer.Argument(..., metavar="TEXT|NAME|FILE.yaml")) -> None:
+    """Check a workflow and print its graph: inputs, nodes with their conditions, cycles with
+    their bounds, limits. TARGET is workflow text, a named workflow, or a YAML file. Exit 1
+    with the position (text: line/column and a caret; YAML: file:line:column) on error:
+    syntax, unknown keys, unknown references, unbounded cycles, unreachable nodes."""
+    from pathlib import Path
 
-    catalog = build_catalog(_settings())
+    from bot.app import build_catalog
+    from engine.definitions import compile_definition, parse_definition
     from engine.parse import compile_text
 
+    catalog = build_catalog(_settings())
+    path = Path(target)
     try:
-        graph = compile_text(text, catalog)
+        if target.endswith((".yaml", ".yml")) and path.is_file():
+            defn = parse_definition(path.read_text(), str(path))
+            catalog.workflows = {**catalog.workflows, defn.name: defn}
+            graph = compile_definition(defn, catalog, stack=(defn.name,))
+        elif target in catalog.workflows:
+            graph = catalog.graph_for(target, stack=(target,))
+        else:
+            graph = compile_text(target, catalog)
     except WorkflowSyntaxError as e:
         typer.echo(f"syntax error: {e}", err=True)
         raise typer.Exit(1) from None
