@@ -22,7 +22,7 @@ from adapters.base import Outlet, step_line
 from bot.store import RunStore, SessionStore, StoreError, ThreadKey
 from engine.children import ChildRegistry, Orphan
 from engine.events import StepRecord
-from engine.graph import Graph
+from engine.graph import Graph, split_instance
 from engine.run import Executor, RunResult
 
 log = logging.getLogger("baton.runs")
@@ -271,7 +271,16 @@ class RunManager:
             _, steps = got
             prior = {s.node_id: s for s in steps}
             done = sum(1 for s in steps if s.status in ("succeeded", "failed"))
-            text = f"Resuming run #{row.id} after a restart ({done} of {len(row.graph.steps)} steps already done)."
+            detail = f"{done} of {len(row.graph.steps)} steps already done"
+            loops = row.graph.loops()
+            if loops:  # iterations are records of their own: say where each loop is instead
+                where = []
+                for lp in loops:
+                    its = [split_instance(s.node_id)[1] for s in steps if split_instance(s.node_id)[0] in lp.nodes]
+                    k = max(its, default=0)
+                    where.append(f"loop {lp.name}: {k} iteration{'s' if k != 1 else ''} recorded")
+                detail = f"{done} steps already done; " + ", ".join(where)
+            text = f"Resuming run #{row.id} after a restart ({detail})."
             for node_id, orphan in sorted(self._orphans.pop(str(row.id), {}).items()):
                 text += f"\nStep {node_id}: {orphan.note}."
                 rec = prior.get(node_id)

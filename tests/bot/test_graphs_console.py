@@ -1,0 +1,87 @@
+"""The seed's graph examples with shell/echo steps in a real `baton console` process, and a
+SIGKILL in the third iteration of a loop that resumes in that iteration."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+
+from tests.bot.test_console_e2e import _start, _wait_line, console
+from tests.conftest import REPO
+
+EXAMPLES = REPO / "examples" / "workflows"
+
+
+def _config(tmp: Path) -> Path:
+    cfg = tmp / "config"
+    (cfg / "workflows").mkdir(parents=True)
+    for f in EXAMPLES.glob("*.yaml"):
+        shutil.copy(f, cfg / "workflows" / f.name)
+    (cfg / "baton.toml").write_text('[shell]\nallow = ["printf", "expr", "sh"]\n')
+    return cfg
+
+
+def test_seed_examples_run_in_the_console(tmp_path: Path) -> None:
+    cfg = _config(tmp_path)
+    p = console(
+        tmp_path,
+        "/run research-dag query=baton\n/run refine-loop\n/run classify-branch kind=creative\n/run classify-branch kind=poem\n",
+        config=cfg,
+    )
+    assert p.returncode == 0, p.stderr
+    out = p.stdout
+    assert "Run #1 succeeded" in out and "validated answer built from docs about baton + web pages about baton howto" in out
+    assert "Run #2 succeeded" in out and "Result:\nfinal score 9" in out
+    assert "critique#4 succeeded critique (iteration 4)" in out
+    assert "refine (iteration 4) — skipped — condition (from critique) is false: ${critique.score} < 8 (critique.score = 9)" in out
+    assert "Run #3 succeeded" in out and "Result:\nwriting something new" in out
+    assert 'echo retrieving facts — skipped — condition (from classify) is false: ${classify.type} == "factual" (classify.type = "creative")' in out
+    assert "Not run: 'kind' must be one of factual, opinion, creative, not 'poem'" in out
+
+
+def test_sigkill_in_the_third_iteration_resumes_in_that_iteration(tmp_path: Path) -> None:
+    cfg = _config(tmp_path)
+    marks, flag = tmp_path / "marks.txt", tmp_path / "slept"
+    # critique sleeps the first time it sees a score of 7 (iteration 3); each step notes its run in marks.txt
+    (cfg / "workflows" / "slow-loop.yaml").write_text(
+        f"""
+name: slow-loop
+max_iterations: 5
+nodes:
+  generate: {{run: 'echo {{"score": 3}}'}}
+  critique:
+    shell: [sh, -c, 'echo "critique $1" >> {marks}; if [ "$1" = 7 ] && [ ! -e {flag} ]; then touch {flag}; sleep 30; fi; printf "{{\\"score\\": %s}}" "$1"', sh, {{param: "${{refine|generate.score}}"}}]
+    idempotent: true
+  refine:
+    shell: [sh, -c, 'echo "refine $1" >> {marks}; expr "$1" + 2', sh, {{param: "${{critique.score}}"}}]
+    idempotent: true
+edges:
+  - {{from: generate, to: critique}}
+  - {{from: critique, to: refine, condition: "${{critique.score}} < 8"}}
+  - {{from: refine, to: critique}}
+"""
+    )
+    proc = _start(tmp_path, cfg)
+    assert proc.stdin is not None
+    proc.stdin.write("/run slow-loop\n")
+    proc.stdin.flush()
+    _wait_line(proc, "critique#3 started")
+    deadline = 0
+    while not flag.exists() and deadline < 200:  # the third critique is inside its sleep
+        subprocess.run(["sleep", "0.05"], check=True)
+        deadline += 1
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert marks.read_text().splitlines() == ["critique 3", "refine 3", "critique 5", "refine 5", "critique 7"]
+    again = console(tmp_path, "/run show 1\n", config=cfg)
+    assert again.returncode == 0, again.stderr
+    assert "Resuming run #1 after a restart (5 steps already done; loop critique → refine → critique: 2 iterations recorded)" in again.stdout
+    assert "Run #1 succeeded" in again.stdout
+    # iterations 1 and 2 were not repeated; iteration 3 went on where it was interrupted
+    assert marks.read_text().splitlines() == [
+        "critique 3", "refine 3", "critique 5", "refine 5", "critique 7", "critique 7", "refine 7", "critique 9",
+    ]
+    assert "critique#3 succeeded" in again.stdout and "critique#4 succeeded" in again.stdout
+    assert "[run #1] critique started" not in again.stdout and "critique#2 started" not in again.stdout
