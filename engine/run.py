@@ -200,8 +200,9 @@ class _Run:
                 self.dependents[e.source].append((n.id, e))
         self.loops: tuple[Loop, ...] = graph.loops()
         self.loop_of: dict[str, Loop] = {nid: lp for lp in self.loops for nid in lp.nodes}
-        self.iteration: dict[Loop, int] = {lp: 1 for lp in self.loops}
-        self.loop_left: dict[Loop, int] = {lp: len(lp.nodes) for lp in self.loops}
+        # keyed by id(loop): hashing a Loop (a tuple of edges) on every step would cost more than the step
+        self.iteration: dict[int, int] = {id(lp): 1 for lp in self.loops}
+        self.loop_left: dict[int, int] = {id(lp): len(lp.nodes) for lp in self.loops}
         self.forced: set[str] = set()  # loop heads re-entered by a back edge
         self.outcome: dict[str, str] = {}  # node -> succeeded/failed/skipped/cancelled (effective)
         self.records: dict[str, StepRecord] = {}  # by instance id (node, node#2, …)
@@ -217,6 +218,10 @@ class _Run:
         self.scope = Scope(self.nodes, self._output_of, graph.input_values)
         self.handled = self._handled_map()
         self.tg: asyncio.TaskGroup | None = None
+        self.pending: list[StepRecord] = []  # checkpoints queued for the writer, in order
+        self.waiters: list[asyncio.Future[None]] = []
+        self.writer: asyncio.Task[None] | None = None
+        self.write_error: Exception | None = None
 
     def _output_of(self, nid: str) -> str | None:
         rec = self.latest.get(nid)
@@ -227,7 +232,7 @@ class _Run:
     def inst(self, nid: str) -> str:
         """The record id of ``nid`` in its loop's current iteration."""
         lp = self.loop_of.get(nid)
-        return nid if lp is None else instance_id(nid, self.iteration[lp])
+        return nid if lp is None else instance_id(nid, self.iteration[id(lp)])
 
     def _handled_map(self) -> dict[str, bool]:
         """Whether a failure of each node can reach a failure/always consumer."""
@@ -258,9 +263,11 @@ class _Run:
                 self.tg = tg
                 self._drain()
         except asyncio.CancelledError:
+            await asyncio.shield(self._flush())
             await asyncio.shield(self._finish_skipped())
             self.emit(RunEvent("run_finished", self.run_id, status="cancelled", at=self.ex.clock(), steps=self._steps()))
             raise
+        await self._flush()
         await self._finish_skipped()
         status = self._status()
         result = RunResult(self.run_id, status, self._steps(), self.first_error if status == "failed" else None)
@@ -270,17 +277,17 @@ class _Run:
     def _steps(self) -> tuple[StepRecord, ...]:
         """Records in graph order; a loop's later iterations follow its last node."""
         out: list[StepRecord] = []
-        later: dict[Loop, list[StepRecord]] = {}
+        later: dict[int, list[StepRecord]] = {}
         for rec in self.records.values():
             base, _, it = rec.node_id.rpartition("#")
             if base and it.isdigit() and base in self.loop_of:
-                later.setdefault(self.loop_of[base], []).append(rec)
+                later.setdefault(id(self.loop_of[base]), []).append(rec)
         for n in self.graph.nodes:
             if not n.is_gate and n.id in self.records:
                 out.append(self.records[n.id])
             lp = self.loop_of.get(n.id)
-            if lp is not None and n.id == lp.nodes[-1] and lp in later:
-                out.extend(sorted(later[lp], key=lambda r: (int(r.node_id.rpartition("#")[2]), self.order[r.node_id.rpartition("#")[0]])))
+            if lp is not None and n.id == lp.nodes[-1] and id(lp) in later:
+                out.extend(sorted(later[id(lp)], key=lambda r: (int(r.node_id.rpartition("#")[2]), self.order[r.node_id.rpartition("#")[0]])))
         return tuple(out)
 
     def _status(self) -> RunStatus:
@@ -338,6 +345,7 @@ class _Run:
             self.records[iid] = rec
             pending.append(rec)
         if pending and self.ex.checkpoints is not None:
+            await self._flush()
             await self.ex.checkpoints.save_steps(pending)
 
     @staticmethod
@@ -360,8 +368,8 @@ class _Run:
             if self.remaining[d] == 0:
                 self.ready.append(d)
         if lp is not None:
-            self.loop_left[lp] -= 1
-            if self.loop_left[lp] == 0:
+            self.loop_left[id(lp)] -= 1
+            if self.loop_left[id(lp)] == 0:
                 self._end_iteration(lp)
 
     def _end_iteration(self, lp: Loop) -> None:
@@ -377,7 +385,7 @@ class _Run:
                 continue
             if ok and tgt not in fire:
                 fire.append(tgt)
-        k = self.iteration[lp]
+        k = self.iteration[id(lp)]
         if fire and k >= lp.max_iterations:
             if lp.on_max_iterations == "fail":
                 self._fail_run(f"loop {lp.name} reached max_iterations {lp.max_iterations} (on_max_iterations: fail)")
@@ -390,8 +398,8 @@ class _Run:
                         if self.remaining[d] == 0:
                             self.ready.append(d)
             return
-        self.iteration[lp] = k + 1
-        self.loop_left[lp] = len(lp.nodes)
+        self.iteration[id(lp)] = k + 1
+        self.loop_left[id(lp)] = len(lp.nodes)
         members = set(lp.nodes)
         for nid in lp.nodes:
             self.outcome.pop(nid, None)
@@ -545,9 +553,70 @@ class _Run:
 
     # -- one step ----------------------------------------------------------
 
+    # -- checkpoints: one writer per run ---------------------------------------------
+
+    def _enqueue(self, rec: StepRecord, wait: bool) -> asyncio.Future[None] | None:
+        """Queue ``rec`` for the run's checkpoint writer; with ``wait``, a future settled
+        once the batch holding it is durable."""
+        self.pending.append(rec)
+        fut: asyncio.Future[None] | None = None
+        if wait:
+            fut = asyncio.get_running_loop().create_future()
+            self.waiters.append(fut)
+        if self.writer is None or self.writer.done():
+            # owned by this run: awaited by _flush before the run returns (or re-raises its cancellation)
+            self.writer = asyncio.create_task(self._write_loop(), name=f"run-{self.run_id}-checkpoints")
+        return fut
+
+    async def _write_loop(self) -> None:
+        """Write everything queued, batch after batch, in queue order (one ``save_steps`` at a time)."""
+        assert self.ex.checkpoints is not None
+        while self.pending:
+            batch, self.pending = self.pending, []
+            waiters, self.waiters = self.waiters, []
+            try:
+                await self.ex.checkpoints.save_steps(batch)
+            except Exception as e:
+                if self.write_error is None:
+                    self.write_error = e
+                for w in waiters:
+                    if not w.done():
+                        w.set_exception(e)
+                continue
+            for w in waiters:
+                if not w.done():
+                    w.set_result(None)
+
     async def _save(self, rec: StepRecord) -> None:
+        """Checkpoint ``rec`` and wait until it (and everything queued before it) is durable."""
+        if self.ex.checkpoints is None:
+            return
+        fut = self._enqueue(rec, True)
+        assert fut is not None
+        await asyncio.shield(fut)
+
+    def _save_behind(self, rec: StepRecord) -> None:
+        """Checkpoint the final record of an *idempotent* step without waiting for it.
+
+        Dependents start at once; the run's single writer commits records in the order
+        they were queued, batching those that pile up while a commit is in flight. The
+        durability rule holds: any later record — in particular the ``running`` record a
+        non-idempotent dependent writes and awaits before it starts — becomes durable
+        only together with or after this one. A crash can lose only the newest records
+        of idempotent steps, which a resume runs again (they may be run again). The run
+        waits for every write before it ends (:meth:`_flush`), where a failed write
+        raises the store's error.
+        """
         if self.ex.checkpoints is not None:
-            await self.ex.checkpoints.save_steps((rec,))
+            self._enqueue(rec, False)
+
+    async def _flush(self) -> None:
+        """Wait until every queued checkpoint is written; raise the first write failure."""
+        while self.writer is not None and not self.writer.done():
+            await asyncio.shield(self.writer)
+        if self.write_error is not None:
+            err, self.write_error = self.write_error, None
+            raise err
 
     async def _record_only(self, node: Node, rec: StepRecord) -> None:
         await self._save(rec)
@@ -563,7 +632,8 @@ class _Run:
     async def _step_body(self, node: Node, iid: str, attempts_before: int) -> None:
         ex = self.ex
         started = ex.clock()
-        rec = StepRecord(self.run_id, iid, self._label(node, iid), node.kind, "running", attempt=attempts_before + 1, started_at=started)
+        label = self._label(node, iid)
+        rec = StepRecord(self.run_id, iid, label, node.kind, "running", attempt=attempts_before + 1, started_at=started)
         self.records[iid] = rec
         if not node.policy.idempotent:
             await self._save(rec)
@@ -616,15 +686,9 @@ class _Run:
                             async with asyncio.timeout(timeout):
                                 out = await ex.action(node, inputs)
                 assert out is not None
-                rec = replace(
-                    rec,
-                    status="succeeded",
-                    attempt=attempt,
-                    output=out.text,
-                    finished_at=ex.clock(),
-                    tokens_in=out.tokens_in,
-                    tokens_out=out.tokens_out,
-                    cost_usd=out.cost_usd,
+                rec = StepRecord(  # not dataclasses.replace: this is the hot path of every step
+                    self.run_id, iid, label, node.kind, "succeeded", attempt, out.text, None, started,
+                    ex.clock(), out.tokens_in, out.tokens_out, out.cost_usd,
                 )
                 if key is not None and node.cache_ttl_s and ex.cache is not None:
                     await ex.cache.put(key, out, started, node.cache_ttl_s)
@@ -642,7 +706,10 @@ class _Run:
             self.emit(RunEvent("step_finished", self.run_id, step=rec, at=rec.finished_at))
             self.outcome[node.id] = "cancelled"
             raise
-        await self._save(rec)
+        if node.policy.idempotent and rec.status == "succeeded":
+            self._save_behind(rec)
+        else:
+            await self._save(rec)
         self._finish_step(node, rec)
 
     def _on_retry(self, iid: str, rs: RetryCallState, attempts_before: int) -> None:
