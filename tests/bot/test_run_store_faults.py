@@ -13,11 +13,21 @@ from tests.conftest import REPO, RecordingOutlet
 async def test_a_failed_checkpoint_inside_a_step_is_reported_not_hung(sqlite_url: str, outlet: RecordingOutlet) -> None:
     """The database turns read-only while a step runs: the step's final checkpoint write fails
     inside the executor's task group (an ExceptionGroup). The run's thread is told, the run
-    task ends, and the bot keeps answering."""
-    settings = Settings(config_dir=REPO / "config", database_url=sqlite_url)
+    task ends, and the bot keeps answering.
+
+    The step is a shell action not marked idempotent, so its final checkpoint is awaited
+    before anything after it starts (an idempotent step's final record is written behind,
+    see ``engine.run._Run._save_behind``: its dependents may start before the failure is
+    known, and the failure is reported when the run ends)."""
+    settings = Settings(
+        config_dir=REPO / "config",
+        database_url=sqlite_url,
+        shell={"allow": ["sleep", "df", "uptime", "free", "uname", "cat", "ss", "ps", "nproc"]},
+        actions={"slow": {"kind": "shell", "argv": ["sleep", "1"]}},
+    )
     app = await App.start(settings, {"test": outlet}, migrate=True)
     try:
-        await app.bot.handle(Message("test", "C1", "T1", "alice", "run: sleep 1 THEN echo after"), outlet)
+        await app.bot.handle(Message("test", "C1", "T1", "alice", "run: slow THEN echo after"), outlet)
         async with asyncio.timeout(10):
             while not any(getattr(e, "kind", "") == "step_started" for e in outlet.events):
                 await asyncio.sleep(0.01)  # polling a condition, not ordering by time
