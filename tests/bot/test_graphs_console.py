@@ -85,3 +85,30 @@ edges:
     ]
     assert "critique#3 succeeded" in again.stdout and "critique#4 succeeded" in again.stdout
     assert "[run #1] critique started" not in again.stdout and "critique#2 started" not in again.stdout
+
+
+def _check(tmp: Path, cfg: Path, target: str) -> subprocess.CompletedProcess[str]:
+    import os
+    import sys
+
+    env = {**os.environ, "BATON_CONFIG_DIR": str(cfg), "BATON_DATA_DIR": str(tmp / "data")}
+    return subprocess.run(
+        [sys.executable, "-m", "bot.cli", "workflow", "check", target], capture_output=True, text=True, cwd=tmp, env=env, timeout=60
+    )
+
+
+def test_workflow_check_prints_the_graph_and_rejects_bad_files_with_positions(tmp_path: Path) -> None:
+    cfg = _config(tmp_path)
+    ok = _check(tmp_path, cfg, "refine-loop")
+    assert ok.returncode == 0, ok.stderr
+    assert "refine shell: refine  <- critique if ${critique.score} < 8" in ok.stdout
+    assert "cycle: critique → refine → critique (max_iterations 5, on_max_iterations fail)" in ok.stdout
+    params = _check(tmp_path, cfg, str(EXAMPLES / "classify-branch.yaml"))
+    assert params.stdout.startswith("inputs: kind (string, default factual, one of factual|opinion|creative)")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: bad\nnodes:\n  a: {run: echo a}\n  b: {run: echo b}\n  c: {run: echo c}\nedges:\n  - {from: a, to: b}\n  - {from: b, to: c}\n  - {from: c, to: b}\n")
+    p = _check(tmp_path, cfg, str(bad))
+    assert p.returncode == 1 and p.stderr.strip() == f"error: {bad}:6:1: cycle b → c → b has no max_iterations (set it on the workflow or a node)"
+    bad.write_text("name: bad\nnodes:\n  a: {run: echo a}\n  lost: {run: echo b, depends_on: [lost]}\n")
+    p = _check(tmp_path, cfg, str(bad))
+    assert p.returncode == 1 and f"error: {bad}:4:3: node 'lost' is unreachable" in p.stderr

@@ -100,12 +100,15 @@ def task(req: RecordedRequest) -> str:
     return req.user_texts[-1].split("\n\nOutputs of the earlier steps:")[0]
 
 
-async def start(tmp: Path, sqlite_url: str, outlet: RecordingOutlet, server: FakeLLMServer, **workflows: str) -> App:
+async def start(tmp: Path, sqlite_url: str, outlet: RecordingOutlet, server: FakeLLMServer, routes: str | None = None, **workflows: str) -> App:
+    cfg = config(tmp, **workflows)
+    if routes is not None:
+        (cfg / "routes.yaml").write_text(routes)
     settings = Settings(
-        config_dir=config(tmp, **workflows),
+        config_dir=cfg,
         database_url=sqlite_url,
         providers=providers(server),
-        routing={"enabled": False},
+        routing={"enabled": routes is not None, "llm": False, "encoder": "none"},
         shell={"allow": ["cat", "printf", "expr"]},
     )
     return await App.start(settings, {"test": outlet}, migrate=True)
@@ -234,7 +237,34 @@ nodes:
             await app.aclose()
 
 
-async def test_a_cached_step_says_so_and_rerun_bypasses_the_cache(tmp_path: Path, sqlite_url: str, outlet: RecordingOutlet) -> None:
+async def test_routed_arguments_become_workflow_inputs(tmp_path: Path, sqlite_url: str, outlet: RecordingOutlet) -> None:
+    deploy = """
+name: deploy
+inputs:
+  service: {type: string, required: true, allowed: [api, web]}
+  version: {type: string, default: latest}
+nodes:
+  go: {shell: [printf, "deploying %s at %s", {param: "${inputs.service}"}, {param: "${inputs.version}"}], idempotent: true}
+"""
+    routes = """
+routes:
+  - name: deploy
+    target: deploy
+    patterns: ['^ship (?P<service>[a-z]+) version (?P<version>[0-9.]+)$']
+"""
+    async with FakeLLMServer("unused") as server:
+        app = await start(tmp_path, sqlite_url, outlet, server, routes=routes, deploy=deploy)
+        try:
+            out = await say(app, outlet, "ship web version 2.0")
+            assert "Result:\ndeploying web at 2.0" in out, out
+            out = await say(app, outlet, "ship db version 2.0")
+            assert out.startswith("Not run: 'service' must be one of api, web, not 'db'")
+        finally:
+            await app.aclose()
+
+
+async def test_a_cached_step_says_so_and_rerun_bypasses_the_cache(tmp_path: Path, db_url: str, outlet: RecordingOutlet) -> None:
+    sqlite_url = db_url
     src = tmp_path / "value.txt"
     src.write_text("one")
     wf = f"""
