@@ -23,7 +23,7 @@ from bot.memory import Memory
 from bot.sessions import SummarySpan, summarize_span, summary_cover
 from bot.settings import RetentionSettings
 from bot.store import Database, SessionStore
-from bot.store.tables import messages, processed_events, runs, summaries, threads
+from bot.store.tables import messages, processed_events, runs, step_cache, summaries, threads
 
 log = logging.getLogger("baton.retention")
 
@@ -90,6 +90,8 @@ class Retention:
                     )
                 ).rowcount or 0
                 await conn.execute(delete(processed_events).where(processed_events.c.received_at < cut))
+        async with self.db.begin("deleting expired step-cache entries") as conn:  # cache: {ttl} results past their TTL
+            await conn.execute(delete(step_cache).where(step_cache.c.expires_at <= now))
         if idle or deleted:
             self.memory.invalidate()
         expired = self.memory.purge_expired()

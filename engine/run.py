@@ -623,7 +623,7 @@ class _Run:
         self._finish_step(node, rec)
 
     async def _step(self, node: Node, iid: str, attempts_before: int) -> None:
-        if self.slots is None:
+        if self.slots is None or node.kind == "approve":  # a person deciding holds no slot
             await self._step_body(node, iid, attempts_before)
             return
         async with self.slots:
