@@ -819,7 +819,8 @@ class Bot:
         if graph is None and text in self.catalog.workflows:
             # a bare name runs the workflow's own graph: step ids are its node names (critique, critique#2)
             own = self.catalog.graph_for(text, stack=(text,))
-            graph = replace(own, source=text, name=text, uses=tuple(sorted({*own.uses, text})))  # permission: the name too
+            nodes = tuple(n if n.is_gate else replace(n, label=f"{text} › {n.label}") for n in own.nodes)  # as when inlined
+            graph = replace(own, nodes=nodes, source=text, name=text, uses=tuple(sorted({*own.uses, text})))  # permission: the name too
         if graph is None:
             graph = compile_text(text, self.catalog, name=text if text in self.catalog.workflows else None)
             if len(self._compiled) >= 1024:

@@ -215,7 +215,10 @@ class _Run:
         self.fail_fast = ex.fail_fast if graph.fail_fast is None else graph.fail_fast
         limit = graph.max_parallel_steps or ex.max_parallel_steps
         self.slots = asyncio.Semaphore(limit) if limit else None
-        self.scope = Scope(self.nodes, self._output_of, graph.input_values)
+        # declared defaults, then the values the run was started with (bound by the bot; a run
+        # started another way, e.g. by a schedule, still sees the defaults)
+        inputs = {i.name: i.default for i in graph.inputs if i.default is not None} | dict(graph.input_values)
+        self.scope = Scope(self.nodes, self._output_of, inputs)
         self.handled = self._handled_map()
         self.tg: asyncio.TaskGroup | None = None
         self.pending: list[StepRecord] = []  # checkpoints queued for the writer, in order

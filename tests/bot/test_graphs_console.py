@@ -34,7 +34,7 @@ def test_seed_examples_run_in_the_console(tmp_path: Path) -> None:
     out = p.stdout
     assert "Run #1 succeeded" in out and "validated answer built from docs about baton + web pages about baton howto" in out
     assert "Run #2 succeeded" in out and "Result:\nfinal score 9" in out
-    assert "critique#4 succeeded critique (iteration 4)" in out
+    assert "critique#4 succeeded refine-loop › critique (iteration 4)" in out
     assert "refine (iteration 4) — skipped — condition (from critique) is false: ${critique.score} < 8 (critique.score = 9)" in out
     assert "Run #3 succeeded" in out and "Result:\nwriting something new" in out
     assert 'echo retrieving facts — skipped — condition (from classify) is false: ${classify.type} == "factual" (classify.type = "creative")' in out

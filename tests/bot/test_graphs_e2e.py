@@ -182,7 +182,7 @@ async def test_classify_and_branch_with_llm_steps(tmp_path: Path, sqlite_url: st
             tasks = [task(r) for r in server.requests]
             assert len(tasks) == 3 and "Your previous answer was invalid (the reply is not JSON)" in tasks[1]  # one retry
             assert tasks[2] == "Write creatively about: a poem about disks"
-            assert '· Give balanced opinions on: ${inputs.query} — skipped — condition (from classify) is false: ${classify.type} == "opinion" (classify.type = "creative")' in out
+            assert '· answer-query › Give balanced opinions on: ${inputs.query} — skipped — condition (from classify) is false: ${classify.type} == "opinion" (classify.type = "creative")' in out
             assert "Answer with facts: ${inputs.query} — skipped" in out
         finally:
             await app.aclose()
