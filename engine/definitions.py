@@ -183,6 +183,8 @@ def parse_definition(text: str, path: str = "") -> WorkflowDefinition:
     if tree is not None:
         _marks(tree, (), marks)
     name = str(raw.get("name") or Path(path).stem)
+    if isinstance(raw.get("nodes"), list):
+        raw = {**raw, "nodes": _listed_nodes(raw["nodes"], marks, path)}
     defn = WorkflowDefinition(name, str(raw.get("description", "")), raw, path, marks)
     unknown = sorted(set(map(str, raw)) - _TOP_KEYS)
     if unknown:
@@ -192,6 +194,27 @@ def parse_definition(text: str, path: str = "") -> WorkflowDefinition:
     if "flow" in raw and "edges" in raw:
         raise DefinitionError(f"{defn.where('edges')}: 'edges' goes with 'nodes', not with 'flow'")
     return defn
+
+
+def _listed_nodes(items: list[Any], marks: dict[Path_, tuple[int, int]], path: str) -> dict[str, Any]:
+    """The seed's list form (``nodes: [{id: generate, run: …}, …]``) as the mapping form;
+    the marks of ``("nodes", i, …)`` are copied to ``("nodes", id, …)``."""
+    out: dict[str, Any] = {}
+    for i, item in enumerate(items):
+        pos = marks.get(("nodes", i))
+        where = f"{path}:{pos[0]}:{pos[1]}" if pos else path
+        if not isinstance(item, dict) or not isinstance(item.get("id", item.get("name")), str):
+            raise DefinitionError(f"{where}: a node in a list needs an id (nodes: [{{id: NAME, run: …}}])")
+        key = "id" if "id" in item else "name"
+        nid = item[key]
+        if nid in out:
+            raise DefinitionError(f"{where}: node id '{nid}' is used twice")
+        out[nid] = {k: v for k, v in item.items() if k != key}
+        for p, m in list(marks.items()):
+            if p[:2] == ("nodes", i):
+                marks[("nodes", nid, *p[2:])] = m
+        marks[("nodes", nid)] = marks.get(("nodes", i, key), pos or (0, 0))
+    return out
 
 
 def load_definitions(folder: Path) -> dict[str, WorkflowDefinition]:

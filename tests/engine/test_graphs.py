@@ -383,3 +383,38 @@ async def test_research_dag_passes_results_between_nodes_in_parallel() -> None:
     assert r.status == "succeeded" and time.perf_counter() - t0 < 5
     assert by_id(r)["validate"].output == "validated answer built from docs about baton + web pages about baton howto"
     assert act.calls[0] == "expand_query" and set(act.calls[1:3]) == {"search_docs", "search_web"}
+
+
+async def test_the_seed_list_form_of_nodes_and_its_unquoted_conditions() -> None:
+    """Seed 001 "Cyclic Graphs" as written (nodes as a list with ids, the condition unquoted),
+    with shell steps standing in for its techniques."""
+    g = compile_yaml(
+        """
+name: cyclic
+max_iterations: 5
+nodes:
+  - id: generate
+    run: 'echo {"score": 2}'
+  - id: evaluate
+    shell: [printf, '{"score": %s}', {param: "${refine|generate.score}"}]
+    idempotent: true
+  - id: refine
+    shell: [expr, {param: "${evaluate.score}"}, "*", "2"]
+    idempotent: true
+edges:
+  - from: generate
+    to: evaluate
+  - from: evaluate
+    to: refine
+    condition: ${evaluate.score} < 8
+  - from: refine
+    to: evaluate
+"""
+    )
+    r, _, _ = await execute(g)
+    assert r.status == "succeeded"
+    assert [(s.node_id, s.output.strip()) for s in r.steps if s.node_id.startswith("evaluate")] == [
+        ("evaluate", '{"score": 2}'), ("evaluate#2", '{"score": 4}'), ("evaluate#3", '{"score": 8}'),
+    ]
+    with pytest.raises(DefinitionError, match=r"wf.yaml:4:10: unknown reference \$\{nope\}"):
+        compile_yaml("name: t\nnodes:\n  - id: a\n    run: echo ${nope}\n")
