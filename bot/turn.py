@@ -414,6 +414,12 @@ class Bot:
         lines = ["Workflows:"]
         for name, d in sorted(self.catalog.workflows.items()):
             lines.append(f"  {name:<18} {d.description}")
+            try:
+                params = self.catalog.graph_for(name, stack=(name,)).inputs
+            except EngineError:
+                params = ()
+            if params:
+                lines.append(f"  {'':<18} parameters: {', '.join(p.describe() for p in params)}")
         if self.catalog.actions:
             lines.append("Actions:")
             for name, (kind, args) in sorted(self.catalog.actions.items()):

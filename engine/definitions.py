@@ -51,6 +51,7 @@ Graph features (issue 17; seed 001 "Graph Orchestration", seed 000 "Advanced Con
       - {from: refine, to: critique}          # the loop back
       - {from: critique, to: publish}
 
+``nodes`` may also be the seed's list form, ``[{id: generate, run: …}, …]``.
 ``edges`` entries are ``from``, ``to``, optional ``condition`` (an expression, see
 :mod:`engine.expressions`) and ``on`` (``success`` by default, ``failure``, ``always``);
 they combine with ``depends_on``. An edge that closes a cycle is a loop edge; a cycle

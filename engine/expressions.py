@@ -212,8 +212,8 @@ class Condition:
     """A compiled condition: its references and its parsed expression.
 
     Raises:
-        ValueError: (from the constructor) the expression does not parse; the message
-            has the column.
+        ValueError: (from the constructor) the expression does not parse, or names
+            something other than a ``${…}`` reference, a literal or an allowed function.
     """
 
     __slots__ = ("expression", "refs", "_tree", "_names", "_ev")
@@ -232,7 +232,7 @@ class Condition:
             self._ev = SimpleEval(functions=_FUNCTIONS)
             self._tree = self._ev.parse(body)
         except SyntaxError as e:
-            raise ValueError(f"condition {self.expression!r} does not parse: {e.msg} (column {e.offset or 0})") from None
+            raise ValueError(f"condition {self.expression!r} does not parse: {e.msg}") from None
         self._names = {n.id for n in ast.walk(self._tree) if isinstance(n, ast.Name)} - set(_NAMES) - {f"_ref{i}" for i in range(len(refs))} - set(_FUNCTIONS)
         if self._names:
             bad = sorted(self._names)[0]
