@@ -288,3 +288,25 @@ nodes:
             assert re.search(r"read +succeeded", show)
         finally:
             await app.aclose()
+
+
+async def test_workflow_steps_settings_give_a_step_its_provider_order(tmp_path: Path, sqlite_url: str, outlet: RecordingOutlet) -> None:
+    """``[workflow.steps.NAME] preferred_providers`` (seed 000 "Custom Step Logic") for a step without its own list."""
+    wf = "name: summarize\nnodes:\n  summary: {run: Summarize the day}\n"
+    async with FakeLLMServer("a fine day") as server:
+        server.auth_error(api="anthropic")  # "primary", tried first, fails; "local" answers
+        cfg = config(tmp_path, summarize=wf)
+        settings = Settings(
+            config_dir=cfg,
+            database_url=sqlite_url,
+            providers=providers(server),
+            routing={"enabled": False},
+            workflow={"steps": {"summary": {"preferred_providers": ["primary", "local"]}}},
+        )
+        app = await App.start(settings, {"test": outlet}, migrate=True)
+        try:
+            out = await say(app, outlet, "/run summarize")
+            assert "Run #1 succeeded" in out and "Result:\na fine day" in out
+            assert [r.api for r in server.requests] == ["anthropic", "openai"]
+        finally:
+            await app.aclose()
