@@ -266,9 +266,12 @@ class _Run:
                 self.tg = tg
                 self._drain()
         except asyncio.CancelledError:
-            await asyncio.shield(self._flush())
+            await asyncio.shield(self._settle_writer())
             await asyncio.shield(self._finish_skipped())
             self.emit(RunEvent("run_finished", self.run_id, status="cancelled", at=self.ex.clock(), steps=self._steps()))
+            raise
+        except BaseException:  # e.g. a store error inside a step: the writer still ends before the run does
+            await asyncio.shield(self._settle_writer())
             raise
         await self._flush()
         await self._finish_skipped()
@@ -612,6 +615,14 @@ class _Run:
         """
         if self.ex.checkpoints is not None:
             self._enqueue(rec, False)
+
+    async def _settle_writer(self) -> None:
+        """Wait for the checkpoint writer to end, logging (not raising) a write failure:
+        the run is already ending with another exception."""
+        try:
+            await self._flush()
+        except Exception as e:
+            log.error("run %s: a checkpoint write failed while the run was ending: %s", self.run_id, e)
 
     async def _flush(self) -> None:
         """Wait until every queued checkpoint is written; raise the first write failure."""

@@ -418,3 +418,45 @@ edges:
     ]
     with pytest.raises(DefinitionError, match=r"wf.yaml:4:10: unknown reference \$\{nope\}"):
         compile_yaml("name: t\nnodes:\n  - id: a\n    run: echo ${nope}\n")
+
+
+class SlowCheckpoints(Checkpoints):
+    """Commits take a while (like a real database); optionally the first commit fails."""
+
+    def __init__(self, fail_first: bool = False) -> None:
+        super().__init__()
+        self.fail_first = fail_first
+        self.batches: list[list[str]] = []
+
+    async def save_steps(self, records: Sequence[StepRecord]) -> None:
+        await asyncio.sleep(0.01)
+        if self.fail_first:
+            self.fail_first = False
+            raise OSError("disk full")
+        self.batches.append([f"{r.node_id}:{r.status}" for r in records])
+        self.saved.extend(records)
+
+
+async def test_checkpoints_keep_their_order_and_a_non_idempotent_step_waits_for_earlier_records() -> None:
+    g = compile_yaml(
+        """
+name: t
+nodes:
+  a: {run: echo a}
+  b: {run: echo b, depends_on: [a]}
+  c: {shell: [printf, c], depends_on: [b]}
+"""
+    )
+    cp = SlowCheckpoints()
+    r = await Executor(Counting(), cp).execute("1", g)
+    assert r.status == "succeeded"
+    order = [f"{s.node_id}:{s.status}" for s in cp.saved]
+    # a and b (idempotent) are written behind, c's running marker only after them, then c's result
+    assert order == ["a:succeeded", "b:succeeded", "c:running", "c:succeeded"]
+    assert len(cp.batches) < 4  # records that piled up during a commit went in one batch
+
+
+async def test_a_failed_write_behind_fails_the_run_with_the_store_error() -> None:
+    g = compile_yaml("name: t\nnodes:\n  a: {run: echo a}\n  b: {run: echo b, depends_on: [a]}\n")
+    with pytest.raises(OSError, match="disk full"):
+        await Executor(Counting(), SlowCheckpoints(fail_first=True)).execute("1", g)
