@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 from tests.bot.test_console_e2e import _start, _wait_line, console
@@ -68,10 +69,10 @@ edges:
     proc.stdin.write("/run slow-loop\n")
     proc.stdin.flush()
     _wait_line(proc, "critique#3 started")
-    deadline = 0
-    while not flag.exists() and deadline < 200:  # the third critique is inside its sleep
-        subprocess.run(["sleep", "0.05"], check=True)
-        deadline += 1
+    deadline = time.monotonic() + 20
+    while not flag.exists() and time.monotonic() < deadline:  # polling a condition: the third critique is in its sleep
+        time.sleep(0.02)
+    assert flag.exists()
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert marks.read_text().splitlines() == ["critique 3", "refine 3", "critique 5", "refine 5", "critique 7"]
