@@ -868,6 +868,11 @@ class Bot:
             if bad:
                 await self.reply(msg.key, outlet, "Not run: " + "; ".join(bad) + ".")
                 return
+        try:
+            graph = bind_arguments(graph, args or {})
+        except KeyError as e:
+            await self.reply(msg.key, outlet, f"Not run: the workflow needs the argument {e.args[0]} (e.g. run: {text} {e.args[0]}=VALUE).")
+            return
         if graph.inputs:  # typed, defaults filled, allowed values; refused before anything runs
             try:
                 values = bind_inputs(graph.name or text, graph.inputs, {k: v for k, v in (args or {}).items() if k in typed or k not in marked})
@@ -875,11 +880,6 @@ class Bot:
                 await self.reply(msg.key, outlet, f"Not run: {e}")
                 return
             graph = replace(graph, input_values=values)
-        try:
-            graph = bind_arguments(graph, args or {})
-        except KeyError as e:
-            await self.reply(msg.key, outlet, f"Not run: the workflow needs the argument {e.args[0]} (e.g. run: {text} {e.args[0]}=VALUE).")
-            return
         await self.start_run(msg, outlet, graph)
 
     def allowed(self, msg: Message, graph: Graph) -> str | None:

@@ -23,7 +23,7 @@ from typing import Any
 
 from bot.routing.types import SAFE_VALUE, Param
 
-_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_PLACEHOLDER = re.compile(r"(?<!\$)\{([A-Za-z_][A-Za-z0-9_]*)\}")  # not ${…}: engine references (issue 17)
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f\s]")
 
 
@@ -146,7 +146,7 @@ def params_from_inputs(inputs: Any) -> tuple[Param, ...]:
             out.append(Param(str(name), required=default is None, default=default))
             continue
         default = get("default", None)
-        choices = get("choices", None) or get("enum", None) or ()
+        choices = get("choices", None) or get("enum", None) or get("allowed", None) or ()
         out.append(
             Param(
                 str(name),

@@ -256,9 +256,13 @@ routes:
         app = await start(tmp_path, sqlite_url, outlet, server, routes=routes, deploy=deploy)
         try:
             out = await say(app, outlet, "ship web version 2.0")
+            assert out == "Run deploy service=web version=2.0? Reply yes or no."  # routing asks before a change
+            out = await say(app, outlet, "yes")
             assert "Result:\ndeploying web at 2.0" in out, out
             out = await say(app, outlet, "ship db version 2.0")
-            assert out.startswith("Not run: 'service' must be one of api, web, not 'db'")
+            if out.startswith("Run deploy service=db"):  # routing asks first; the inputs are checked before anything runs
+                out = await say(app, outlet, "yes")
+            assert out == "Not run: service='db': not one of api, web.", out  # the declared inputs hold for routed runs
         finally:
             await app.aclose()
 
