@@ -822,13 +822,16 @@ class Bot:
         Errors are not cached: they raise every time.
         """
         graph = self._compiled.get(text)
-        if graph is None and text in self.catalog.workflows:
-            # a bare name runs the workflow's own graph: step ids are its node names (critique, critique#2)
-            own = self.catalog.graph_for(text, stack=(text,))
-            nodes = tuple(n if n.is_gate else replace(n, label=f"{text} › {n.label}") for n in own.nodes)  # as when inlined
-            graph = replace(own, nodes=nodes, source=text, name=text, uses=tuple(sorted({*own.uses, text})))  # permission: the name too
         if graph is None:
             graph = compile_text(text, self.catalog, name=text if text in self.catalog.workflows else None)
+            if text in self.catalog.workflows:  # the workflow's own limits hold when it is run by name (issue 17)
+                own = self.catalog.graph_for(text, stack=(text,))
+                graph = replace(
+                    graph,
+                    on_max_iterations=own.on_max_iterations,
+                    max_parallel_steps=own.max_parallel_steps,
+                    fail_fast=own.fail_fast,
+                )
             if len(self._compiled) >= 1024:
                 self._compiled.pop(next(iter(self._compiled)))
             self._compiled[text] = graph

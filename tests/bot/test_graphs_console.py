@@ -35,10 +35,10 @@ def test_seed_examples_run_in_the_console(tmp_path: Path) -> None:
     out = p.stdout
     assert "Run #1 succeeded" in out and "validated answer built from docs about baton + web pages about baton howto" in out
     assert "Run #2 succeeded" in out and "Result:\nfinal score 9" in out
-    assert "critique#4 succeeded refine-loop › critique (iteration 4)" in out
-    assert "refine (iteration 4) — skipped — condition (from critique) is false: ${critique.score} < 8 (critique.score = 9)" in out
+    assert "s1.critique#4 succeeded refine-loop › critique (iteration 4)" in out
+    assert "refine (iteration 4) — skipped — condition (from s1.critique) is false: ${s1.critique.score} < 8 (s1.critique.score = 9)" in out
     assert "Run #3 succeeded" in out and "Result:\nwriting something new" in out
-    assert 'echo retrieving facts — skipped — condition (from classify) is false: ${classify.type} == "factual" (classify.type = "creative")' in out
+    assert 'echo retrieving facts — skipped — condition (from s1.classify) is false: ${s1.classify.type} == "factual" (s1.classify.type = "creative")' in out
     assert "Not run: 'kind' must be one of factual, opinion, creative, not 'poem'" in out
 
 
@@ -78,14 +78,14 @@ edges:
     assert marks.read_text().splitlines() == ["critique 3", "refine 3", "critique 5", "refine 5", "critique 7"]
     again = console(tmp_path, "/run show 1\n", config=cfg)
     assert again.returncode == 0, again.stderr
-    assert "Resuming run #1 after a restart (5 steps already done; loop critique → refine → critique: 2 iterations recorded)" in again.stdout
+    assert "Resuming run #1 after a restart (5 steps already done; loop s1.critique → s1.refine → s1.critique: 2 iterations recorded)" in again.stdout
     assert "Run #1 succeeded" in again.stdout
     # iterations 1 and 2 were not repeated; iteration 3 went on where it was interrupted
     assert marks.read_text().splitlines() == [
         "critique 3", "refine 3", "critique 5", "refine 5", "critique 7", "critique 7", "refine 7", "critique 9",
     ]
-    assert "critique#3 succeeded" in again.stdout and "critique#4 succeeded" in again.stdout
-    assert "[run #1] critique started" not in again.stdout and "critique#2 started" not in again.stdout
+    assert "s1.critique#3 succeeded" in again.stdout and "s1.critique#4 succeeded" in again.stdout
+    assert "[run #1] s1.critique started" not in again.stdout and "s1.critique#2 started" not in again.stdout
 
 
 def _check(tmp: Path, cfg: Path, target: str) -> subprocess.CompletedProcess[str]:

@@ -149,8 +149,8 @@ async def test_refinement_loop_with_llm_steps_until_the_score_is_good(tmp_path: 
             assert "JSON Schema" in tasks[1]  # the step asked for JSON against its schema
             _, steps = await app.runs.get(1)  # type: ignore[misc]
             st = {s.node_id: s for s in steps}
-            assert st["critique#3"].output == '{"score": 9}' and st["refine#2"].output == "better better draft"
-            assert st["refine#3"].status == "skipped" and "(critique.score = 9)" in (st["refine#3"].error or "")
+            assert st["s1.critique#3"].output == '{"score": 9}' and st["s1.refine#2"].output == "better better draft"
+            assert st["s1.refine#3"].status == "skipped" and "(s1.critique.score = 9)" in (st["s1.refine#3"].error or "")
             assert "${refine|generate} (iteration 3) — succeeded" in out  # the status shows the iteration
 
             # /rerun from the second iteration reuses iteration 1 and everything before it
@@ -161,8 +161,8 @@ async def test_refinement_loop_with_llm_steps_until_the_score_is_good(tmp_path: 
             assert [task(r).split(":")[0] for r in server.requests[before:]] == ["Critique and score this answer from 0 to 10"]
             _, steps2 = await app.runs.get(2)  # type: ignore[misc]
             st2 = {s.node_id: s for s in steps2}
-            assert st2["critique"].reused and st2["refine"].reused and not st2["critique#2"].reused
-            assert "refine#2" in st2 and st2["refine#2"].status == "skipped"
+            assert st2["s1.critique"].reused and st2["s1.refine"].reused and not st2["s1.critique#2"].reused
+            assert "s1.refine#2" in st2 and st2["s1.refine#2"].status == "skipped"
         finally:
             await app.aclose()
 
@@ -182,7 +182,7 @@ async def test_classify_and_branch_with_llm_steps(tmp_path: Path, sqlite_url: st
             tasks = [task(r) for r in server.requests]
             assert len(tasks) == 3 and "Your previous answer was invalid (the reply is not JSON)" in tasks[1]  # one retry
             assert tasks[2] == "Write creatively about: a poem about disks"
-            assert '· answer-query › Give balanced opinions on: ${inputs.query} — skipped — condition (from classify) is false: ${classify.type} == "opinion" (classify.type = "creative")' in out
+            assert '· answer-query › Give balanced opinions on: ${inputs.query} — skipped — condition (from s1.classify) is false: ${s1.classify.type} == "opinion" (s1.classify.type = "creative")' in out
             assert "Answer with facts: ${inputs.query} — skipped" in out
         finally:
             await app.aclose()
