@@ -7,7 +7,7 @@ Tables:
     step_runs         one row per (run, node): the checkpoint of each step.
     summaries         stored conversation summaries (level, message span, text, tokens).
     processed_events  platform event ids already handled (redelivery dedupe).
-    step_cache        results of ``cache: {ttl}`` steps by cache key, until expires_at (migration 0005_graphs_step_cache).
+    step_cache        results of ``cache: {ttl}`` steps by cache key, until expires_at (migration 0006_graphs_step_cache).
     messages_fts      (SQLite only, created by migration 0002) FTS5 index over messages.text;
                       PostgreSQL uses a GIN index on to_tsvector('english', text).
 """

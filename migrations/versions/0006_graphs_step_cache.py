@@ -1,7 +1,7 @@
 """step cache for ``cache: {ttl}`` workflow steps, and step_runs.cached (issue 17)
 
-Revision ID: 0005_graphs_step_cache
-Revises: 0004_api_server
+Revision ID: 0006_graphs_step_cache
+Revises: 0005_faults_edges_message_kind
 Create Date: 2026-12-06
 
 ``step_cache`` holds one successful step result per cache key (SHA-256 of the
@@ -12,8 +12,8 @@ action, its resolved arguments and its inputs; see ``engine.cache``) until
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0005_graphs_step_cache"
-down_revision = "0004_api_server"
+revision = "0006_graphs_step_cache"
+down_revision = "0005_faults_edges_message_kind"
 branch_labels = None
 depends_on = None
 
