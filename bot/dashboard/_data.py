@@ -8,13 +8,15 @@ over the page's run ids, without parsing any stored graph.
 from __future__ import annotations
 
 import asyncio
-import base64
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select
 
+from bot.server.api_runs import decode_cursor as _api_decode_cursor
+from bot.server.api_runs import encode_cursor
+from bot.server.problems import Problem
 from bot.store.db import _aware
 from bot.store.tables import runs, step_runs, threads
 from engine.events import StepRecord
@@ -59,18 +61,12 @@ def parse_when(text: str | None) -> datetime | None:
     return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
 
 
-def encode_cursor(last_id: int) -> str:
-    """An opaque cursor: the last run id of a page."""
-    return base64.urlsafe_b64encode(str(last_id).encode()).decode().rstrip("=")
-
-
 def decode_cursor(cursor: str | None) -> int | None:
-    """The run id behind ``cursor``; ``None`` when absent or malformed (the first page)."""
-    if not cursor:
-        return None
+    """The run id behind ``cursor`` (the API's own cursor form, :func:`bot.server.api_runs.decode_cursor`);
+    ``None`` when absent or malformed, so a stale link shows the first page instead of an error."""
     try:
-        return int(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode())
-    except (ValueError, UnicodeDecodeError):
+        return _api_decode_cursor(cursor)
+    except Problem:
         return None
 
 
