@@ -50,6 +50,7 @@ STEP_COLS = (
     "tokens_out",
     "cost_usd",
     "reused",
+    "cached",
 )
 _ALL = ("run_id", "node_id", *STEP_COLS)
 
@@ -71,6 +72,7 @@ def step_row(r: StepRecord) -> dict[str, object]:
         "tokens_out": r.tokens_out,
         "cost_usd": r.cost_usd,
         "reused": r.reused,
+        "cached": r.cached,
     }
 
 
@@ -92,6 +94,7 @@ def step_record(r: Any) -> StepRecord:
         tokens_out=m["tokens_out"],
         cost_usd=m["cost_usd"],
         reused=bool(m["reused"]),
+        cached=bool(m.get("cached") or False),
     )
 
 

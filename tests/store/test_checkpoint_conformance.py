@@ -93,7 +93,7 @@ async def test_load_of_an_unknown_or_empty_run_is_empty(backend: Backend) -> Non
 async def test_saved_records_load_back_field_for_field(backend: Backend) -> None:
     rid = backend.run_ids[0]
     full = rec(rid, "s1", attempt=2, output="out ✓\nline", error=None, started_at=T0, finished_at=T0 + timedelta(seconds=1.5),
-               tokens_in=10, tokens_out=20, cost_usd=0.0125, reused=True)
+               tokens_in=10, tokens_out=20, cost_usd=0.0125, reused=True, cached=True)
     bare = rec(rid, "s2", "skipped")
     await backend.store.save_steps([full, bare])
     got = await backend.store.load(rid)
