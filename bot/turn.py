@@ -175,7 +175,7 @@ class Bot:
         self._lanes: dict[ThreadKey, deque[tuple[Message, Outlet, Command | None, int, int | None, asyncio.Event]]] = {}
         self.admission: Admission | None = None  # set by the App (bot.queue): runs are admitted through it
         self.queue: LocalWorker | ScaleOut | None = None
-        self._admitted: dict[int, tuple[Graph, dict] | None] = {}
+        self._admitted: dict[int, tuple[Graph, dict, bool] | None] = {}  # admitted run → (graph, reused steps, is a rerun)
         self._lane_tasks: dict[ThreadKey, asyncio.Task[None]] = {}
         self._unanswered: dict[ThreadKey, list[asyncio.Event]] = {}  # per thread, in arrival order
         self._waiting_answers: set[asyncio.Task[None]] = set()
@@ -240,7 +240,7 @@ class Bot:
                 graph = accepted.plan[0] if accepted.plan else None
                 action = "run.rerun" if parse_command(msg.text) and parse_command(msg.text).name == "rerun" else "run.start"  # type: ignore[union-attr]
                 await self.record(msg, action, target=f"run:{admitted.run_id}", detail=(graph.name or graph.source)[:200] if graph else None)
-                self._admitted[admitted.run_id] = accepted.plan
+                self._admitted[admitted.run_id] = (*accepted.plan, action == "run.rerun") if accepted.plan else None
                 await self._enqueue(msg, outlet, Command("admitted", str(admitted.run_id)), stored.id, stored.tokens)
             return
         sc = parse_schedule_command(msg.text) if self.scheduler is not None else None
@@ -1016,7 +1016,7 @@ class Bot:
         later messages wait for it (thread order)."""
         assert self.queue is not None
         plan = self._admitted.pop(run_id, None)
-        done = self.queue.submit(run_id, key, graph=plan[0] if plan else None, prior=plan[1] if plan else None)
+        done = self.queue.submit(run_id, key, graph=plan[0] if plan else None, prior=plan[1] if plan else None, rerun=plan[2] if plan else False)
         turn = _TURN.get()
         if turn is not None:
             turn.set()  # handed on: the thread's later commands (/why, /run show …) may answer now
@@ -1036,7 +1036,7 @@ class Bot:
                 await self.reply(msg.key, outlet, got.refusal or "Not run.")
                 return None
             await self.record(msg, "run.rerun" if kw.get("rerun_of") else "run.start", target=f"run:{got.run_id}", detail=(graph.name or graph.source)[:200])
-            self._admitted[got.run_id] = (graph, kw.get("prior") or {})
+            self._admitted[got.run_id] = (graph, kw.get("prior") or {}, bool(kw.get("rerun_of")))
             await self._start_admitted(msg.key, got.run_id)
             return got.run_id
         denied = self.allowed(msg, graph)

@@ -57,6 +57,7 @@ class LocalWorker:
         note: str | None = None,
         graph: Graph | None = None,
         prior: Mapping[str, StepRecord] | None = None,
+        rerun: bool = False,
     ) -> asyncio.Future[None]:
         """Queue committed run ``run_id`` of thread ``key``; returns a future set when it ends.
 
@@ -64,6 +65,7 @@ class LocalWorker:
         shell children a dead process left are reaped first: ``RunManager.resume_plan``).
         ``graph``/``prior``: the run's graph and reused step records as admitted (saves
         reading them back; without them the run is read from the database).
+        ``rerun``: the admitted run is a ``/rerun`` (cached steps run again, like on the ordered path).
         Submitting a run already known here returns its existing future.
         """
         fut = self._done.get(run_id)
@@ -71,7 +73,7 @@ class LocalWorker:
             return fut
         fut = self._done[run_id] = asyncio.get_running_loop().create_future()
         self._known.add(run_id)
-        known = (graph, {k: replace(v, run_id=str(run_id), reused=True) for k, v in (prior or {}).items()}) if graph is not None else None
+        known = (graph, {k: replace(v, run_id=str(run_id), reused=True) for k, v in (prior or {}).items()}, not rerun) if graph is not None else None
         self._queues.setdefault(key, deque()).append((run_id, note, known))
         if key not in self._serving:
             self._serving[key] = asyncio.create_task(self._serve(key), name=f"queue-{key.platform}-{key.thread}")
@@ -115,7 +117,7 @@ class LocalWorker:
             fut.set_result(None)
 
     async def _start(
-        self, run_id: int, key: ThreadKey, note: str | None, known: tuple[Graph, dict[str, StepRecord]] | None
+        self, run_id: int, key: ThreadKey, note: str | None, known: tuple[Graph, dict[str, StepRecord], bool] | None
     ) -> ActiveRun | None:
         if run_id in self.manager.active:
             return self.manager.active[run_id]
@@ -123,7 +125,7 @@ class LocalWorker:
             self._cancelled.discard(run_id)
             return None
         if known is not None:
-            return self.manager._launch(run_id, key, known[0], known[1], None)
+            return self.manager._launch(run_id, key, known[0], known[1], None, use_cache=known[2])
         got = await self.runs.get(run_id)
         if got is None:
             return None
@@ -135,7 +137,7 @@ class LocalWorker:
             text, prior = await self.manager.resume_plan(run_id, row.graph, steps)
             await self.manager._tell(key, text)
         fired_by = await self.runs.fired_by(run_id)
-        return self.manager._launch(run_id, key, row.graph, prior, fired_by)
+        return self.manager._launch(run_id, key, row.graph, prior, fired_by, use_cache=row.rerun_of is None)
 
     def cancel_queued(self, run_id: int) -> bool:
         """Drop a run queued here that has not started (the caller records it ``cancelled``)."""

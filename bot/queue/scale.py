@@ -279,7 +279,7 @@ class RunWorker:
         if attempts > 1:
             done = sum(1 for s in steps if s.status in ("succeeded", "failed"))
             await manager._tell(key, f"Resuming run #{run_id} on worker {self.name} ({done} of {len(row.graph.steps)} steps already done).")
-        active = manager._launch(run_id, key, row.graph, {s.node_id: s for s in steps}, fired_by)
+        active = manager._launch(run_id, key, row.graph, {s.node_id: s for s in steps}, fired_by, use_cache=row.rerun_of is None)
         beat = asyncio.create_task(self._beat(run_id), name=f"heartbeat-{run_id}")
         try:
             await asyncio.gather(active.task, return_exceptions=True)
