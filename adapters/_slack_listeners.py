@@ -56,6 +56,7 @@ from bot.store import StoreError
 from bot.store.sessions import ThreadKey
 
 if TYPE_CHECKING:
+    from bot.turn import Accepted
     from bot.app import App
 
 log = logging.getLogger("baton.slack")
@@ -192,23 +193,25 @@ class SlackListeners:
     # -- listeners (fast: ack, filter, spawn) -----------------------------------
 
     async def on_mention(self, ack: Any, body: dict[str, Any], event: dict[str, Any], context: Any, request: Any) -> None:
-        """``app_mention``: start or continue the thread's session."""
-        await ack()
+        """``app_mention``: start or continue the thread's session (stored before the ack)."""
         if not is_person_speaking(event):
+            await ack()
             return
-        self._accept(body, event, context.bot_user_id, request, must_know_thread=False)
+        await self._accept(body, event, context.bot_user_id, request, must_know_thread=False)
+        await ack()
 
     async def on_message(self, ack: Any, body: dict[str, Any], event: dict[str, Any], context: Any, request: Any) -> None:
-        """``message``: DMs always; in channels only replies in a thread Baton takes part in."""
-        await ack()
+        """``message``: DMs always; in channels only replies in a thread Baton takes part in
+        (stored before the ack)."""
         if not is_person_speaking(event):
-            return
-        if is_direct_message(event):
-            self._accept(body, event, context.bot_user_id, request, must_know_thread=False)
+            pass
+        elif is_direct_message(event):
+            await self._accept(body, event, context.bot_user_id, request, must_know_thread=False)
         elif mentions(event.get("text", ""), context.bot_user_id):
-            return  # the app_mention event of the same message handles it
+            pass  # the app_mention event of the same message handles it
         elif event.get("thread_ts"):
-            self._accept(body, event, context.bot_user_id, request, must_know_thread=True)
+            await self._accept(body, event, context.bot_user_id, request, must_know_thread=True)
+        await ack()
 
     async def on_other_event(self, ack: Any, event: dict[str, Any]) -> None:
         await ack()
@@ -248,11 +251,11 @@ class SlackListeners:
         """A user's message in an assistant (DM) thread: like a DM, with a "working" status."""
         if not is_person_speaking(event):
             return
-        self._accept(body, event, context.bot_user_id, request, must_know_thread=False, set_status=set_status)
+        await self._accept(body, event, context.bot_user_id, request, must_know_thread=False, set_status=set_status)
 
     # -- slow part (in kept tasks) --------------------------------------------------
 
-    def _accept(
+    async def _accept(
         self,
         body: dict[str, Any],
         event: dict[str, Any],
@@ -268,25 +271,29 @@ class SlackListeners:
         if retry:
             log.info("event %s is Slack's retry %s (%s)", event_id, retry, _header(request, "x-slack-retry-reason"))
         ids = [i for i in (event_id, message_identity(event)) if i]
-        self.outlet.spawn(
-            self._deliver(msg, ids, must_know_thread=must_know_thread, set_status=set_status),
-            name=f"slack-event-{event_id or msg.thread}",
-        )
+        if must_know_thread and not await self._knows(msg.key):
+            return
+        # Store the delivery (message + event id, and a queued run when it asks for one) in one
+        # transaction *before* the listener returns: with process_before_response the HTTP 200
+        # goes out only then (fault 5 of issue 14). A database failure raises: bolt answers 500
+        # and Slack redelivers; nothing acknowledged is lost.
+        try:
+            accepted = await self.app.bot.accept(dataclasses.replace(msg, dedupe_ids=tuple(ids)))
+        except StoreError as e:
+            log.error("event %s not stored (%s); not acknowledged, Slack redelivers it", event_id, e)
+            raise
+        if accepted is None:
+            log.info("dropping %s: already handled (%s)", msg.event_id or msg.key, ", ".join(ids))
+            return
+        self.outlet.spawn(self._deliver(accepted, set_status=set_status), name=f"slack-event-{event_id or msg.thread}")
 
-    async def _deliver(
-        self, msg: Message, dedupe_ids: list[str], *, must_know_thread: bool = False, set_status: Any = None
-    ) -> None:
-        """Check the thread, record the ids, then hand ``msg`` to the core (in thread order)."""
-        async with self._per_thread(msg.key):
+    async def _deliver(self, accepted: Accepted, *, set_status: Any = None) -> None:
+        """Hand a stored delivery to the core (in thread order)."""
+        async with self._per_thread(accepted.msg.key):
             await self.acks_first.turn()
-            if must_know_thread and not await self._knows(msg.key):
-                return
-            if await self._seen(dedupe_ids):
-                log.info("dropping %s: already handled (%s)", msg.event_id or msg.key, ", ".join(dedupe_ids))
-                return
             if set_status is not None:
                 await self._best_effort(set_status("is working on it…"))
-            await self.app.bot.handle(dataclasses.replace(msg, dedupe_ids=tuple(dedupe_ids)), self.outlet)
+            await self.app.bot.process(accepted, self.outlet)
 
     async def _knows(self, key: ThreadKey) -> bool:
         """Baton takes part in ``key``: it spoke there or has stored messages of it."""

@@ -12,6 +12,8 @@ from bot.approvals import ApprovalBroker
 from bot.chat import Chat
 from bot.llm import LLM
 from bot.memory import Memory
+from bot.queue import Admission
+from bot.queue.local import LocalWorker
 from bot.retention import Retention
 from bot.routing import EmbeddingConfig, Param, Router, RouterConfig, load_routes, params_from_inputs, run_threshold_of
 from bot.routing.config import RouteConfigError
@@ -144,6 +146,8 @@ class App:
     llm: LLM | None
     _tasks: list[asyncio.Task[None]]
     scheduler: SchedulerService | None = None
+    admission: Admission | None = None
+    """The one entry point that turns requests into queued runs (:mod:`bot.queue.admission`)."""
 
     @classmethod
     async def start(
@@ -226,9 +230,19 @@ class App:
             settings, sessions, runs, manager, catalog, memory=memory, approvals=approvals, chat=Chat(llm, memory, sessions), router=router
         )
         bot.audit = AuditStore(db)
+        queue: Any
+        if settings.queue.mode == "workers":  # runs go to `baton worker` processes (PostgreSQL, README "Scale out")
+            from bot.queue.scale import ScaleOut
+
+            queue = ScaleOut(url, runs, sessions)
+            bot.admission = Admission(settings, sessions, runs, on_queued=queue.enqueue)
+        else:
+            queue = LocalWorker(manager, runs, sessions, policy=wf.busy_policy)
+            bot.admission = Admission(settings, sessions, runs)
+        manager.queue = bot.queue = queue
         retention = Retention(db, sessions, memory, settings.retention)
         tasks = [asyncio.create_task(retention.loop(), name="baton-retention")]
-        app = cls(settings, db, sessions, runs, catalog, manager, bot, memory, retention, llm, tasks)
+        app = cls(settings, db, sessions, runs, catalog, manager, bot, memory, retention, llm, tasks, admission=bot.admission)
         if settings.webhooks:  # runs of any process write their webhook events to the outbox (baton serve delivers)
             from bot.server.events import install as install_run_hook
 
@@ -260,6 +274,8 @@ class App:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.bot.aclose()
+        if self.bot.queue is not None:
+            await self.bot.queue.aclose()
         await self.memory.aclose()
         await self.manager.shutdown()
         await self.runs.aclose()

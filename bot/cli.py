@@ -150,6 +150,33 @@ def db_upgrade(revision: str = typer.Argument("head")) -> None:
     s = _settings()
     asyncio.run(upgrade(s.db_url, revision))
     typer.echo(f"database at revision {revision}: {s.db_url.split('@')[-1]}")
+    if s.db_url.startswith("postgresql"):  # the job queue of `baton worker` (README "Scale out")
+        from bot.queue.scale import apply_schema
+
+        applied = asyncio.run(apply_schema(s.db_url))
+        typer.echo("procrastinate schema " + ("applied" if applied else "already present"))
+
+
+@app.command()
+def worker(
+    concurrency: int = typer.Option(20, help="runs this worker executes at the same time"),
+    name: str = typer.Option(None, help="worker name in logs and the runs table (default host:pid)"),
+) -> None:
+    """Execute queued runs from PostgreSQL (scale-out; start any number, on any machine)."""
+    from bot.queue.scale import serve_worker
+
+    s = _settings()
+    if not s.db_url.startswith("postgresql"):
+        typer.echo(
+            "baton: `baton worker` needs PostgreSQL: set BATON_DATABASE_URL=postgresql+asyncpg://USER@HOST/DB "
+            "(the embedded SQLite default runs its queue inside `baton console` / `baton run`; see README \"Scale out\")",
+            err=True,
+        )
+        raise typer.Exit(2)
+    try:
+        asyncio.run(serve_worker(s, concurrency=concurrency, name=name))
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
 
 
 @workflow_app.command("check")

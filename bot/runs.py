@@ -17,6 +17,7 @@ import asyncio
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from typing import Any
 
 from adapters.base import Outlet, step_line
 from bot.store import RunStore, SessionStore, StoreError, ThreadKey
@@ -118,6 +119,8 @@ class RunManager:
         self._user_cancelled: set[int] = set()
         self._idle = asyncio.Event()
         self._idle.set()
+        self.queue: Any = None
+        """The in-process worker (:class:`bot.queue.local.LocalWorker`) once the App wired it."""
 
     def in_thread(self, key: ThreadKey) -> list[ActiveRun]:
         """Runs of this process active in thread ``key``."""
@@ -254,12 +257,15 @@ class RunManager:
         return True
 
     async def resume_unfinished(self, platforms: set[str]) -> list[int]:
-        """Start again every unfinished run of the given platforms; returns their ids."""
+        """Start again every unfinished run of the given platforms; returns their ids.
+
+        With the run queue wired (``self.queue``), runs are queued again in id order per
+        thread (a queued run waits for the interrupted one before it)."""
+        if self.queue is not None:
+            ids = await self.queue.recover(platforms)
+            await self._report_untold(platforms)
+            return ids
         resumed = []
-        if self._orphans is None:
-            self._orphans = {}
-            for o in await self.children.reap_orphans() if self.children is not None else []:
-                self._orphans.setdefault(o.run_id, {})[o.node_id] = o
         for row in reversed(await self.runs.list(unfinished=True, limit=1000)):
             if row.id in self.active:
                 continue
@@ -269,23 +275,7 @@ class RunManager:
             got = await self.runs.get(row.id)
             assert got is not None
             _, steps = got
-            prior = {s.node_id: s for s in steps}
-            done = sum(1 for s in steps if s.status in ("succeeded", "failed"))
-            detail = f"{done} of {len(row.graph.steps)} steps already done"
-            loops = row.graph.loops()
-            if loops:  # iterations are records of their own: say where each loop is instead
-                where = []
-                for lp in loops:
-                    its = [split_instance(s.node_id)[1] for s in steps if split_instance(s.node_id)[0] in lp.nodes]
-                    k = max(its, default=0)
-                    where.append(f"loop {lp.name}: {k} iteration{'s' if k != 1 else ''} recorded")
-                detail = f"{done} steps already done; " + ", ".join(where)
-            text = f"Resuming run #{row.id} after a restart ({detail})."
-            for node_id, orphan in sorted(self._orphans.pop(str(row.id), {}).items()):
-                text += f"\nStep {node_id}: {orphan.note}."
-                rec = prior.get(node_id)
-                if rec is not None and rec.status == "running":  # the executor adds it to the step's error
-                    prior[node_id] = replace(rec, error=orphan.note)
+            text, prior = await self.resume_plan(row.id, row.graph, steps)
             await self._tell(key, text)
             self._launch(row.id, key, row.graph, prior)
             resumed.append(row.id)
@@ -319,9 +309,38 @@ class RunManager:
             log.warning("run %s finished without its result being told; telling it now", row.id)
             await self._tell(key, result_text(row.id, result, row.graph), run=(row.id, row.status))
 
+    async def resume_plan(self, run_id: int, graph: Graph, steps: list[StepRecord]) -> tuple[str, dict[str, StepRecord]]:
+        """What to say and which prior records to use when resuming run ``run_id`` after a
+        restart: shell children a dead process left running are reaped (once per process)
+        and reported in the text and in the interrupted step's record."""
+        if self._orphans is None:
+            self._orphans = {}
+            for o in await self.children.reap_orphans() if self.children is not None else []:
+                self._orphans.setdefault(o.run_id, {})[o.node_id] = o
+        prior = {s.node_id: s for s in steps}
+        done = sum(1 for s in steps if s.status in ("succeeded", "failed"))
+        detail = f"{done} of {len(graph.steps)} steps already done"
+        loops = graph.loops()
+        if loops:  # iterations are records of their own: say where each loop is instead
+            where = []
+            for lp in loops:
+                its = [split_instance(s.node_id)[1] for s in steps if split_instance(s.node_id)[0] in lp.nodes]
+                k = max(its, default=0)
+                where.append(f"loop {lp.name}: {k} iteration{'s' if k != 1 else ''} recorded")
+            detail = f"{done} steps already done; " + ", ".join(where)
+        text = f"Resuming run #{run_id} after a restart ({detail})."
+        for node_id, orphan in sorted(self._orphans.pop(str(run_id), {}).items()):
+            text += f"\nStep {node_id}: {orphan.note}."
+            rec = prior.get(node_id)
+            if rec is not None and rec.status == "running":  # the executor adds it to the step's error
+                prior[node_id] = replace(rec, error=orphan.note)
+        return text, prior
+
     async def wait_idle(self) -> None:
-        """Return once no run is active (runs started meanwhile are waited for too)."""
-        while self.active:
+        """Return once no run is active or queued here (runs started meanwhile are waited for too)."""
+        while self.active or (self.queue is not None and self.queue.busy):
+            if self.queue is not None:
+                await self.queue.wait_idle()
             await asyncio.gather(*(r.task for r in list(self.active.values())), return_exceptions=True)
 
     async def shutdown(self) -> None:

@@ -165,6 +165,18 @@ class WebhookEntry(BaseModel):
     secret_env: str = Field(description="environment variable holding the whsec_… secret")
 
 
+class QueueSettings(BaseModel):
+    """``[queue]``: who executes queued runs (issue 15; README "Scale out")."""
+
+    mode: Literal["local", "workers"] = Field(
+        "local", description="local: this process executes runs (embedded default); workers: `baton worker` processes do (PostgreSQL)"
+    )
+    max_attempts: int = Field(3, ge=1, description="a run whose worker died this many times is failed (poison run)")
+    poll_interval: float = Field(0.25, gt=0, description="seconds between a worker's job polls (besides LISTEN/NOTIFY)")
+    heartbeat: float = Field(1.0, gt=0, description="seconds between a worker's heartbeats")
+    stalled_after: float = Field(4.0, gt=0, description="a worker silent this long is dead: its runs are re-queued")
+
+
 DEFAULT_SYSTEM_PROMPT = (
     "You are Baton, a chat-ops assistant in a team's chat thread. Be brief and concrete. "
     "You can explain workflows and their results; people run workflows with 'run: ...' or /run NAME."
@@ -212,6 +224,7 @@ class Settings(BaseSettings):
     routing: RoutingSettings = Field(default_factory=RoutingSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
     webhooks: dict[str, WebhookEntry] = Field(default_factory=dict)
+    queue: QueueSettings = Field(default_factory=QueueSettings)
 
     @field_validator("data_dir", "config_dir")
     @classmethod

@@ -22,11 +22,14 @@ import re
 from collections import deque
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from adapters.base import Message, Outlet
 from bot.approvals import ApprovalBroker
 from bot.chat import CHAT_NEEDS_PROVIDER, Chat
 from bot.memory import Memory
+from bot.queue.admission import Admission, Admitted, permission_problem
+from bot.queue.local import LocalWorker
 from bot.scheduling import ScheduleParseError, SchedulerService, parse_schedule
 from bot.scheduling.commands import HELP_LINES, handle_schedule_command, parse_schedule_command
 from bot.routing import Decision, Outcome, Router, bind_arguments, load_routes
@@ -34,7 +37,7 @@ from bot.routing.args import placeholders, value_problem
 from bot.routing.types import Param
 from bot.runs import RunManager, result_text
 from bot.settings import Settings, permits
-from bot.store import RunRow, RunStore, SessionStore, StoreError, ThreadKey
+from bot.store import RunRow, RunStore, SessionStore, StoreError, StoredMessage, ThreadKey
 from bot.store.audit import AuditEntry, AuditStore, format_entries
 from bot.store.sessions import COMMAND
 from engine.catalog import Catalog, close_names
@@ -42,6 +45,9 @@ from engine.errors import DefinitionError, EngineError, UnknownWorkflowError, Wo
 from engine.graph import Graph, split_instance
 from engine.inputs import InputError, bind_inputs, split_arguments
 from engine.parse import compile_text
+
+if TYPE_CHECKING:
+    from bot.queue.scale import ScaleOut
 
 log = logging.getLogger("baton.turn")
 
@@ -85,6 +91,16 @@ _NEVER_WAIT = {"cancel", "approve", "reject"}
 earlier messages are answered (a run started or queued, a question asked, a reply sent)."""
 _TURN: contextvars.ContextVar[asyncio.Event | None] = contextvars.ContextVar("baton_turn", default=None)
 """The event of the lane item being handled (set once it is answered; see :meth:`Bot.handle`)."""
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """A stored message (:meth:`Bot.accept`), with what admission decided when it asked for a run."""
+
+    msg: Message
+    stored: StoredMessage
+    admitted: Admitted | None = None
+    plan: tuple[Graph, dict] | None = None
 
 
 @dataclass(frozen=True)
@@ -157,6 +173,9 @@ class Bot:
         self._schedule_pending: dict[ThreadKey, tuple[float, str]] = {}
         self._compiled: dict[str, Graph] = {}
         self._lanes: dict[ThreadKey, deque[tuple[Message, Outlet, Command | None, int, int | None, asyncio.Event]]] = {}
+        self.admission: Admission | None = None  # set by the App (bot.queue): runs are admitted through it
+        self.queue: LocalWorker | ScaleOut | None = None
+        self._admitted: dict[int, tuple[Graph, dict, bool] | None] = {}  # admitted run → (graph, reused steps, is a rerun)
         self._lane_tasks: dict[ThreadKey, asyncio.Task[None]] = {}
         self._unanswered: dict[ThreadKey, list[asyncio.Event]] = {}  # per thread, in arrival order
         self._waiting_answers: set[asyncio.Task[None]] = set()
@@ -164,29 +183,65 @@ class Bot:
     # -- entry -------------------------------------------------------------
 
     async def handle(self, msg: Message, outlet: Outlet) -> None:
-        """Store ``msg``, then answer it now (read-only commands) or in thread order.
+        """Store ``msg`` (:meth:`accept`), then answer it now or in thread order (:meth:`process`).
 
         A database failure while storing is reported in the thread and the message
         is not acted on (so nothing runs that was not recorded). A message carrying
         ``dedupe_ids`` is stored together with them, or dropped as a redelivery.
         """
-        kind = COMMAND if msg.text.lstrip().startswith("/") else None  # commands are not conversation
         try:
-            if msg.dedupe_ids:
-                got = await self.sessions.append_once(
-                    msg.key, "user", msg.author, msg.text, dedupe_ids=msg.dedupe_ids, event_id=msg.event_id, created_at=msg.received_at, kind=kind
-                )
-                if got is None:
-                    log.info("dropping a redelivery of %s in %s (already handled)", msg.event_id or msg.dedupe_ids[0], msg.key)
-                    return
-                stored = got
-            else:
-                stored = await self.sessions.append(
-                    msg.key, "user", msg.author, msg.text, event_id=msg.event_id, created_at=msg.received_at, kind=kind
-                )
+            accepted = await self.accept(msg)
         except StoreError as e:
             log.error("storing a message failed: %s", e)
             await outlet.send(msg.key, f"I could not record your message ({e}); nothing was run. Please try again.")
+            return
+        if accepted is not None:
+            await self.process(accepted, outlet)
+
+    async def accept(self, msg: Message) -> Accepted | None:
+        """The part of a turn that must be durable before the platform is acknowledged:
+        store ``msg`` with its delivery ids and, for a ``run:``/``/run``/``/rerun`` that
+        compiles, its ``queued`` run, in one transaction (bot.queue.admission). Returns
+        ``None`` for a redelivery (nothing stored).
+
+        Raises:
+            StoreError: nothing was recorded; do not acknowledge (the platform redelivers).
+        """
+        kind = COMMAND if msg.text.lstrip().startswith("/") else None  # commands are not conversation
+        got = await self._admit(msg, kind)
+        if got is not None:
+            admitted, plan = got
+            if admitted.duplicate:
+                log.info("dropping a redelivery of %s in %s (already handled)", msg.event_id or msg.dedupe_ids[0], msg.key)
+                return None
+            assert admitted.message is not None
+            return Accepted(msg, admitted.message, admitted, plan)
+        if msg.dedupe_ids:
+            got = await self.sessions.append_once(
+                msg.key, "user", msg.author, msg.text, dedupe_ids=msg.dedupe_ids, event_id=msg.event_id, created_at=msg.received_at, kind=kind
+            )
+            if got is None:
+                log.info("dropping a redelivery of %s in %s (already handled)", msg.event_id or msg.dedupe_ids[0], msg.key)
+                return None
+            return Accepted(msg, got)
+        return Accepted(
+            msg, await self.sessions.append(msg.key, "user", msg.author, msg.text, event_id=msg.event_id, created_at=msg.received_at, kind=kind)
+        )
+
+    async def process(self, accepted: Accepted, outlet: Outlet) -> None:
+        """Act on an accepted message: read-only commands at once, the rest in thread order."""
+        msg, stored, admitted = accepted.msg, accepted.stored, accepted.admitted
+        if admitted is not None:
+            if admitted.run_id is None:
+                if admitted.refusal and admitted.refusal.startswith("Not run:"):
+                    await self.record(msg, "permission.denied", "denied", None, admitted.refusal)
+                await self._safely(lambda m, o, c: self.reply(m.key, o, admitted.refusal or "Not run."), msg, outlet, None)
+            else:
+                graph = accepted.plan[0] if accepted.plan else None
+                action = "run.rerun" if parse_command(msg.text) and parse_command(msg.text).name == "rerun" else "run.start"  # type: ignore[union-attr]
+                await self.record(msg, action, target=f"run:{admitted.run_id}", detail=(graph.name or graph.source)[:200] if graph else None)
+                self._admitted[admitted.run_id] = (*accepted.plan, action == "run.rerun") if accepted.plan else None
+                await self._enqueue(msg, outlet, Command("admitted", str(admitted.run_id)), stored.id, stored.tokens)
             return
         sc = parse_schedule_command(msg.text) if self.scheduler is not None else None
         if sc is None and self.scheduler is not None:
@@ -209,8 +264,65 @@ class Bot:
             self._waiting_answers.add(task)
             task.add_done_callback(self._waiting_answers.discard)
             return
+        await self._enqueue(msg, outlet, cmd, stored.id, stored.tokens)
+
+    async def _admit(self, msg: Message, kind: str | None = None) -> tuple[Admitted, tuple[Graph, dict]] | None:
+        """A ``run:``/``/run``/``/rerun`` message that compiles goes through admission;
+        ``None`` when the message is not such a request (the caller stores it).
+
+        Raises:
+            StoreError: nothing was recorded.
+        """
+        if self.admission is None or self.scheduler is not None and parse_schedule_command(msg.text) is not None:
+            return None
+        cmd = parse_command(msg.text)
+        if cmd is None or cmd.name not in ("run", "rerun"):
+            return None
+        try:
+            planned = await self._plan(cmd, msg)
+        except EngineError:
+            return None  # the ordered path stores the message and explains the error
+        if planned is None:
+            return None
+        graph, prior, rerun_of = planned
+        admitted = await self.admission.admit(
+            msg.key, graph, requested_by=msg.author, roles=msg.roles, text=msg.text, author=msg.author,
+            dedupe_ids=msg.dedupe_ids, event_id=msg.event_id, created_at=msg.received_at, prior=prior, rerun_of=rerun_of, kind=kind,
+        )
+        return admitted, (graph, prior)
+
+    async def _plan(self, cmd: Command, msg: Message) -> tuple[Graph, dict, int | None] | None:
+        """The graph (and reused steps) a run/rerun command asks for, or ``None`` when it
+        needs the ordered path to explain something (usage, unknown run or step)."""
+        if cmd.name == "run":
+            m = re.match(r"^(\S+)\s+[A-Za-z_][A-Za-z0-9_]*=", cmd.arg)
+            if not cmd.arg or (m and m.group(1) in self.catalog.workflows):
+                return None  # "run: NAME key=value": arguments are checked and bound on the ordered path
+            try:
+                return bind_arguments(self.compile(cmd.arg), {}), {}, None
+            except KeyError:
+                return None  # a missing argument: the ordered path says which
+        m = re.match(r"^#?(\d+)(?:\s+from\s+(.+))?$", cmd.arg.strip())
+        if not m:
+            return None
+        got = await self.runs.get(int(m.group(1)))
+        if got is None:
+            return None
+        row, steps = got
+        if await self.run_scope(msg, row, "rerun"):
+            return None  # out of the requester's run scope: the ordered path refuses and records it
+        step = (m.group(2) or "").strip()
+        if not step:
+            return row.graph, {}, row.id
+        prior = _reused_steps(row.graph, steps, step)
+        if prior is None:
+            return None  # no such step or iteration: the ordered path says so
+        return row.graph, prior, row.id
+
+    async def _enqueue(self, msg: Message, outlet: Outlet, cmd: Command | None, message_id: int, tokens: int | None) -> None:
+        """Put a stored message in its thread's lane (answered in arrival order)."""
         turn = self._turn(msg.key)
-        if cmd is not None and cmd.name in ("run", "rerun") and msg.key in self._lane_tasks:
+        if cmd is not None and cmd.name in ("run", "rerun", "admitted") and msg.key in self._lane_tasks:
             busy = self.manager.in_thread(msg.key)
             if busy and self.settings.workflow.busy_policy == "queue":  # say so at once, not when the thread frees up
                 await self._command_answer(msg.key, outlet, f"Queued behind {self._describe(busy)}; it starts when that is done.")
@@ -218,7 +330,7 @@ class Bot:
         lane = self._lanes.get(msg.key)
         if lane is None:
             lane = self._lanes[msg.key] = deque()
-        lane.append((msg, outlet, cmd, stored.id, stored.tokens, turn))
+        lane.append((msg, outlet, cmd, message_id, tokens, turn))
         if msg.key not in self._lane_tasks:
             self._lane_tasks[msg.key] = asyncio.create_task(self._serve_lane(msg.key), name=f"lane-{msg.key}")
 
@@ -275,9 +387,12 @@ class Bot:
         return ("run " if len(busy) == 1 else "runs ") + ", ".join(f"#{r.id} ({state(r.id)})" for r in busy)
 
     async def drain(self) -> None:
-        """Wait until every lane is empty, every command waiting its turn is answered, and every run has finished."""
-        while self._lane_tasks or self._waiting_answers or self.manager.active:
+        """Wait until every lane is empty, every command waiting its turn is answered, every
+        queued run has been served and every run has finished."""
+        while self._lane_tasks or self._waiting_answers or self.manager.active or (self.queue is not None and self.queue.busy):
             await asyncio.gather(*self._lane_tasks.values(), *self._waiting_answers, return_exceptions=True)
+            if self.queue is not None:
+                await self.queue.wait_idle()
             await self.manager.wait_idle()
 
     async def aclose(self) -> None:
@@ -643,6 +758,11 @@ class Bot:
         if await self.manager.cancel(run_id):
             await self.record(msg, "run.cancel", target=f"run:{run_id}")
             return f"Cancelling run #{run_id}."
+        if self.queue is not None and self.queue.cancel_queued(run_id):
+            await self.runs.set_status(run_id, "cancelled", error="cancelled by request while queued")
+            return f"Cancelled run #{run_id} before it started (it was queued)."
+        if self.queue is not None and await self.queue.request_cancel(run_id):
+            return f"Cancelling run #{run_id} (its worker stops it)."
         got = await self.runs.get(run_id)
         await self.record(msg, "run.cancel", "failed", f"run:{run_id}", "not running" if got else "no such run")
         if got is None:
@@ -666,7 +786,9 @@ class Bot:
                     await self.reply(key, outlet, CHAT_NEEDS_PROVIDER, kind=COMMAND)  # a notice, not conversation
                 return
             cmd = Command("run", target)
-        if cmd.name == "run":
+        if cmd.name == "admitted":
+            await self._start_admitted(msg.key, int(cmd.arg))
+        elif cmd.name == "run":
             await self._run(msg, outlet, cmd.arg, args)
         elif cmd.name == "rerun":
             await self._rerun(msg, outlet, cmd.arg)
@@ -887,16 +1009,36 @@ class Bot:
 
     def allowed(self, msg: Message, graph: Graph) -> str | None:
         """``None`` when ``msg.author`` may run ``graph``, else the reason (names the rule)."""
-        rules = self.settings.permissions
-        for name in graph.uses or ("*",):
-            allowed = rules.get(name, rules.get("*", ["*"]))
-            if permits(allowed, msg.author, msg.roles):
-                continue
-            return f"you may not run '{name}' (allowed: {', '.join(allowed) or 'nobody'}; set [permissions] in config/baton.toml)"
-        return None
+        return permission_problem(self.settings, msg.author, msg.roles, graph)
+
+    async def _start_admitted(self, key: ThreadKey, run_id: int) -> None:
+        """Hand an admitted run to the worker; under ``busy_policy = "queue"`` the thread's
+        later messages wait for it (thread order)."""
+        assert self.queue is not None
+        plan = self._admitted.pop(run_id, None)
+        done = self.queue.submit(run_id, key, graph=plan[0] if plan else None, prior=plan[1] if plan else None, rerun=plan[2] if plan else False)
+        turn = _TURN.get()
+        if turn is not None:
+            turn.set()  # handed on: the thread's later commands (/why, /run show …) may answer now
+        if self.settings.workflow.busy_policy == "queue":
+            await done
 
     async def start_run(self, msg: Message, outlet: Outlet, graph: Graph, **kw) -> int | None:  # type: ignore[no-untyped-def]
-        """Check permission and the busy policy, then start ``graph`` in ``msg``'s thread."""
+        """Check permission and the busy policy, then start ``graph`` in ``msg``'s thread
+        (through admission when the run queue is wired: a queued run, then the worker)."""
+        if self.admission is not None and self.queue is not None:
+            got = await self.admission.admit(
+                msg.key, graph, requested_by=msg.author, roles=msg.roles, prior=kw.get("prior"), rerun_of=kw.get("rerun_of")
+            )
+            if got.run_id is None:
+                if got.refusal and got.refusal.startswith("Not run:"):
+                    await self.record(msg, "permission.denied", "denied", None, got.refusal)
+                await self.reply(msg.key, outlet, got.refusal or "Not run.")
+                return None
+            await self.record(msg, "run.rerun" if kw.get("rerun_of") else "run.start", target=f"run:{got.run_id}", detail=(graph.name or graph.source)[:200])
+            self._admitted[got.run_id] = (graph, kw.get("prior") or {}, bool(kw.get("rerun_of")))
+            await self._start_admitted(msg.key, got.run_id)
+            return got.run_id
         denied = self.allowed(msg, graph)
         if denied:
             await self.record(msg, "permission.denied", "denied", None, denied)
@@ -955,18 +1097,34 @@ class Bot:
             if loop is not None and iteration > 1 and not any(s.node_id == f"{node}#{iteration}" for s in steps):
                 await self.reply(msg.key, outlet, f"Run #{run_id} has no iteration {iteration} of '{node}'.")
                 return
-            before = _ancestors(row.graph, node)
-            members = set(loop.nodes) if loop is not None else set()
-            for s in steps:
-                if s.status != "succeeded":
-                    continue
-                b, it = split_instance(s.node_id)
-                if b in members:
-                    if it < iteration:  # earlier iterations of the loop are kept
-                        prior[s.node_id] = s
-                elif b in before:
-                    prior[s.node_id] = s
+            prior = _reused_steps(row.graph, steps, step) or {}
         await self.start_run(msg, outlet, row.graph, prior=prior, rerun_of=run_id)
+
+
+def _reused_steps(graph: Graph, steps: list, step: str) -> dict | None:  # type: ignore[type-arg]
+    """The succeeded step records ``/rerun ID from STEP`` keeps: the step's ancestors and,
+    inside a loop, its earlier iterations. ``None`` when the graph has no such step or
+    iteration (``STEP`` may name one as ``node#N``)."""
+    base, iteration = split_instance(step)
+    node = _find_step(graph, base)
+    if node is None:
+        return None
+    loop = next((lp for lp in graph.loops() if node in lp.nodes), None)
+    if loop is not None and iteration > 1 and not any(s.node_id == f"{node}#{iteration}" for s in steps):
+        return None
+    before = _ancestors(graph, node)
+    members = set(loop.nodes) if loop is not None else set()
+    prior = {}
+    for s in steps:
+        if s.status != "succeeded":
+            continue
+        b, it = split_instance(s.node_id)
+        if b in members:
+            if it < iteration:  # earlier iterations of the loop are kept
+                prior[s.node_id] = s
+        elif b in before:
+            prior[s.node_id] = s
+    return prior
 
 
 def _run_id(arg: str) -> int:
@@ -1046,4 +1204,4 @@ def _ancestors(graph: Graph, node_id: str) -> set[str]:
     return seen
 
 
-__all__ = ["Bot", "Command", "parse_command", "result_text"]
+__all__ = ["Accepted", "Bot", "Command", "parse_command", "result_text"]

@@ -47,6 +47,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 
 from engine.actions import StepOutput
 from engine.cache import StepCache, cache_key
+from engine.checkpoints import CheckpointStore
 from engine.context import current_run_id
 from engine.errors import StepError
 from engine.events import RunEvent, RunStatus, StepRecord
@@ -63,12 +64,6 @@ INTERRUPTED_MESSAGE = (
 
 # Stored statuses of a step that started and did not finish (in an earlier process).
 _STARTED = ("running", "cancelled")
-
-
-class CheckpointStore(Protocol):
-    """Where step records go. ``save_steps`` returns only once the records are durable."""
-
-    async def save_steps(self, records: Sequence[StepRecord]) -> None: ...
 
 
 class Action(Protocol):
@@ -172,6 +167,19 @@ class Executor:
             running steps were recorded as cancelled.
         """
         return await _Run(self, run_id, graph, dict(prior or {}), on_event or (lambda e: None), use_cache).go()
+
+    async def resume(self, run_id: str, graph: Graph, *, on_event: Callable[[RunEvent], None] | None = None) -> RunResult:
+        """Run ``run_id`` from its stored checkpoints: mark it running, load its step
+        records, and execute (completed steps are not repeated).
+
+        Raises:
+            RuntimeError: the executor has no checkpoint store.
+        """
+        if self.checkpoints is None:
+            raise RuntimeError("resuming a run needs a checkpoint store")
+        await self.checkpoints.mark_running(run_id)
+        prior = await self.checkpoints.load(run_id)
+        return await self.execute(run_id, graph, prior=prior, on_event=on_event)
 
 
 class _Run:

@@ -78,11 +78,11 @@ from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.schedulers.base import STATE_RUNNING, BaseScheduler
 from apscheduler.triggers.base import BaseTrigger
-from sqlalchemy import Column, DateTime, ForeignKey, Index, Integer, String, Table, Text, bindparam, case, delete, or_, select, update
+from sqlalchemy import bindparam, case, delete, or_, select, update
 
 from bot.store import Database, StoreError, ThreadKey
 from bot.store.sqlite_worker import transaction
-from bot.store.tables import _Id, metadata, threads
+from bot.store.tables import schedules, threads
 from engine.errors import EngineError
 
 from ._tz import get_zone, zone_key
@@ -119,34 +119,6 @@ DEFAULT_MISFIRE_GRACE_S = 300
 DEFAULT_MIN_INTERVAL_S = 60.0
 """Default policy: no schedule may fire more often than once a minute."""
 _MAX_INSTANCES = 1000  # overlap is decided by the service, not by APScheduler's instance count
-_TS = DateTime(timezone=True)
-
-schedules = Table(
-    "schedules",
-    metadata,
-    Column("id", _Id, primary_key=True, autoincrement=True),
-    Column("thread_id", _Id, ForeignKey("threads.id", ondelete="CASCADE"), nullable=False),
-    Column("created_by", String(255), nullable=False),
-    Column("phrase", Text, nullable=False),
-    Column("workflow", Text, nullable=False),
-    Column("kind", String(16), nullable=False),
-    Column("expression", Text, nullable=False),
-    Column("start", String(64), nullable=True),
-    Column("timezone", String(64), nullable=False),
-    Column("description", Text, nullable=False),
-    Column("status", String(16), nullable=False),
-    Column("created_at", _TS, nullable=False),
-    Column("last_fired_at", _TS, nullable=True),
-    Column("next_fire_at", _TS, nullable=True),
-    Column("overlap", String(16), nullable=False),
-    Column("misfire_grace_s", Integer, nullable=False),
-    Index("ix_schedules_thread_id", "thread_id"),
-    Index("ix_schedules_status", "status"),
-)
-"""One row per schedule (migration 0003). ``status``: ``active`` | ``paused`` |
-``finished`` (a one-off that fired, or a rule with no firing left); ``next_fire_at``
-is NULL unless active; ``last_fired_at`` is the *scheduled* instant of the latest
-firing that ran; ``overlap``: ``skip`` | ``queue`` | ``allow``."""
 
 
 def _utc(dt: datetime | str | None) -> datetime | None:

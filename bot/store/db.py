@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 from alembic import command
@@ -123,6 +124,7 @@ class Database:
         self.engine = make_engine(url)
         self.dialect = self.engine.dialect.name
         self._worker: SqliteWorker | None = None
+        self._compiled: dict[int, tuple[Any, Any]] = {}
 
     @property
     def worker(self) -> SqliteWorker:
@@ -146,6 +148,40 @@ class Database:
                 yield conn
         except (OperationalError, DBAPIError, *CONNECTION_ERRORS) as e:
             raise store_error(what, e) from e
+
+    async def execute(self, stmt: Any, params: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None, *, what: str) -> list[tuple[Any, ...]]:
+        """Run one Core statement in its own transaction; returns its rows (``[]`` without rows).
+
+        On SQLite it runs on the worker thread (the file's one writer connection),
+        compiled once per statement object (:class:`bot.store.compiled.Compiled`);
+        elsewhere through the engine. ``params``: one mapping, or a list of them
+        (executemany, no rows returned).
+
+        Raises:
+            StoreError: the database failed; the message names ``what``.
+        """
+        if self.dialect == "sqlite":
+            from bot.store.compiled import Compiled
+
+            c = self._compiled.get(id(stmt))
+            if c is None or c[0] is not stmt:
+                c = self._compiled[id(stmt)] = (stmt, Compiled(stmt, self.engine.sync_engine.dialect))
+            comp = c[1]
+            if isinstance(params, Sequence) and not isinstance(params, Mapping):
+                rows = [comp.params(p) for p in params]
+                await self.worker.write(comp.sql, rows, what)
+                return []
+            args = comp.params(params or {})
+
+            def op(conn: Any) -> list[Any]:
+                cur = conn.execute(comp.sql, args)
+                return cur.fetchall() if cur.description else []
+
+            raw = await self.worker.call(op, what)
+            return comp.rows(raw) if raw else []
+        async with self.begin(what) as conn:
+            res = await conn.execute(stmt, params)
+            return [tuple(r) for r in res.all()] if res.returns_rows else []
 
     def retrying(self, attempts: int = 3) -> AsyncRetrying:
         """Retry policy for transactions that are safe to repeat (transient errors only)."""

@@ -15,11 +15,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import bindparam, or_, select, update
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from bot.store.checkpoints import checkpoint_store
 from bot.store.db import CONNECTION_ERRORS, Database, _aware, store_error
 from bot.store.errors import StoreError
 from bot.store.sqlite_worker import transaction
@@ -28,6 +29,8 @@ from engine.events import StepRecord
 from engine.graph import Graph
 
 log = logging.getLogger("baton.store")
+
+_FIRED_BY = select(runs.c.fired_by).where(runs.c.id == bindparam("rid"))
 
 _OUTBOX_COLS = ("event_id", "webhook", "event_type", "payload", "status", "attempts", "created_at", "next_attempt_at")
 _STEP_COLS = (
@@ -139,6 +142,9 @@ class RunStore:
         self._sqlite = db.dialect == "sqlite"
         self._stmt = self._upsert()
         self.hooks: list[RunHook] = []
+        self.checkpoints = checkpoint_store(db)
+        """The checkpoint backend of this database (bot.store.checkpoints): load and mark running;
+        step writes go through :meth:`save_steps` here so the webhook outbox rows commit with them."""
         if self._sqlite:
             # Compile once for the worker thread; bind through the column types' own
             # processors so rows read back through SQLAlchemy parse identically.
@@ -155,7 +161,16 @@ class RunStore:
     # -- runs ------------------------------------------------------------
 
     async def create_run(
-        self, thread_id: int, source: str, graph: Graph, requested_by: str, *, name: str | None = None, rerun_of: int | None = None
+        self,
+        thread_id: int,
+        source: str,
+        graph: Graph,
+        requested_by: str,
+        *,
+        name: str | None = None,
+        rerun_of: int | None = None,
+        message_id: int | None = None,
+        fired_by: str | None = None,
     ) -> int:
         """Insert a run in state ``queued``; returns its id."""
         now = datetime.now(UTC)
@@ -170,6 +185,8 @@ class RunStore:
                     requested_by=requested_by,
                     rerun_of=rerun_of,
                     created_at=now,
+                    message_id=message_id,
+                    fired_by=fired_by,
                 )
             )
             return int(res.inserted_primary_key[0])
@@ -233,6 +250,19 @@ class RunStore:
         async with self.db.begin("listing runs") as conn:
             rows = (await conn.execute(q)).mappings().all()
         return [_run_row(r) for r in rows]
+
+    async def fired_by(self, run_id: int) -> str | None:
+        """The note a schedule firing put on run ``run_id`` (``None`` for other runs)."""
+        rows = await self.db.execute(_FIRED_BY, {"rid": run_id}, what=f"reading run {run_id}")
+        return rows[0][0] if rows else None
+
+    async def load(self, run_id: str) -> dict[str, StepRecord]:
+        """The stored record of every step of ``run_id`` (the checkpoint seam's read)."""
+        return await self.checkpoints.load(run_id)
+
+    async def mark_running(self, run_id: str) -> None:
+        """Mark the run ``running`` (its first start time kept)."""
+        await self.checkpoints.mark_running(run_id)
 
     # -- checkpoints (group commit) -----------------------------------------
 
@@ -348,3 +378,4 @@ class RunStore:
         if self._writer is not None and not self._writer.done():
             self._wake.set()
             await self._writer
+        await self.checkpoints.aclose()

@@ -20,7 +20,7 @@ import sqlite3
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -86,6 +86,16 @@ class Forgotten:
 
 
 _WORD = re.compile(r"\w+", re.UNICODE)
+
+class TxHook(Protocol):
+    """Work done inside the transaction that stores a message (``append_once(then=…)``):
+    ``sqlite`` on the worker thread's connection, ``sa`` on the SQLAlchemy connection;
+    raising rolls the whole transaction back."""
+
+    def sqlite(self, conn: sqlite3.Connection, thread_id: int, message_id: int) -> None: ...
+
+    async def sa(self, conn: AsyncConnection, thread_id: int, message_id: int) -> None: ...
+
 
 class _Redelivery(Exception):
     """A delivery id was recorded before (rolls the storing transaction back)."""
@@ -248,6 +258,7 @@ class SessionStore:
         event_id: str | None = None,
         created_at: datetime | None = None,
         kind: str | None = None,
+        then: TxHook | None = None,
     ) -> StoredMessage | None:
         """Store a platform delivery unless it is a redelivery: ``dedupe_ids`` (the platform's
         event id, the message's own id…) are recorded in ``processed_events`` in the *same
@@ -256,10 +267,13 @@ class SessionStore:
         https://docs.slack.dev/apis/events-api/#retries). Returns ``None``, storing nothing,
         when any of the ids was recorded before.
 
+        ``then``: more work for the same transaction, given the thread and message ids
+        (the run queue's admission writes the ``queued`` run there; :class:`TxHook`).
+
         Raises:
             StoreError: the database failed (nothing was recorded).
         """
-        return await self._store(key, role, author, text_, event_id, created_at, None, None, tuple(dedupe_ids), kind)
+        return await self._store(key, role, author, text_, event_id, created_at, None, None, tuple(dedupe_ids), kind, then)
 
     async def seen_any(self, platform: str, event_ids: Sequence[str]) -> bool:
         """Whether any of ``event_ids`` was recorded for ``platform`` (a read-only pre-check;
@@ -297,6 +311,7 @@ class SessionStore:
         encoding: str | None,
         dedupe_ids: tuple[str, ...],
         kind: str | None = None,
+        then: TxHook | None = None,
     ) -> StoredMessage | None:
         now = created_at or datetime.now(UTC)
         text_, author = safe_text(text_), safe_text(author)  # never a UnicodeEncodeError from the driver
@@ -320,6 +335,8 @@ class SessionStore:
                 tid = self._sq_thread_id(c, key, ts, True)
                 assert tid is not None
                 mid = int(c.execute(insert, (tid, *row)).lastrowid)  # type: ignore[arg-type]
+                if then is not None:
+                    then.sqlite(c, tid, mid)
                 if c.execute("UPDATE threads SET updated_at=? WHERE id=? AND updated_at<?", (ts, tid, touch_before)).rowcount:
                     self._touched[tid] = epoch
                 else:
@@ -328,7 +345,7 @@ class SessionStore:
 
             def op(c: sqlite3.Connection) -> tuple[int, int] | None:
                 tid = self._thread_ids.get(key)
-                if not dedupe_ids and tid is not None and epoch - self._touched.get(tid, float("-inf")) < THREAD_TOUCH_S:
+                if not dedupe_ids and then is None and tid is not None and epoch - self._touched.get(tid, float("-inf")) < THREAD_TOUCH_S:
                     # the usual case (a known thread, touched within the minute): one autocommit
                     # statement; the FTS trigger runs in the same implicit transaction
                     try:
@@ -372,6 +389,8 @@ class SessionStore:
                                 update(threads).where(threads.c.id == tid, threads.c.updated_at < touch_before_dt).values(updated_at=now)
                             )
                             mid = res.inserted_primary_key[0]
+                            if then is not None:
+                                await then.sa(conn, tid, mid)
             except _Redelivery:
                 return None
         stored = StoredMessage(mid, tid, role, author, text_, now, tokens, encoding, kind)

@@ -3,10 +3,12 @@
 Tables:
     threads           one row per (platform, channel, thread): the session key.
     messages          every message of a thread, in arrival order; token count cached.
-    runs              one row per workflow run, with its compiled graph (JSON).
+    runs              one row per workflow run, with its compiled graph (JSON); also the run
+                      queue: admitted ``queued``, taken by a worker (see bot/queue).
     step_runs         one row per (run, node): the checkpoint of each step.
     summaries         stored conversation summaries (level, message span, text, tokens).
     processed_events  platform event ids already handled (redelivery dedupe).
+    schedules         chat-created schedules (migration 0003; used by bot.scheduling).
     step_cache        results of ``cache: {ttl}`` steps by cache key, until expires_at (migration 0006_graphs_step_cache).
     messages_fts      (SQLite only, created by migration 0002) FTS5 index over messages.text;
                       PostgreSQL uses a GIN index on to_tsvector('english', text).
@@ -47,6 +49,7 @@ threads = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     UniqueConstraint("platform", "channel", "thread", name="uq_threads_key"),
+    Index("ix_threads_updated_at", "updated_at"),
 )
 
 messages = Table(
@@ -82,8 +85,18 @@ runs = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("started_at", DateTime(timezone=True), nullable=True),
     Column("finished_at", DateTime(timezone=True), nullable=True),
+    # the run queue (migration 0007_spine_run_queue, see bot/queue)
+    Column("message_id", BigInteger, nullable=True),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("spent_usd", Float, nullable=False, server_default="0"),
+    Column("control", String(16), nullable=True),
+    Column("worker", String(255), nullable=True),
+    Column("heartbeat_at", DateTime(timezone=True), nullable=True),
+    Column("fired_by", Text, nullable=True),
     Index("ix_runs_status", "status"),
     Index("ix_runs_thread_id", "thread_id", "id"),
+    Index("ix_runs_thread_status", "thread_id", "status", "id"),
+    Index("ix_runs_finished_at", "finished_at"),
 )
 
 step_runs = Table(
@@ -208,3 +221,30 @@ audit_log = Table(
     Column("detail", Text, nullable=True),
     Index("ix_audit_log_at", "at"),
 )
+
+schedules = Table(
+    "schedules",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("thread_id", _Id, ForeignKey("threads.id", ondelete="CASCADE"), nullable=False),
+    Column("created_by", String(255), nullable=False),
+    Column("phrase", Text, nullable=False),
+    Column("workflow", Text, nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("expression", Text, nullable=False),
+    Column("start", String(64), nullable=True),
+    Column("timezone", String(64), nullable=False),
+    Column("description", Text, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("last_fired_at", DateTime(timezone=True), nullable=True),
+    Column("next_fire_at", DateTime(timezone=True), nullable=True),
+    Column("overlap", String(16), nullable=False),
+    Column("misfire_grace_s", Integer, nullable=False),
+    Index("ix_schedules_thread_id", "thread_id"),
+    Index("ix_schedules_status", "status"),
+)
+"""One row per schedule (migration 0003). ``status``: ``active`` | ``paused`` |
+``finished`` (a one-off that fired, or a rule with no firing left); ``next_fire_at``
+is NULL unless active; ``last_fired_at`` is the *scheduled* instant of the latest
+firing that ran; ``overlap``: ``skip`` | ``queue`` | ``allow``."""

@@ -1,0 +1,395 @@
+"""Scale-out on PostgreSQL: queued runs executed as procrastinate jobs by ``baton worker`` processes.
+
+Front processes (``baton run --adapter slack``, Discord, ``baton serve``) only admit:
+:class:`bot.queue.admission.Admission` commits the ``queued`` run, then
+:meth:`ScaleOut.enqueue` defers one procrastinate job for it, with
+
+* ``lock`` = the thread key: a thread's runs never overlap and run in admission
+  order (procrastinate starts a locked job only when no earlier job with the same
+  lock is waiting or running), while other threads run in parallel;
+* ``queueing_lock`` = the run id: a run has at most one waiting job (the start-up
+  and periodic sweeps may try again; a front that died between its commit and the
+  deferral leaves a queued run the sweep finds).
+
+A worker (:class:`RunWorker`) claims the run in one ``UPDATE … RETURNING``
+(``queued``/``running`` → ``running``, ``attempts + 1``, its name and heartbeat),
+so a duplicate job is a no-op; it executes it with Baton's own executor from the
+run's checkpoints (a resumed run repeats no completed step), heartbeats every
+``[queue] heartbeat`` seconds, and polls the run's ``control`` column, where any
+process records ``/cancel``. A run claimed more than ``[queue] max_attempts`` times
+(its worker died each time: a poison run) is failed with that reason.
+
+Stalled workers: every worker also runs a reaper (every second): jobs of workers
+whose procrastinate heartbeat is older than ``[queue] stalled_after`` are retried
+(procrastinate's public ``JobManager.get_stalled_jobs`` / ``retry_job``), which also
+frees their thread's lock; the run resumes on a live worker within a few seconds.
+Workers poll for jobs every ``[queue] poll_interval`` seconds besides LISTEN/NOTIFY,
+so a released lock does not wait procrastinate's default 5 s poll.
+
+Schema: ``baton db upgrade`` applies procrastinate's schema next to Baton's Alembic
+migrations (:func:`apply_schema`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import procrastinate
+from procrastinate import exceptions as pexc
+from sqlalchemy import String, and_, bindparam, cast, column, exists, func, literal, or_, select, table, update
+
+from bot.settings import QueueSettings
+from bot.store import RunStore, SessionStore, StoreError, ThreadKey
+from bot.store.tables import runs
+
+log = logging.getLogger("baton.queue")
+
+QUEUE = "baton_runs"
+TASK = "baton.run"
+
+
+def conninfo(url: str) -> str:
+    """A libpq connection string from Baton's SQLAlchemy URL (``postgresql+asyncpg://…``).
+
+    Raises:
+        ValueError: the URL is not a PostgreSQL URL (scale-out needs PostgreSQL).
+    """
+    if not url.startswith("postgresql"):
+        raise ValueError(f"scale-out workers need PostgreSQL; BATON_DATABASE_URL is {url.split(':', 1)[0]}")
+    scheme, rest = url.split("://", 1)
+    return "postgresql://" + rest
+
+
+def thread_lock(key: ThreadKey) -> str:
+    """The procrastinate lock of a thread's runs."""
+    return f"baton:{key.platform}:{key.channel}:{key.thread}"
+
+
+def make_app(url: str) -> procrastinate.App:
+    """A procrastinate app on Baton's database, with the run task registered."""
+    app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=conninfo(url)))
+    app.task(name=TASK, queue=QUEUE, pass_context=True)(_run_job)
+    return app
+
+
+async def apply_schema(url: str) -> bool:
+    """Apply procrastinate's schema unless it is there; returns whether it was applied.
+
+    Raises:
+        StoreError: the database could not be reached.
+    """
+    app = make_app(url)
+    try:
+        async with app.open_async():
+            row = await app.connector.execute_query_one_async("select to_regclass('procrastinate_jobs') is not null as present")
+            if row["present"]:
+                return False
+            await app.schema_manager.apply_schema_async()
+            return True
+    except pexc.ProcrastinateException as e:
+        raise StoreError(f"applying procrastinate's schema failed: {e}") from e
+    except OSError as e:
+        raise StoreError(f"applying procrastinate's schema failed: {e}") from e
+
+
+async def _run_job(context: procrastinate.JobContext, run_id: int) -> None:
+    worker: RunWorker = context.additional_context["baton"]
+    await worker.execute(run_id)
+
+
+class ScaleOut:
+    """The front side: defers a job per admitted run (and sweeps for queued runs without one).
+
+    Args:
+        url: the PostgreSQL URL.
+        runs, sessions: the stores (to find queued runs and their threads).
+    """
+
+    def __init__(self, url: str, runs: RunStore, sessions: SessionStore) -> None:
+        self.url = url
+        self.runs = runs
+        self.sessions = sessions
+        self.app = make_app(url)
+        self._open = False
+        self._opening = asyncio.Lock()
+
+    async def open(self) -> None:
+        """Open procrastinate's connection pool (once, however many admissions ask at once)."""
+        async with self._opening:
+            if not self._open:
+                await self.app.open_async()
+                self._open = True
+
+    async def aclose(self) -> None:
+        """Close the pool."""
+        if self._open:
+            await self.app.close_async()
+            self._open = False
+
+    async def enqueue(self, run_id: int, key: ThreadKey) -> None:
+        """Defer the job of committed run ``run_id`` (a no-op when one is already waiting)."""
+        await self.open()
+        try:
+            await self.app.configure_task(TASK, lock=thread_lock(key), queueing_lock=f"baton:run:{run_id}").defer_async(run_id=run_id)
+        except pexc.AlreadyEnqueued:
+            pass
+
+    async def sweep(self, older_than_s: float = 0.0) -> list[int]:
+        """Defer a job for every queued run (older than ``older_than_s``) that has none waiting
+        or running (a front died between its commit and the deferral). A dead worker's
+        running runs are not swept: the reaper retries their own jobs, which keeps their
+        place in the thread's order."""
+        rows = await self.runs.db.execute(_QUEUED, {"before": _ago(older_than_s)}, what="finding queued runs")
+        done = []
+        for run_id, thread_id in rows:
+            key = await self.sessions.key_for(thread_id)
+            await self.enqueue(int(run_id), key)
+            done.append(int(run_id))
+        return done
+
+    # the LocalWorker interface the Bot and RunManager use (here: nothing runs in this process)
+
+    def submit(self, run_id: int, key: ThreadKey, **_: Any) -> asyncio.Future[None]:
+        """Nothing to do here (the job was deferred at admission); a finished future."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        fut.set_result(None)
+        return fut
+
+    async def recover(self, platforms: set[str]) -> list[int]:
+        """At a front's start: make sure every queued run has a job (workers resume running ones)."""
+        return await self.sweep()
+
+    def cancel_queued(self, run_id: int) -> bool:
+        return False
+
+    async def request_cancel(self, run_id: int) -> bool:
+        """Record ``/cancel`` for the run's worker (any process); False when the run is not active."""
+        return await request_cancel(self.runs, run_id)
+
+    busy = False
+    """Nothing is served in a front process."""
+
+    async def wait_idle(self) -> None:
+        """Nothing to wait for here (workers execute the runs)."""
+        return None
+
+
+def _ago(seconds: float) -> datetime:
+    from datetime import timedelta
+
+    return datetime.now(UTC) - timedelta(seconds=seconds)
+
+
+# procrastinate's jobs table is part of its documented schema; a run's job carries the
+# queueing lock "baton:run:<id>" (kept while the job is doing)
+_jobs = table("procrastinate_jobs", column("queueing_lock"), column("status"))
+_QUEUED = (
+    select(runs.c.id, runs.c.thread_id)
+    .where(
+        runs.c.status == "queued",
+        runs.c.created_at <= bindparam("before", type_=runs.c.created_at.type),
+        ~exists().where(
+            _jobs.c.queueing_lock == literal("baton:run:") + cast(runs.c.id, String),
+            cast(_jobs.c.status, String).in_(["todo", "doing"]),
+        ),
+    )
+    .order_by(runs.c.id)
+)
+_CANCEL = (
+    update(runs)
+    .where(runs.c.id == bindparam("rid"), runs.c.status.in_(["queued", "running"]))
+    .values(control="cancel")
+    .returning(runs.c.id)
+)
+_CLAIM = (
+    update(runs)
+    .where(
+        runs.c.id == bindparam("rid"),
+        or_(
+            runs.c.status == "queued",
+            and_(
+                runs.c.status == "running",
+                or_(runs.c.heartbeat_at.is_(None), runs.c.heartbeat_at < bindparam("stale", type_=runs.c.heartbeat_at.type)),
+            ),
+        ),
+    )
+    .values(
+        status="running",
+        attempts=runs.c.attempts + 1,
+        worker=bindparam("me"),
+        heartbeat_at=bindparam("now", type_=runs.c.heartbeat_at.type),
+        started_at=func.coalesce(runs.c.started_at, bindparam("now", type_=runs.c.started_at.type)),
+    )
+    .returning(runs.c.attempts, runs.c.thread_id, runs.c.control, runs.c.fired_by)
+)
+_STATE = select(runs.c.status, runs.c.heartbeat_at).where(runs.c.id == bindparam("rid"))
+_BEAT = (
+    update(runs)
+    .where(runs.c.id == bindparam("rid"), runs.c.worker == bindparam("me"))
+    .values(heartbeat_at=bindparam("now", type_=runs.c.heartbeat_at.type))
+    .returning(runs.c.control)
+)
+
+
+async def request_cancel(store: RunStore, run_id: int) -> bool:
+    """Record a cancel request for queued or running run ``run_id`` (read by its worker)."""
+    return bool(await store.db.execute(_CANCEL, {"rid": run_id}, what=f"cancelling run {run_id}"))
+
+
+class RunWorker:
+    """Executes claimed runs in a ``baton worker`` process.
+
+    Args:
+        app: the worker's :class:`bot.app.App` (stores, executor, run manager, outlets).
+        settings: ``[queue]``.
+        name: this worker's name (host and pid by default).
+    """
+
+    def __init__(self, app: Any, settings: QueueSettings, name: str | None = None) -> None:
+        self.app = app
+        self.settings = settings
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}"
+
+    async def execute(self, run_id: int) -> None:
+        """Claim run ``run_id`` and execute it to the end (or to a cancel); see the module docs."""
+        runs_, manager = self.app.runs, self.app.manager
+        claimed = await self._claim(run_id)
+        if not claimed:
+            return  # finished, cancelled, or executed by a duplicate job before
+        attempts, thread_id, control, fired_by = claimed[0]
+        key = await self.app.sessions.key_for(thread_id)
+        if control == "cancel":
+            await runs_.set_status(run_id, "cancelled", error="cancelled by request")
+            await manager._tell(key, f"Run #{run_id} cancelled before it started.")
+            return
+        if attempts > self.settings.max_attempts:
+            reason = f"gave up after {attempts - 1} attempts: the worker executing it stopped each time (a poison run)"
+            await runs_.set_status(run_id, "failed", error=reason)
+            await manager._tell(key, f"Run #{run_id} failed: {reason}.")
+            return
+        got = await runs_.get(run_id)
+        assert got is not None
+        row, steps = got
+        if attempts > 1:
+            done = sum(1 for s in steps if s.status in ("succeeded", "failed"))
+            await manager._tell(key, f"Resuming run #{run_id} on worker {self.name} ({done} of {len(row.graph.steps)} steps already done).")
+        active = manager._launch(run_id, key, row.graph, {s.node_id: s for s in steps}, fired_by, use_cache=row.rerun_of is None)
+        beat = asyncio.create_task(self._beat(run_id), name=f"heartbeat-{run_id}")
+        try:
+            await asyncio.gather(active.task, return_exceptions=True)
+        finally:
+            beat.cancel()
+            await asyncio.gather(beat, return_exceptions=True)
+
+    async def _claim(self, run_id: int) -> list[tuple[Any, ...]]:
+        """Claim the run; a ``running`` run is taken over only once its heartbeat is older than
+        ``stalled_after`` (a worker declared dead by procrastinate may merely be slow: the
+        job waits, holding the thread's lock, until the run ends or its heartbeat stops)."""
+        db = self.app.runs.db
+        while True:
+            now = datetime.now(UTC)
+            stale = now - timedelta(seconds=self.settings.stalled_after)
+            got = await db.execute(_CLAIM, {"rid": run_id, "me": self.name, "now": now, "stale": stale}, what=f"claiming run {run_id}")
+            if got:
+                return got
+            state = await db.execute(_STATE, {"rid": run_id}, what=f"reading run {run_id}")
+            if not state or state[0][0] != "running":
+                return []
+            await asyncio.sleep(min(self.settings.heartbeat, 0.5))
+
+    async def _beat(self, run_id: int) -> None:
+        """Heartbeat the run and act on a recorded cancel."""
+        while True:
+            await asyncio.sleep(min(self.settings.heartbeat, 0.5))
+            try:
+                got = await self.app.runs.db.execute(_BEAT, {"rid": run_id, "me": self.name, "now": datetime.now(UTC)}, what="heartbeat")
+            except StoreError as e:
+                log.warning("run %s: heartbeat failed: %s", run_id, e)
+                continue
+            if got and got[0][0] == "cancel":
+                await self.app.manager.cancel(run_id)
+                return
+
+    async def reap(self, proc: procrastinate.App, scale: ScaleOut) -> None:
+        """Forever: retry jobs of dead workers, and defer jobs for queued runs without one."""
+        jm = proc.job_manager
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                for job in await jm.get_stalled_jobs(queue=QUEUE, seconds_since_heartbeat=self.settings.stalled_after):
+                    try:
+                        await jm.retry_job(job)
+                        log.warning("re-queued job %s (run %s) of a dead worker", job.id, job.task_kwargs.get("run_id"))
+                    except pexc.ProcrastinateException as e:
+                        log.info("job %s not re-queued (another reaper was first?): %s", job.id, type(e).__name__)
+                await jm.prune_stalled_workers(self.settings.stalled_after * 3)
+                await scale.sweep(older_than_s=5.0)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("the reaper failed; trying again")
+
+
+def platform_outlets() -> dict[str, Any]:
+    """The outlets a worker posts through: Slack's Web API when ``SLACK_BOT_TOKEN`` is set
+    (status message edits and results, as the front would). Call inside the event loop."""
+    outlets: dict[str, Any] = {}
+    from adapters.slack import SlackOutlet, SlackSettings
+
+    slack = SlackSettings()
+    if slack.bot_token is not None:
+        outlets["slack"] = SlackOutlet.from_settings(slack)
+    return outlets
+
+
+async def serve_worker(
+    settings: Any, *, concurrency: int = 20, name: str | None = None, outlets: Mapping[str, Any] | None = None
+) -> None:
+    """Run one ``baton worker`` until SIGINT/SIGTERM (procrastinate stops it; unfinished
+    runs stay ``running`` and resume on another worker).
+
+    Args:
+        outlets: platform → outlet; default :func:`platform_outlets`.
+
+    Raises:
+        ValueError: the database is not PostgreSQL.
+    """
+    from bot.app import App
+
+    url = settings.db_url
+    conninfo(url)  # fails early for SQLite
+    settings = settings.model_copy(update={"queue": settings.queue.model_copy(update={"mode": "workers"})})
+    app = await App.start(settings, dict(outlets if outlets is not None else platform_outlets()), migrate=False)
+    scale = app.bot.queue
+    assert isinstance(scale, ScaleOut)
+    worker = RunWorker(app, settings.queue, name)
+    proc = scale.app
+    try:
+        await scale.open()
+        reaper = asyncio.create_task(worker.reap(proc, scale), name="baton-reaper")
+        try:
+            await proc.run_worker_async(
+                queues=[QUEUE],
+                concurrency=concurrency,
+                name=worker.name,
+                additional_context={"baton": worker},
+                fetch_job_polling_interval=settings.queue.poll_interval,
+                update_heartbeat_interval=settings.queue.heartbeat,
+                stalled_worker_timeout=settings.queue.stalled_after,
+                delete_jobs="successful",
+                shutdown_graceful_timeout=None,  # SIGTERM: finish the runs in hand (a SIGKILL leaves them to the reaper)
+            )
+        finally:
+            reaper.cancel()
+            await asyncio.gather(reaper, return_exceptions=True)
+    finally:
+        await asyncio.shield(app.aclose())
+
+
+__all__ = ["QUEUE", "RunWorker", "ScaleOut", "apply_schema", "conninfo", "make_app", "request_cancel", "serve_worker", "thread_lock"]

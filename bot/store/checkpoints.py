@@ -1,0 +1,248 @@
+"""The executor's checkpoint store on Baton's database: one class per backend.
+
+Both implement :class:`engine.checkpoints.CheckpointStore` over the ``step_runs``
+table (upsert on ``(run_id, node_id)``) and ``runs.status``; both pass
+``tests/store/test_checkpoint_conformance.py``, like the in-memory backend.
+
+* :class:`SqliteCheckpointStore`: the statements are compiled once
+  (:class:`bot.store.compiled.Compiled`) and run on the database's one writer
+  thread, whose group commit puts checkpoints that arrive together (a 50-way
+  fan-out finishing at once) into one transaction.
+* :class:`PostgresCheckpointStore`: a writer task holds one connection and commits
+  everything queued meanwhile in one transaction; each caller returns only after
+  the transaction holding its records committed. A lone step pays one commit.
+
+Use :func:`checkpoint_store` to get the right one for a :class:`Database`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import bindparam, func, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from bot.store.compiled import Compiled
+from bot.store.db import CONNECTION_ERRORS, Database, _aware, store_error
+from bot.store.errors import StoreError
+from bot.store.tables import runs, step_runs
+from engine.checkpoints import CheckpointStore
+from engine.events import StepRecord
+
+log = logging.getLogger("baton.store")
+
+STEP_COLS = (
+    "label",
+    "kind",
+    "status",
+    "attempt",
+    "output",
+    "error",
+    "started_at",
+    "finished_at",
+    "tokens_in",
+    "tokens_out",
+    "cost_usd",
+    "reused",
+    "cached",
+)
+_ALL = ("run_id", "node_id", *STEP_COLS)
+
+
+def step_row(r: StepRecord) -> dict[str, object]:
+    """A record as a ``step_runs`` row (run ids are integers in the database)."""
+    return {
+        "run_id": int(r.run_id),
+        "node_id": r.node_id,
+        "label": r.label,
+        "kind": r.kind,
+        "status": r.status,
+        "attempt": r.attempt,
+        "output": r.output,
+        "error": r.error,
+        "started_at": r.started_at,
+        "finished_at": r.finished_at,
+        "tokens_in": r.tokens_in,
+        "tokens_out": r.tokens_out,
+        "cost_usd": r.cost_usd,
+        "reused": r.reused,
+        "cached": r.cached,
+    }
+
+
+def step_record(r: Any) -> StepRecord:
+    """A ``step_runs`` row (a mapping or a tuple in ``_ALL`` order) as a record."""
+    m = r if hasattr(r, "keys") else dict(zip(_ALL, r))
+    return StepRecord(
+        run_id=str(m["run_id"]),
+        node_id=m["node_id"],
+        label=m["label"],
+        kind=m["kind"],
+        status=m["status"],
+        attempt=m["attempt"],
+        output=m["output"],
+        error=m["error"],
+        started_at=_aware(m["started_at"]),
+        finished_at=_aware(m["finished_at"]),
+        tokens_in=m["tokens_in"],
+        tokens_out=m["tokens_out"],
+        cost_usd=m["cost_usd"],
+        reused=bool(m["reused"]),
+        cached=bool(m.get("cached") or False),
+    )
+
+
+def _upsert(dialect: str):  # type: ignore[no-untyped-def]
+    ins = (pg_insert if dialect == "postgresql" else sqlite_insert)(step_runs)
+    return ins.on_conflict_do_update(index_elements=["run_id", "node_id"], set_={c: getattr(ins.excluded, c) for c in STEP_COLS})
+
+
+_LOAD = select(*[step_runs.c[c] for c in _ALL]).where(step_runs.c.run_id == bindparam("run_id"))
+_MARK = (
+    update(runs)
+    .where(runs.c.id == bindparam("rid"))
+    .values(status="running", started_at=func.coalesce(runs.c.started_at, bindparam("now", type_=runs.c.started_at.type)), error=None)
+)
+
+
+class SqliteCheckpointStore:
+    """Checkpoints on the SQLite worker thread (the file's one writer connection).
+
+    Args:
+        db: a SQLite :class:`Database`.
+    """
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        dialect = db.engine.sync_engine.dialect
+        self._upsert = Compiled(_upsert("sqlite"), dialect)
+        self._load = Compiled(_LOAD, dialect)
+        self._mark = Compiled(_MARK, dialect)
+
+    async def save_steps(self, records: Sequence[StepRecord]) -> None:
+        """Upsert; returns once committed (group commit with writes queued meanwhile).
+
+        Raises:
+            StoreError: the write failed.
+        """
+        up = self._upsert
+        await self.db.worker.write(up.sql, [up.params(step_row(r)) for r in records], "checkpointing steps")
+
+    async def load(self, run_id: str) -> dict[str, StepRecord]:
+        """The stored record of every step of ``run_id``."""
+        q = self._load
+        raw = await self.db.worker.call(lambda c: c.execute(q.sql, q.params({"run_id": int(run_id)})).fetchall(), f"loading run {run_id}")
+        return {r.node_id: r for r in map(step_record, q.rows(raw))}
+
+    async def mark_running(self, run_id: str) -> None:
+        """``runs.status = running`` (``started_at`` kept from the first attempt)."""
+        m = self._mark
+        await self.db.worker.write(m.sql, [m.params({"rid": int(run_id), "now": datetime.now(UTC)})], f"marking run {run_id} running")
+
+    async def aclose(self) -> None:
+        """Nothing to flush: every write was committed before its call returned."""
+
+
+class PostgresCheckpointStore:
+    """Checkpoints over asyncpg with group commit (one writer task, one held connection).
+
+    Args:
+        db: a PostgreSQL (or other non-SQLite) :class:`Database`.
+    """
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._stmt = _upsert(db.dialect)
+        self._queue: list[tuple[Sequence[StepRecord], asyncio.Future[None]]] = []
+        self._wake = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+        self._closing = False
+
+    async def save_steps(self, records: Sequence[StepRecord]) -> None:
+        """Upsert; returns once the transaction holding the records committed.
+
+        Raises:
+            StoreError: the write failed (after retries of transient errors).
+        """
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.append((records, fut))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_loop(), name="baton-checkpoint-writer")
+        self._wake.set()
+        await asyncio.shield(fut)
+
+    async def load(self, run_id: str) -> dict[str, StepRecord]:
+        """The stored record of every step of ``run_id``."""
+        async with self.db.begin(f"loading run {run_id}") as conn:
+            rows = (await conn.execute(_LOAD, {"run_id": int(run_id)})).mappings().all()
+        return {r["node_id"]: step_record(r) for r in rows}
+
+    async def mark_running(self, run_id: str) -> None:
+        """``runs.status = running`` (``started_at`` kept from the first attempt)."""
+        async for attempt in self.db.retrying():
+            with attempt:
+                async with self.db.begin(f"marking run {run_id} running") as conn:
+                    await conn.execute(_MARK, {"rid": int(run_id), "now": datetime.now(UTC)})
+
+    async def _write_loop(self) -> None:
+        conn = None
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                if not self._queue:
+                    if self._closing:
+                        return
+                    continue
+                batch, self._queue = self._queue, []
+                rows = [step_row(r) for recs, _ in batch for r in recs]
+                try:
+                    async for attempt in self.db.retrying():
+                        with attempt:
+                            try:
+                                if conn is None or conn.closed:
+                                    conn = await self.db.engine.connect()
+                                await conn.execute(self._stmt, rows)
+                                await conn.commit()
+                            except (OperationalError, DBAPIError, *CONNECTION_ERRORS) as e:
+                                if conn is not None:
+                                    try:
+                                        await conn.close()
+                                    except (OperationalError, DBAPIError, *CONNECTION_ERRORS):
+                                        pass  # the connection is gone already; it was what failed
+                                    conn = None
+                                raise store_error("checkpointing steps", e) from e
+                except Exception as e:
+                    for _, fut in batch:
+                        if not fut.done():
+                            fut.set_exception(e)
+                    continue
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_result(None)
+                if self._closing:
+                    self._wake.set()
+        finally:
+            if conn is not None:
+                await asyncio.shield(conn.close())
+
+    async def aclose(self) -> None:
+        """Stop the writer once everything queued is committed."""
+        self._closing = True
+        if self._writer is not None and not self._writer.done():
+            self._wake.set()
+            await self._writer
+
+
+def checkpoint_store(db: Database) -> SqliteCheckpointStore | PostgresCheckpointStore:
+    """The checkpoint backend for ``db``'s dialect."""
+    return SqliteCheckpointStore(db) if db.dialect == "sqlite" else PostgresCheckpointStore(db)
+
+
+__all__ = ["CheckpointStore", "PostgresCheckpointStore", "SqliteCheckpointStore", "checkpoint_store", "step_record", "step_row"]
