@@ -53,7 +53,7 @@ from adapters._slack_translate import (
 )
 from adapters.base import Message
 from bot.store import StoreError
-from bot.store.sessions import ThreadKey
+from bot.core import CoreAPI, ThreadKey
 
 if TYPE_CHECKING:
     from bot.app import App
@@ -157,7 +157,8 @@ class SlackListeners:
     """Registers Baton's listeners on a bolt :class:`AsyncApp` and does their slow part.
 
     Args:
-        app: the running Baton (its ``bot`` and ``sessions``).
+        app: the running Baton; the listeners use its core through :class:`~bot.core.CoreAPI`
+            (``handle``, ``seen``, ``knows``) only.
         outlet: where replies go and who keeps the background tasks.
         command: the slash command's name (``/baton``).
         assistant: also register bolt's :class:`AsyncAssistant` (assistant pane:
@@ -166,6 +167,7 @@ class SlackListeners:
 
     def __init__(self, app: App, outlet: SlackOutlet, *, command: str = "/baton", assistant: bool = True) -> None:
         self.app = app
+        self.core: CoreAPI = app.bot
         self.outlet = outlet
         self.command = command
         self.assistant = assistant
@@ -286,14 +288,14 @@ class SlackListeners:
                 return
             if set_status is not None:
                 await self._best_effort(set_status("is working on it…"))
-            await self.app.bot.handle(dataclasses.replace(msg, dedupe_ids=tuple(dedupe_ids)), self.outlet)
+            await self.core.handle(dataclasses.replace(msg, dedupe_ids=tuple(dedupe_ids)), self.outlet)
 
     async def _knows(self, key: ThreadKey) -> bool:
         """Baton takes part in ``key``: it spoke there or has stored messages of it."""
         if key in self.outlet.known_threads:
             return True
         try:
-            return await self.app.sessions.count(key) > 0
+            return await self.core.knows(key)
         except StoreError as e:
             log.error("checking thread %s failed: %s", key, e)
             return False
@@ -303,7 +305,7 @@ class SlackListeners:
         the core decides atomically when it stores the message. When the database fails, the
         message goes on (the core reports the failure)."""
         try:
-            return await self.app.sessions.seen_any(PLATFORM, ids)
+            return await self.core.seen(PLATFORM, ids)
         except StoreError as e:
             log.error("checking events %s failed: %s", ids, e)
             return False
@@ -324,7 +326,7 @@ class SlackListeners:
         msg = Message(PLATFORM, channel, str(anchor["ts"]), user, command_text(args), author_name=command.get("user_name"))
         async with self._per_thread(msg.key):
             await self.acks_first.turn()
-            await self.app.bot.handle(msg, self.outlet)
+            await self.core.handle(msg, self.outlet)
 
     async def _run_button(self, msg: Message, body: dict[str, Any], action: dict[str, Any]) -> None:
         original = body.get("message") or {}
@@ -350,7 +352,7 @@ class SlackListeners:
             )
         async with self._per_thread(msg.key):
             await self.acks_first.turn()
-            await self.app.bot.handle(msg, self.outlet)
+            await self.core.handle(msg, self.outlet)
 
     @staticmethod
     async def _best_effort(call: Any) -> None:

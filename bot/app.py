@@ -7,9 +7,10 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from adapters.base import Outlet
+from bot.core import Outlet
 from bot.approvals import ApprovalBroker
 from bot.chat import Chat
+from bot.compiler import WorkflowCompiler
 from bot.llm import LLM
 from bot.memory import Memory
 from bot.retention import Retention
@@ -19,6 +20,7 @@ from bot.runs import RunManager
 from bot.scheduling import SchedulerService
 from bot.sessions import TokenCounter
 from bot.settings import ConfigError, Settings
+from bot.tasks import TaskOwner
 from bot.store import Database, RunStore, SessionStore, upgrade
 from bot.store.audit import AuditStore
 from bot.store.cache import SqlStepCache
@@ -28,7 +30,7 @@ from engine.catalog import Catalog
 from engine.children import ChildRegistry
 from engine.errors import DefinitionError, EngineError
 from engine.definitions import load_definitions
-from engine.parse import compile_text
+from engine.parse import compile_text, prepare_parser
 from engine.run import Executor
 
 log = logging.getLogger("baton")
@@ -59,6 +61,7 @@ def _build_catalog(settings: Settings) -> Catalog:
         args["description"] = a.description
         actions[name] = (a.kind, args)
     cat.actions = actions
+    prepare_parser()  # the grammar file is read here, at start-up, not by the first chat parse
     # compile every workflow now so a broken file fails at start, not mid-conversation
     for name in cat.workflows:
         cat.graph_for(name, stack=(name,))
@@ -142,8 +145,9 @@ class App:
     memory: Memory
     retention: Retention
     llm: LLM | None
-    _tasks: list[asyncio.Task[None]]
-    scheduler: SchedulerService | None = None
+    scheduler: SchedulerService | None
+    tasks: TaskOwner
+    """The owner of the app's long-lived background tasks (cancelled and awaited by :meth:`aclose`)."""
 
     @classmethod
     async def start(
@@ -169,7 +173,7 @@ class App:
             await upgrade(url)
         catalog = build_catalog(settings)
         counter = await asyncio.to_thread(TokenCounter)  # may try a download first; never on the loop
-        db = Database(url)
+        db = await asyncio.to_thread(Database, url)  # opening a SQLite file blocks: not on the loop
         sessions = SessionStore(db, counter)
         try:
             memory = Memory(
@@ -222,17 +226,7 @@ class App:
         if llm is not None:
             llm.alert = manager.tell_run
         router = await build_router(settings, catalog, llm)
-        bot = Bot(
-            settings, sessions, runs, manager, catalog, memory=memory, approvals=approvals, chat=Chat(llm, memory, sessions), router=router
-        )
-        bot.audit = AuditStore(db)
-        retention = Retention(db, sessions, memory, settings.retention)
-        tasks = [asyncio.create_task(retention.loop(), name="baton-retention")]
-        app = cls(settings, db, sessions, runs, catalog, manager, bot, memory, retention, llm, tasks)
-        if settings.webhooks:  # runs of any process write their webhook events to the outbox (baton serve delivers)
-            from bot.server.events import install as install_run_hook
-
-            install_run_hook(app)
+        compiler = WorkflowCompiler(catalog)
         sc = settings.scheduling
         options: dict[str, Any] = {
             "default_tz": sc.timezone,
@@ -241,24 +235,38 @@ class App:
             "overlap": sc.overlap,
             **(scheduler_options or {}),
         }
-        app.scheduler = bot.scheduler = SchedulerService(app, clock=scheduler_clock, **options)
-        await app.scheduler.start()
+        scheduler = SchedulerService(db, sessions, manager, compiler.compile, clock=scheduler_clock, **options)
+        bot = Bot(
+            settings, sessions, runs, manager, catalog,
+            memory=memory, approvals=approvals, chat=Chat(llm, memory, sessions), router=router,
+            scheduler=scheduler, compiler=compiler, audit=AuditStore(db),
+        )  # fmt: skip
+        retention = Retention(db, sessions, memory, settings.retention)
+        app = cls(settings, db, sessions, runs, catalog, manager, bot, memory, retention, llm, scheduler, TaskOwner("app", logger=log))
+        app.tasks.start(retention.loop(), name="baton-retention")
+        if settings.webhooks:  # runs of any process write their webhook events to the outbox (baton serve delivers)
+            from bot.server.events import install as install_run_hook
+
+            install_run_hook(app)
+        await scheduler.start()
         return app
+
+    def outlet_for(self, platform: str) -> Outlet | None:
+        """The outlet registered for ``platform`` (``None`` when none is)."""
+        return self.manager.outlets.get(platform)
 
     def add_outlet(self, outlet: Outlet) -> None:
         """Register an adapter's outlet after start (results of its platform's runs go there,
         and its platform's schedules are loaded)."""
         self.manager.outlets[outlet.platform] = outlet
         if self.scheduler is not None:
-            self._tasks.append(asyncio.create_task(self.scheduler.add_platform(outlet.platform), name=f"schedules-{outlet.platform}"))
+            self.tasks.start(self.scheduler.add_platform(outlet.platform), name=f"schedules-{outlet.platform}")
 
     async def aclose(self) -> None:
         """Stop schedules and runs (they stay resumable), flush checkpoints, close the database."""
         if self.scheduler is not None:
             await self.scheduler.aclose()
-        for t in self._tasks:
-            t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.tasks.aclose()
         await self.bot.aclose()
         await self.memory.aclose()
         await self.manager.shutdown()
