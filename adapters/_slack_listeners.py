@@ -53,11 +53,11 @@ from adapters._slack_translate import (
 )
 from adapters.base import Message
 from bot.store import StoreError
-from bot.store.sessions import ThreadKey
+from bot.core import CoreAPI, ThreadKey
 
 if TYPE_CHECKING:
-    from bot.turn import Accepted
     from bot.app import App
+    from bot.intake import Accepted
 
 log = logging.getLogger("baton.slack")
 
@@ -158,7 +158,8 @@ class SlackListeners:
     """Registers Baton's listeners on a bolt :class:`AsyncApp` and does their slow part.
 
     Args:
-        app: the running Baton (its ``bot`` and ``sessions``).
+        app: the running Baton; the listeners use its core through :class:`~bot.core.CoreAPI`
+            (``handle``, ``seen``, ``knows``) only.
         outlet: where replies go and who keeps the background tasks.
         command: the slash command's name (``/baton``).
         assistant: also register bolt's :class:`AsyncAssistant` (assistant pane:
@@ -167,6 +168,7 @@ class SlackListeners:
 
     def __init__(self, app: App, outlet: SlackOutlet, *, command: str = "/baton", assistant: bool = True) -> None:
         self.app = app
+        self.core: CoreAPI = app.bot
         self.outlet = outlet
         self.command = command
         self.assistant = assistant
@@ -278,7 +280,7 @@ class SlackListeners:
         # goes out only then (fault 5 of issue 14). A database failure raises: bolt answers 500
         # and Slack redelivers; nothing acknowledged is lost.
         try:
-            accepted = await self.app.bot.accept(dataclasses.replace(msg, dedupe_ids=tuple(ids)))
+            accepted = await self.core.accept(dataclasses.replace(msg, dedupe_ids=tuple(ids)))
         except StoreError as e:
             log.error("event %s not stored (%s); not acknowledged, Slack redelivers it", event_id, e)
             raise
@@ -293,14 +295,14 @@ class SlackListeners:
             await self.acks_first.turn()
             if set_status is not None:
                 await self._best_effort(set_status("is working on it…"))
-            await self.app.bot.process(accepted, self.outlet)
+            await self.core.process(accepted, self.outlet)
 
     async def _knows(self, key: ThreadKey) -> bool:
         """Baton takes part in ``key``: it spoke there or has stored messages of it."""
         if key in self.outlet.known_threads:
             return True
         try:
-            return await self.app.sessions.count(key) > 0
+            return await self.core.knows(key)
         except StoreError as e:
             log.error("checking thread %s failed: %s", key, e)
             return False
@@ -310,7 +312,7 @@ class SlackListeners:
         the core decides atomically when it stores the message. When the database fails, the
         message goes on (the core reports the failure)."""
         try:
-            return await self.app.sessions.seen_any(PLATFORM, ids)
+            return await self.core.seen(PLATFORM, ids)
         except StoreError as e:
             log.error("checking events %s failed: %s", ids, e)
             return False
@@ -331,7 +333,7 @@ class SlackListeners:
         msg = Message(PLATFORM, channel, str(anchor["ts"]), user, command_text(args), author_name=command.get("user_name"))
         async with self._per_thread(msg.key):
             await self.acks_first.turn()
-            await self.app.bot.handle(msg, self.outlet)
+            await self.core.handle(msg, self.outlet)
 
     async def _run_button(self, msg: Message, body: dict[str, Any], action: dict[str, Any]) -> None:
         original = body.get("message") or {}
@@ -357,7 +359,7 @@ class SlackListeners:
             )
         async with self._per_thread(msg.key):
             await self.acks_first.turn()
-            await self.app.bot.handle(msg, self.outlet)
+            await self.core.handle(msg, self.outlet)
 
     @staticmethod
     async def _best_effort(call: Any) -> None:

@@ -42,7 +42,7 @@ from adapters._slack_render import (
 from adapters._slack_settings import SlackSettings, create_web_client
 from adapters._slack_translate import PLATFORM
 from adapters.base import RunView, StatusBoard, ThrottledReply, ThrottledStatusMessage
-from bot.store.sessions import ThreadKey
+from bot.core import Ability, ThreadKey
 from engine.events import RunEvent
 
 log = logging.getLogger("baton.slack")
@@ -132,6 +132,7 @@ class SlackOutlet:
     """
 
     platform = PLATFORM
+    abilities = frozenset({Ability.STREAM_REPLY, Ability.CHOICES, Ability.FILES})
 
     def __init__(
         self,

@@ -245,6 +245,6 @@ _RESULT_HEAD = re.compile(r"^Run #(\d+) (\w+) in ")
 
 
 def result_run(text: str) -> tuple[int, str] | None:
-    """``(run id, status)`` when ``text`` is a run's result (``bot.runs.result_text``), else ``None``."""
+    """``(run id, status)`` when ``text`` is a run's result (``bot.texts.result_text``), else ``None``."""
     m = _RESULT_HEAD.match(text)
     return (int(m.group(1)), m.group(2)) if m else None

@@ -16,7 +16,7 @@ from typing import Any, NotRequired, TypedDict
 
 from adapters._slack_render import ACTION_APPROVE, ACTION_REJECT, ACTION_RETRY, ACTION_SHOW_LOG, unescape
 from adapters.base import Message
-from bot.store.sessions import ThreadKey
+from bot.core import ThreadKey
 
 PLATFORM = "slack"
 

@@ -1,10 +1,11 @@
-"""The seam between chat platforms and the core.
+"""Helpers the adapters share: status boards and throttled in-place messages.
 
-An adapter turns a platform event into one :class:`Message` and hands it to the
-core (``bot.turn.Bot.handle``); the core talks back through the adapter's
-:class:`Outlet`: plain replies in the thread, and one :class:`RunView` per
-workflow run that shows live status (a console block, or one platform message
-edited in place). Adapters translate; the core decides.
+The seam itself (:class:`Message`, :class:`Outlet`, :class:`RunView`, the abilities)
+lives in :mod:`bot.core` and is re-exported here. An adapter turns a platform event
+into one :class:`Message` and hands it to the core (``bot.turn.Bot.handle``); the
+core talks back through the adapter's :class:`Outlet`: plain replies in the thread,
+and one :class:`RunView` per workflow run that shows live status (a console block,
+or one platform message edited in place). Adapters translate; the core decides.
 """
 
 from __future__ import annotations
@@ -12,92 +13,25 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Protocol
 
-from bot.sessions.records import safe_text
-from bot.store.sessions import ThreadKey
+from bot.core import Ability, Message, Outlet, ReplyStream, RunView, ThreadKey
+from bot.texts import ICONS, step_line
 from engine.events import RunEvent, StepRecord
 
-
-@dataclass(frozen=True, slots=True)
-class Message:
-    """One incoming chat message, platform-neutral.
-
-    Attributes:
-        platform: ``console``, ``slack``, ``discord``.
-        channel, thread: where it was said; ``thread`` is the platform's thread id
-            (Slack ``thread_ts``, a Discord thread id, the console's thread name).
-        author: the platform's user id; ``author_name`` a display name when known.
-        text: the message text with any bot mention removed; what is not valid
-            UTF-8 (lone surrogates) and NUL become U+FFFD (:func:`bot.sessions.records.safe_text`).
-        received_at: UTC time the adapter received it.
-        event_id: the platform's delivery id.
-        roles: the author's roles/groups on the platform (for permissions).
-        dedupe_ids: ids recorded together with the stored message (the delivery's event
-            id, the message's own id); a message with an id recorded before is a
-            redelivery and is dropped (``SessionStore.append_once``).
-    """
-
-    platform: str
-    channel: str
-    thread: str
-    author: str
-    text: str
-    received_at: datetime = field(default_factory=lambda: datetime.now(UTC))
-    event_id: str | None = None
-    author_name: str | None = None
-    roles: tuple[str, ...] = ()
-    dedupe_ids: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        # any platform's text may carry what is not UTF-8 (a stray byte on a pipe, a broken
-        # escape in a payload): it is kept, as U+FFFD, never a crash further down
-        for name in ("text", "author", "author_name"):
-            value = getattr(self, name)
-            if value is not None and value is not (clean := safe_text(value)):
-                object.__setattr__(self, name, clean)
-
-    @property
-    def key(self) -> ThreadKey:
-        """The session key of the message's thread."""
-        return ThreadKey(self.platform, self.channel, self.thread)
-
-
-class RunView(Protocol):
-    """Live status of one run in its thread.
-
-    ``on_event`` is called synchronously by the executor for every event and must
-    be cheap (update state, schedule a redraw); ``aclose`` flushes the final state.
-    """
-
-    def on_event(self, event: RunEvent) -> None: ...
-
-    async def aclose(self) -> None: ...
-
-
-class Outlet(Protocol):
-    """What the core needs from an adapter to talk back to threads."""
-
-    platform: str
-
-    async def send(self, key: ThreadKey, text: str) -> None:
-        """Post ``text`` as a reply in the thread ``key``."""
-        ...
-
-    def run_view(self, key: ThreadKey, run_id: int, title: str) -> RunView:
-        """A status display for run ``run_id`` in thread ``key``."""
-        ...
-
-    # Optional: ``stream_reply(key) -> ReplyStream`` for platforms that can show a reply
-    # while it is written (LLM chat). Without it the core sends the final text.
-    # Optional: ``async send_run_result(key, text, run_id, status)`` posts a run's result
-    # with the platform's controls for it (status: succeeded, failed, cancelled…);
-    # without it the core uses ``send``.
-    # Optional: ``async send_file(key, filename, data, comment)`` posts a file (a run's
-    # picture) in the thread: Slack uploads it, Discord attaches it, the console writes it
-    # to disk and prints the path. Without it the core says the platform cannot show files.
+__all__ = [
+    "Ability",
+    "ICONS",
+    "Message",
+    "Outlet",
+    "ReplyStream",
+    "RunView",
+    "StatusBoard",
+    "ThreadKey",
+    "ThrottledMessage",
+    "ThrottledReply",
+    "ThrottledStatusMessage",
+    "step_line",
+]
 
 
 class StatusBoard:
@@ -130,27 +64,6 @@ class StatusBoard:
     def rows(self) -> list[StepRecord]:
         """Known steps in order."""
         return [self.steps[n] for n in self.order if n in self.steps]
-
-
-ICONS = {"running": "▶", "waiting": "⏸", "succeeded": "✓", "failed": "✗", "skipped": "·", "cancelled": "⊘", "pending": "…"}
-
-
-def step_line(rec: StepRecord) -> str:
-    """One plain-text status line for a step: icon, label, status, time, cost."""
-    icon = ICONS.get(rec.status, "?")
-    dur = rec.duration_s
-    parts = [f"{icon} {rec.label}", rec.status]
-    if rec.attempt > 1:
-        parts.append(f"attempt {rec.attempt}")
-    if dur is not None:
-        parts.append(f"{dur:.2f}s")
-    if rec.cost_usd:
-        parts.append(f"${rec.cost_usd:.4f}")
-    if getattr(rec, "cached", False):
-        parts.append("(cached)")
-    if rec.status in ("failed", "skipped") and rec.error:
-        parts.append(rec.error)
-    return " — ".join(parts)
 
 
 class ThrottledMessage:
@@ -233,18 +146,6 @@ class ThrottledStatusMessage(ThrottledMessage):
     def on_event(self, event: RunEvent) -> None:
         self.board.apply(event)
         self.touch()
-
-
-class ReplyStream(Protocol):
-    """A reply shown while it is being written (LLM tokens arriving)."""
-
-    def update(self, text: str) -> None:
-        """The text so far (cheap; the display is throttled)."""
-        ...
-
-    async def finish(self, text: str) -> None:
-        """Show the final text and stop."""
-        ...
 
 
 class ThrottledReply:

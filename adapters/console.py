@@ -24,7 +24,8 @@ from rich.table import Table
 from rich.text import Text
 
 from adapters.base import ICONS, Message, RunView, StatusBoard
-from bot.store.sessions import ThreadKey
+from bot.core import Ability, ThreadKey
+from bot.texts import step_error
 from engine.events import RunEvent, StepRecord
 
 PLATFORM = "console"
@@ -49,7 +50,7 @@ def event_line(run_id: int, event: RunEvent) -> str | None:
             return None
         times = f"{_hms(s.started_at)} → {_hms(s.finished_at)}"
         dur = f", {s.duration_s:.3f}s" if s.duration_s is not None else ""
-        err = f": {s.error}" if s.error else ""
+        err = f": {step_error(s)}" if s.error else ""
         cached = " (cached)" if s.cached else ""
         return f"[run #{run_id}] {s.node_id} {s.status:<9} {s.label}{cached} ({times}{dur}){err}"
     if event.kind == "run_started":
@@ -162,6 +163,7 @@ class ConsoleOutlet:
     """The console's outlet: replies are printed; status is live (TTY) or line by line."""
 
     platform = PLATFORM
+    abilities = frozenset({Ability.STREAM_REPLY, Ability.FILES})
 
     def __init__(self, console: Console, *, live: bool, files_dir: Path = Path(".baton") / "pictures") -> None:
         self.console = console

@@ -91,11 +91,10 @@ def build_slack_app(
         SlackConfigError: a setting is missing or malformed (see :meth:`SlackSettings.check`).
     """
     settings.check(socket_mode=socket_mode)
-    registered = app.manager.outlets.get(PLATFORM)
+    registered = app.outlet_for(PLATFORM)
     if outlet is None:
         outlet = registered if isinstance(registered, SlackOutlet) else SlackOutlet.from_settings(settings)
     if registered is not outlet:
-        # TODO(core): a public App.add_outlet(); RunManager.outlets is the registry runs report through.
         app.add_outlet(outlet)
     bolt = AsyncApp(
         name="baton",
@@ -276,12 +275,12 @@ async def serve_slack(app: App, settings: SlackSettings, *, socket_mode: bool = 
         OSError: the port cannot be bound.
     """
     settings.check(socket_mode=socket_mode)
-    owned = not isinstance(app.manager.outlets.get(PLATFORM), SlackOutlet)
+    owned = not isinstance(app.outlet_for(PLATFORM), SlackOutlet)
     bolt, outlet = build_slack_app(app, settings, socket_mode=socket_mode)
     try:
         me = await check_token(outlet.client)
         log.info("Slack: connected as %s in %s", me.get("user"), me.get("team"))
-        resumed = await app.manager.resume_unfinished({PLATFORM})
+        resumed = await app.bot.resume_unfinished({PLATFORM})
         if resumed:
             log.info("Slack: resumed runs %s", ", ".join(f"#{r}" for r in resumed))
         if socket_mode:

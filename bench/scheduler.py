@@ -5,10 +5,10 @@ Usage:
 
 DB_PATH is a new SQLite file (default: one in a temporary folder); an existing file is
 refused, never overwritten. The bench starts a real App (migrations, stores), stores
-``--schedules`` schedules through :class:`bot.scheduling.jobs.ScheduleStore` — a mix of
+``--schedules`` schedules through :class:`bot.scheduling.store.ScheduleStore` — a mix of
 cron, RRULE, interval and one-off schedules, of which ``--burst`` are due in the same
 minute (the next minute boundary at least 25 s away; daily crons in four zones) — then restarts the App and times
-:meth:`SchedulerService.start` (read the table, rebuild every APScheduler job). Then it
+:meth:`SchedulerService.start` (read the table, rebuild every timer job). Then it
 waits, on the real clock, for the burst: each firing runs the service's normal path
 (coalescing and misfire check, the firing recorded in the table with group commit)
 and a trivial action that notes the time. Lateness = that time − the scheduled instant.
@@ -33,7 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bot.app import App  # noqa: E402
 from bot.scheduling import parse_schedule  # noqa: E402
-from bot.scheduling.jobs import ScheduleRow, SchedulerService, ScheduleStore  # noqa: E402
+from bot.scheduling import ScheduleRow, SchedulerService  # noqa: E402
+from bot.scheduling.store import ScheduleStore  # noqa: E402
 from bot.settings import Settings  # noqa: E402
 from bot.store import ThreadKey  # noqa: E402
 
@@ -146,7 +147,7 @@ async def main() -> dict[str, float]:
 
     # the App's own scheduler serves no platform here; the bench's service (with a timing action) does
     app = await App.start(settings, {"bench": outlet}, migrate=True, scheduler_options={"platforms": ()})
-    svc = SchedulerService(app, action=note)
+    svc = SchedulerService.for_app(app, launch=note)
     t0 = time.perf_counter()
     loaded = await svc.start()
     startup_s = time.perf_counter() - t0

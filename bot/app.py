@@ -7,9 +7,10 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from adapters.base import Outlet
+from bot.core import Outlet
 from bot.approvals import ApprovalBroker
 from bot.chat import Chat
+from bot.compiler import WorkflowCompiler
 from bot.llm import LLM
 from bot.memory import Memory
 from bot.queue import Admission
@@ -21,6 +22,7 @@ from bot.runs import RunManager
 from bot.scheduling import SchedulerService
 from bot.sessions import TokenCounter
 from bot.settings import ConfigError, Settings
+from bot.tasks import TaskOwner
 from bot.store import Database, RunStore, SessionStore, upgrade
 from bot.store.audit import AuditStore
 from bot.store.cache import SqlStepCache
@@ -30,7 +32,7 @@ from engine.catalog import Catalog
 from engine.children import ChildRegistry
 from engine.errors import DefinitionError, EngineError
 from engine.definitions import load_definitions
-from engine.parse import compile_text
+from engine.parse import compile_text, prepare_parser
 from engine.run import Executor
 
 log = logging.getLogger("baton")
@@ -61,6 +63,7 @@ def _build_catalog(settings: Settings) -> Catalog:
         args["description"] = a.description
         actions[name] = (a.kind, args)
     cat.actions = actions
+    prepare_parser()  # the grammar file is read here, at start-up, not by the first chat parse
     # compile every workflow now so a broken file fails at start, not mid-conversation
     for name in cat.workflows:
         cat.graph_for(name, stack=(name,))
@@ -144,8 +147,9 @@ class App:
     memory: Memory
     retention: Retention
     llm: LLM | None
-    _tasks: list[asyncio.Task[None]]
-    scheduler: SchedulerService | None = None
+    scheduler: SchedulerService | None
+    tasks: TaskOwner
+    """The owner of the app's long-lived background tasks (cancelled and awaited by :meth:`aclose`)."""
     admission: Admission | None = None
     """The one entry point that turns requests into queued runs (:mod:`bot.queue.admission`)."""
 
@@ -173,7 +177,7 @@ class App:
             await upgrade(url)
         catalog = build_catalog(settings)
         counter = await asyncio.to_thread(TokenCounter)  # may try a download first; never on the loop
-        db = Database(url)
+        db = await asyncio.to_thread(Database, url)  # opening a SQLite file blocks: not on the loop
         sessions = SessionStore(db, counter)
         try:
             memory = Memory(
@@ -226,10 +230,21 @@ class App:
         if llm is not None:
             llm.alert = manager.tell_run
         router = await build_router(settings, catalog, llm)
+        compiler = WorkflowCompiler(catalog)
+        sc = settings.scheduling
+        options: dict[str, Any] = {
+            "default_tz": sc.timezone,
+            "min_interval_s": sc.min_interval,
+            "misfire_grace_s": int(sc.misfire_grace),
+            "overlap": sc.overlap,
+            **(scheduler_options or {}),
+        }
+        scheduler = SchedulerService(db, sessions, manager, compiler.compile, clock=scheduler_clock, **options)
         bot = Bot(
-            settings, sessions, runs, manager, catalog, memory=memory, approvals=approvals, chat=Chat(llm, memory, sessions), router=router
-        )
-        bot.audit = AuditStore(db)
+            settings, sessions, runs, manager, catalog,
+            memory=memory, approvals=approvals, chat=Chat(llm, memory, sessions), router=router,
+            scheduler=scheduler, compiler=compiler, audit=AuditStore(db),
+        )  # fmt: skip
         queue: Any
         if settings.queue.mode == "workers":  # runs go to `baton worker` processes (PostgreSQL, README "Scale out")
             from bot.queue.scale import ScaleOut
@@ -241,38 +256,34 @@ class App:
             bot.admission = Admission(settings, sessions, runs)
         manager.queue = bot.queue = queue
         retention = Retention(db, sessions, memory, settings.retention)
-        tasks = [asyncio.create_task(retention.loop(), name="baton-retention")]
-        app = cls(settings, db, sessions, runs, catalog, manager, bot, memory, retention, llm, tasks, admission=bot.admission)
+        app = cls(
+            settings, db, sessions, runs, catalog, manager, bot, memory, retention, llm, scheduler, TaskOwner("app", logger=log),
+            admission=bot.admission,
+        )  # fmt: skip
+        app.tasks.start(retention.loop(), name="baton-retention")
         if settings.webhooks:  # runs of any process write their webhook events to the outbox (baton serve delivers)
             from bot.server.events import install as install_run_hook
 
             install_run_hook(app)
-        sc = settings.scheduling
-        options: dict[str, Any] = {
-            "default_tz": sc.timezone,
-            "min_interval_s": sc.min_interval,
-            "misfire_grace_s": int(sc.misfire_grace),
-            "overlap": sc.overlap,
-            **(scheduler_options or {}),
-        }
-        app.scheduler = bot.scheduler = SchedulerService(app, clock=scheduler_clock, **options)
-        await app.scheduler.start()
+        await scheduler.start()
         return app
+
+    def outlet_for(self, platform: str) -> Outlet | None:
+        """The outlet registered for ``platform`` (``None`` when none is)."""
+        return self.manager.outlets.get(platform)
 
     def add_outlet(self, outlet: Outlet) -> None:
         """Register an adapter's outlet after start (results of its platform's runs go there,
         and its platform's schedules are loaded)."""
         self.manager.outlets[outlet.platform] = outlet
         if self.scheduler is not None:
-            self._tasks.append(asyncio.create_task(self.scheduler.add_platform(outlet.platform), name=f"schedules-{outlet.platform}"))
+            self.tasks.start(self.scheduler.add_platform(outlet.platform), name=f"schedules-{outlet.platform}")
 
     async def aclose(self) -> None:
         """Stop schedules and runs (they stay resumable), flush checkpoints, close the database."""
         if self.scheduler is not None:
             await self.scheduler.aclose()
-        for t in self._tasks:
-            t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.tasks.aclose()
         await self.bot.aclose()
         if self.bot.queue is not None:
             await self.bot.queue.aclose()

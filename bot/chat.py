@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import logging
 
-from adapters.base import Message, Outlet
+from bot.core import Message, Outlet, reply_stream
+from bot.texts import CHAT_NEEDS_PROVIDER
 from bot.llm import LLM
 from bot.memory import Memory
 from bot.providers import ProviderError, StreamInterrupted
@@ -22,12 +23,7 @@ from bot.sessions import ContextBudgetError
 
 log = logging.getLogger("baton.chat")
 
-CHAT_NEEDS_PROVIDER = (
-    "I run workflows and commands without an LLM (/help lists them). Chatting needs an LLM provider: "
-    "set OPENAI_API_KEY or ANTHROPIC_API_KEY, or add a [providers.<name>] entry with base_url "
-    "(Ollama, vLLM, llama.cpp) in config/baton.toml."
-)
-
+__all__ = ["CHAT_NEEDS_PROVIDER", "Chat"]
 
 class Chat:
     """Answers chat messages.
@@ -58,7 +54,7 @@ class Chat:
             await self.sessions.append(key, "assistant", "baton", CHAT_NEEDS_PROVIDER, kind=COMMAND)
             await outlet.send(key, CHAT_NEEDS_PROVIDER)
             return CHAT_NEEDS_PROVIDER
-        stream = outlet.stream_reply(key) if hasattr(outlet, "stream_reply") else None
+        stream = reply_stream(outlet, key)
         text = ""
         end: StreamEnd | None = None
         try:

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import sys
 from collections.abc import Callable, Coroutine
@@ -62,19 +63,13 @@ def _settings() -> Settings:
     return s
 
 
-async def _console(thread: str | None) -> int:
-    from adapters.console import ConsoleAdapter
-    from bot.app import App
+#: Module with the adapters' entry points (``console``, ``serve``); looked up by name because
+#: the core imports no adapter (the adapters depend on the core, not the other way round).
+LAUNCHER = "adapters.launch"
 
-    settings = _settings()
-    adapter = ConsoleAdapter(thread or settings.console_thread)
-    adapter.outlet.files_dir = settings.data_dir / "pictures"  # /run show N graph writes here
-    baton = await App.start(settings, {"console": adapter.outlet})
-    try:
-        await baton.manager.resume_unfinished({"console"})
-        return 130 if await adapter.run(baton.bot) else 0
-    finally:
-        await asyncio.shield(baton.aclose())
+
+def _launcher() -> Any:
+    return importlib.import_module(LAUNCHER)
 
 
 def _start(main: Callable[[], Coroutine[Any, Any, int | None]]) -> None:
@@ -97,33 +92,7 @@ def _start(main: Callable[[], Coroutine[Any, Any, int | None]]) -> None:
 @app.command()
 def console(thread: str = typer.Option(None, help="thread name (the session key); default from settings")) -> None:
     """Chat with the bot in this terminal; piped input runs non-interactively."""
-    _start(lambda: _console(thread))
-
-
-async def _serve(adapter: str, socket_mode: bool) -> None:
-    from bot.app import App
-
-    settings = _settings()
-    if adapter == "slack":
-        from adapters.slack import SlackSettings, serve_slack
-
-        slack = SlackSettings()
-        slack.check(socket_mode=socket_mode)  # a missing token fails here, before anything starts
-        baton = await App.start(settings, {})
-        try:
-            await serve_slack(baton, slack, socket_mode=socket_mode)
-        finally:
-            await asyncio.shield(baton.aclose())
-        return
-    from adapters.discord_adapter import DiscordOutlet, DiscordSettings, serve_discord
-
-    discord_settings = DiscordSettings()
-    discord_settings.require_token()  # a missing token fails here, before anything starts
-    baton = await App.start(settings, {"discord": DiscordOutlet(discord_settings)})
-    try:
-        await serve_discord(baton, discord_settings)
-    finally:
-        await asyncio.shield(baton.aclose())
+    _start(lambda: _launcher().console(_settings(), thread))
 
 
 @app.command("run")
@@ -139,7 +108,7 @@ def run_adapter(
     if adapter not in ("slack", "discord"):
         typer.echo(f"unknown adapter '{adapter}'; use console, slack or discord", err=True)
         raise typer.Exit(2)
-    _start(lambda: _serve(adapter, socket_mode))
+    _start(lambda: _launcher().serve(_settings(), adapter, socket_mode=socket_mode))
 
 
 @db_app.command("upgrade")
@@ -163,8 +132,6 @@ def worker(
     name: str = typer.Option(None, help="worker name in logs and the runs table (default host:pid)"),
 ) -> None:
     """Execute queued runs from PostgreSQL (scale-out; start any number, on any machine)."""
-    from bot.queue.scale import serve_worker
-
     s = _settings()
     if not s.db_url.startswith("postgresql"):
         typer.echo(
@@ -174,7 +141,7 @@ def worker(
         )
         raise typer.Exit(2)
     try:
-        asyncio.run(serve_worker(s, concurrency=concurrency, name=name))
+        asyncio.run(_launcher().worker(s, concurrency=concurrency, name=name))
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
 

@@ -3,7 +3,7 @@
 * LLM steps (``engine.actions.LLMRunner``): a step's prompt plus the outputs of the
   steps it depends on ("automatic context passing between steps", seed
   *Advanced Orchestration*), on the provider named by ``with <name>`` or the default.
-  Usage comes from the provider's own usage fields; USD from ``config/prices.toml``.
+  Usage comes from the provider's own usage fields; USD from genai-prices (overrides: ``config/prices.toml``).
 * Budget controls from the same seed (``[workflow.cost_control]``):
   ``max_cost_per_workflow`` (USD) refuses a step whose worst case (prompt tokens plus
   ``max_tokens`` of output at the model's price) would take the run over the limit;

@@ -19,7 +19,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from adapters.base import Outlet, step_line
+from bot import texts
+from bot.core import Outlet, send_run_result
+from bot.texts import final_outputs, result_text
 from bot.store import RunStore, SessionStore, StoreError, ThreadKey
 from engine.children import ChildRegistry, Orphan
 from engine.events import StepRecord
@@ -27,6 +29,8 @@ from engine.graph import Graph, split_instance
 from engine.run import Executor, RunResult
 
 log = logging.getLogger("baton.runs")
+
+__all__ = ["ActiveRun", "RunManager", "final_outputs", "result_text"]
 
 
 @dataclass
@@ -37,56 +41,6 @@ class ActiveRun:
     key: ThreadKey
     title: str
     task: asyncio.Task[RunResult | None]
-
-
-def result_text(run_id: int, result: RunResult, graph: Graph, *, fired_by: str | None = None) -> str:
-    """The reply posted in the thread when a run ends: summary line, steps, final output."""
-    steps = [s for s in result.steps]
-    ran = [s for s in steps if not s.reused]  # a /rerun … from run's reused steps ran in the old run
-    started = [s.started_at for s in ran if s.started_at]
-    finished = [s.finished_at for s in ran if s.finished_at]
-    took = (max(finished) - min(started)).total_seconds() if started and finished else 0.0
-    cost = sum(s.cost_usd for s in steps)
-    tokens = sum(s.tokens_in + s.tokens_out for s in steps)
-    head = f"Run #{run_id} {result.status} in {took:.2f}s ({len(steps)} steps"
-    if tokens:
-        head += f", {tokens} tokens"
-    head += f", ${cost:.4f})" if cost else ")"
-    lines = [head]
-    if fired_by:
-        lines.append(fired_by)
-    lines += ["  " + step_line(s) for s in steps]
-    if result.error:
-        lines.append(f"Error: {result.error}")
-    out = final_outputs(result.steps, graph)
-    if out:
-        lines.append("Result:\n" + out)
-    return "\n".join(lines)
-
-
-def final_outputs(steps: tuple[StepRecord, ...], graph: Graph) -> str:
-    """Outputs of the steps the workflow's exit depends on (looking through gates); for a
-    loop's node, its last iteration that produced output."""
-    by_id: dict[str, StepRecord] = {}
-    for s in steps:  # steps are in order, so a later iteration (node#3) wins
-        base = s.node_id.rpartition("#")[0] if "#" in s.node_id else s.node_id
-        if s.status == "succeeded" or base not in by_id:
-            by_id[base] = s
-    nodes = {n.id: n for n in graph.nodes}
-    seen: set[str] = set()
-    outs: list[str] = []
-    stack = [graph.exit]
-    while stack:
-        nid = stack.pop()
-        if nid in seen:
-            continue
-        seen.add(nid)
-        n = nodes[nid]
-        if n.is_gate:
-            stack.extend(e.source for e in reversed(n.edges))
-        elif nid in by_id and by_id[nid].status == "succeeded" and by_id[nid].output:
-            outs.append(by_id[nid].output.strip())
-    return "\n".join(outs)
 
 
 class RunManager:
@@ -196,11 +150,11 @@ class RunManager:
             e = _store_error(exc)
             if e is not None:
                 log.error("run %s: %s", run_id, e)
-                text = f"Run #{run_id} stopped: {e}. It resumes from its last checkpoint on restart."
+                text = texts.run_stopped(run_id, e)
             else:
                 log.exception("run %s failed inside the run manager", run_id)
                 inner = exc.exceptions[0] if isinstance(exc, BaseExceptionGroup) else exc
-                text = f"Run #{run_id} stopped by an internal error ({type(inner).__name__}: {inner}). It resumes from its last checkpoint on restart."
+                text = texts.run_stopped_internal(run_id, inner)
             if view:
                 await view.aclose()
             await self._tell(key, text)
@@ -216,13 +170,13 @@ class RunManager:
                 await view.aclose()
             if user:
                 await self.runs.set_status(run_id, "cancelled", error="cancelled by request")
-                await self._tell(key, f"Run #{run_id} cancelled; its running steps were stopped.")
+                await self._tell(key, texts.run_cancelled(run_id))
         except Exception:
             log.exception("run %s: recording the cancellation failed", run_id)
 
     async def _tell(self, key: ThreadKey, text: str, *, run: tuple[int, str] | None = None) -> None:
         """Store and post ``text``; ``run=(run_id, status)`` marks a run's result, which an
-        outlet with ``send_run_result`` shows with its own controls (e.g. Retry on a failure)."""
+        outlet with :attr:`~bot.core.Ability.RESULT_CONTROLS` shows with its own controls (e.g. Retry on a failure)."""
         try:
             await self.sessions.append(key, "assistant", "baton", text)
         except StoreError as e:
@@ -230,9 +184,8 @@ class RunManager:
         outlet = self.outlets.get(key.platform)
         if outlet is None:
             return
-        send_result = getattr(outlet, "send_run_result", None)
-        if run is not None and send_result is not None:
-            await send_result(key, text, run[0], run[1])
+        if run is not None:
+            await send_run_result(outlet, key, text, run[0], run[1])
         else:
             await outlet.send(key, text)
 
@@ -319,16 +272,11 @@ class RunManager:
                 self._orphans.setdefault(o.run_id, {})[o.node_id] = o
         prior = {s.node_id: s for s in steps}
         done = sum(1 for s in steps if s.status in ("succeeded", "failed"))
-        detail = f"{done} of {len(graph.steps)} steps already done"
-        loops = graph.loops()
-        if loops:  # iterations are records of their own: say where each loop is instead
-            where = []
-            for lp in loops:
-                its = [split_instance(s.node_id)[1] for s in steps if split_instance(s.node_id)[0] in lp.nodes]
-                k = max(its, default=0)
-                where.append(f"loop {lp.name}: {k} iteration{'s' if k != 1 else ''} recorded")
-            detail = f"{done} steps already done; " + ", ".join(where)
-        text = f"Resuming run #{run_id} after a restart ({detail})."
+        loops = [
+            (lp.name, max((split_instance(s.node_id)[1] for s in steps if split_instance(s.node_id)[0] in lp.nodes), default=0))
+            for lp in graph.loops()
+        ]
+        text = texts.resuming(run_id, done, len(graph.steps), loops)
         for node_id, orphan in sorted(self._orphans.pop(str(run_id), {}).items()):
             text += f"\nStep {node_id}: {orphan.note}."
             rec = prior.get(node_id)

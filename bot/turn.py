@@ -21,59 +21,40 @@ import logging
 import re
 from collections import deque
 from dataclasses import dataclass, replace
-from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
-from adapters.base import Message, Outlet
+from bot import texts
 from bot.approvals import ApprovalBroker
-from bot.chat import CHAT_NEEDS_PROVIDER, Chat
+from bot.chat import Chat
+from bot.commands import FORGET_WINDOW_S, CoreAPIMethods, ReadOnlyCommands, _UsageError
+from bot.compiler import WorkflowCompiler
+from bot.core import Ability, ChoicesOutlet, Message, Outlet, has_ability
+from bot.intake import COMMANDS, Accepted, Command, RunIntake, _ancestors, _find_step, _reused_steps, parse_command
 from bot.memory import Memory
-from bot.queue.admission import Admission, Admitted, permission_problem
+from bot.queue.admission import Admission, permission_problem
 from bot.queue.local import LocalWorker
 from bot.scheduling import ScheduleParseError, SchedulerService, parse_schedule
 from bot.scheduling.commands import HELP_LINES, handle_schedule_command, parse_schedule_command
-from bot.routing import Decision, Outcome, Router, bind_arguments, load_routes
+from bot.routing import Decision, Outcome, Router, bind_arguments
 from bot.routing.args import placeholders, value_problem
 from bot.routing.types import Param
-from bot.runs import RunManager, result_text
+from bot.runs import RunManager
+from bot.texts import result_text
 from bot.settings import Settings, permits
-from bot.store import RunRow, RunStore, SessionStore, StoreError, StoredMessage, ThreadKey
-from bot.store.audit import AuditEntry, AuditStore, format_entries
+from bot.store import RunStore, SessionStore, StoreError, ThreadKey
+from bot.store.audit import AuditStore
 from bot.store.sessions import COMMAND
 from engine.catalog import Catalog, close_names
 from engine.errors import DefinitionError, EngineError, UnknownWorkflowError, WorkflowSyntaxError
 from engine.graph import Graph, split_instance
 from engine.inputs import InputError, bind_inputs, split_arguments
-from engine.parse import compile_text
 
 if TYPE_CHECKING:
     from bot.queue.scale import ScaleOut
 
 log = logging.getLogger("baton.turn")
 
-HELP = """Baton — run workflows from chat.
-  run: <workflow>        run workflow text, e.g. run: disk-check AND system-report THEN echo done
-  /run NAME [k=v …]      run a named workflow (see /workflows), with its parameters
-  /workflows             list named workflows and actions
-  /runs [all]            recent runs in this thread (or everywhere)
-  /run show ID           one run's steps, times, outputs and cost
-  /run show ID graph     the run's graph as a picture, coloured by step status
-  /cancel ID             stop a run, cancelling its running steps
-  /rerun ID [from STEP]  run again; with "from STEP" (or STEP#N, a loop iteration), reuse the steps before it
-  /approve ID [STEP]     let a run waiting at an approve step go on (/reject ID [STEP] stops it)
-  /why                   how the bot understood your last plain message (run / ask / chat, layer, score, why)
-  /reload                re-read config/routes.yaml (new examples take effect without a restart)
-  /history [N]           the last N messages of this thread
-  /recall WORDS          find earlier messages of this thread (full-text search, no LLM)
-  /context               what the next LLM call would receive, with its token budget
-  /summary               the stored summaries of this thread
-  /forget                delete this thread's memory (asks for confirmation)
-  /audit [N]             the last N audit rows: who started, cancelled, approved… (admins)
-  /help                  this text
-""" + HELP_LINES.rstrip("\n") + """
-Workflow language: A THEN B (sequence), A AND B (parallel), THEN IF_SUCCESS x ELSE y,
-THEN IF_FAILURE x, THEN IF_ANY_FAILED x, ( ) grouping, step (retry 3) (timeout 30s);
-keywords are upper case, quotes escape: echo "A THEN B"."""
+HELP = texts.help_text(HELP_LINES)
 
 
 RUN_ACTIONS = ("cancel", "view", "rerun", "approve")
@@ -81,11 +62,9 @@ RUN_ACTIONS = ("cancel", "view", "rerun", "approve")
 (user ids or ``role:NAME``; never by the ``"*"`` rule): ``cancel`` (/cancel), ``view`` (/run show, /runs all),
 ``rerun`` (/rerun), ``approve`` (/approve, /reject)."""
 
-COMMANDS = ("help", "workflows", "run", "runs", "cancel", "rerun", "history", "recall", "context", "summary", "forget", "approve", "reject", "why", "reload", "audit")
 _IMMEDIATE = {"help", "workflows", "runs", "run_show", "cancel", "history", "recall", "context", "summary", "forget", "approve", "reject", "why", "reload", "audit", "unknown"}
 _YES = {"yes", "y", "yep", "yeah", "ok", "okay", "sure", "go", "go ahead", "do it", "run it", "please do", "confirm"}
 _NO = {"no", "n", "nope", "cancel", "stop", "don't", "dont", "never mind", "nevermind"}
-FORGET_WINDOW_S = 60.0
 _NEVER_WAIT = {"cancel", "approve", "reject"}
 """Commands answered the moment they arrive; every other command waits until the thread's
 earlier messages are answered (a run started or queued, a question asked, a reply sent)."""
@@ -93,46 +72,8 @@ _TURN: contextvars.ContextVar[asyncio.Event | None] = contextvars.ContextVar("ba
 """The event of the lane item being handled (set once it is answered; see :meth:`Bot.handle`)."""
 
 
-@dataclass(frozen=True)
-class Accepted:
-    """A stored message (:meth:`Bot.accept`), with what admission decided when it asked for a run."""
-
-    msg: Message
-    stored: StoredMessage
-    admitted: Admitted | None = None
-    plan: tuple[Graph, dict] | None = None
-
-
-@dataclass(frozen=True)
-class Command:
-    """A parsed chat command: ``name`` and its argument text."""
-
-    name: str
-    arg: str = ""
-
-
-def parse_command(text: str) -> Command | None:
-    """Recognise an explicit command; ``None`` for anything else (chat or routing).
-
-    ``run: TEXT`` and ``/run TEXT`` start TEXT as a workflow; ``/run show ID`` shows one.
-    """
-    t = text.strip()
-    m = re.match(r"^run:\s*(.*)$", t, re.S | re.I)
-    if m:
-        return Command("run", m.group(1).strip())
-    if not t.startswith("/"):
-        return None
-    head, _, rest = t[1:].partition(" ")
-    head, rest = head.lower(), rest.strip()
-    if head == "run" and re.match(r"^show\s+\S+(\s+graph)?$", rest, re.I):
-        return Command("run_show", " ".join(rest.split()[1:]))
-    if head in COMMANDS:
-        return Command(head, rest)
-    return Command("unknown", head)
-
-
-class Bot:
-    """The core: takes :class:`Message` objects from adapters and answers through their outlet.
+class Bot(RunIntake, CoreAPIMethods, ReadOnlyCommands):
+    """The core: takes the :class:`Message` objects adapters hand in and answers through their outlet.
 
     Args:
         settings: all settings.
@@ -141,6 +82,9 @@ class Bot:
         catalog: workflows and actions.
         chat: answers plain chat (:class:`bot.chat.Chat`); without one, plain chat
             gets an answer saying how to configure a provider.
+        scheduler: the schedule commands' service (``None``: no schedule commands).
+        compiler: the shared workflow compiler (default: a new one over ``catalog``).
+        audit: where audit rows go (``None``: not recorded).
     """
 
     def __init__(
@@ -155,6 +99,9 @@ class Bot:
         approvals: ApprovalBroker | None = None,
         chat: Chat | None = None,
         router: Router | None = None,
+        scheduler: SchedulerService | None = None,
+        compiler: WorkflowCompiler | None = None,
+        audit: AuditStore | None = None,
     ) -> None:
         self.settings = settings
         self.sessions = sessions
@@ -167,11 +114,11 @@ class Bot:
         self.router = router
         self._decisions: dict[ThreadKey, tuple[str, Decision]] = {}
         self._asks: dict[ThreadKey, PendingAsk] = {}
-        self.scheduler: SchedulerService | None = None  # set by the App once it exists
-        self.audit: AuditStore | None = None  # set by the App: who started, cancelled, approved… (bot.store.audit)
+        self.scheduler = scheduler
+        self.compiler = compiler or WorkflowCompiler(catalog)
+        self.audit = audit  # who started, cancelled, approved… (bot.store.audit)
         self._forget_pending: dict[ThreadKey, float] = {}
         self._schedule_pending: dict[ThreadKey, tuple[float, str]] = {}
-        self._compiled: dict[str, Graph] = {}
         self._lanes: dict[ThreadKey, deque[tuple[Message, Outlet, Command | None, int, int | None, asyncio.Event]]] = {}
         self.admission: Admission | None = None  # set by the App (bot.queue): runs are admitted through it
         self.queue: LocalWorker | ScaleOut | None = None
@@ -193,40 +140,10 @@ class Bot:
             accepted = await self.accept(msg)
         except StoreError as e:
             log.error("storing a message failed: %s", e)
-            await outlet.send(msg.key, f"I could not record your message ({e}); nothing was run. Please try again.")
+            await outlet.send(msg.key, texts.not_recorded(e))
             return
         if accepted is not None:
             await self.process(accepted, outlet)
-
-    async def accept(self, msg: Message) -> Accepted | None:
-        """The part of a turn that must be durable before the platform is acknowledged:
-        store ``msg`` with its delivery ids and, for a ``run:``/``/run``/``/rerun`` that
-        compiles, its ``queued`` run, in one transaction (bot.queue.admission). Returns
-        ``None`` for a redelivery (nothing stored).
-
-        Raises:
-            StoreError: nothing was recorded; do not acknowledge (the platform redelivers).
-        """
-        kind = COMMAND if msg.text.lstrip().startswith("/") else None  # commands are not conversation
-        got = await self._admit(msg, kind)
-        if got is not None:
-            admitted, plan = got
-            if admitted.duplicate:
-                log.info("dropping a redelivery of %s in %s (already handled)", msg.event_id or msg.dedupe_ids[0], msg.key)
-                return None
-            assert admitted.message is not None
-            return Accepted(msg, admitted.message, admitted, plan)
-        if msg.dedupe_ids:
-            got = await self.sessions.append_once(
-                msg.key, "user", msg.author, msg.text, dedupe_ids=msg.dedupe_ids, event_id=msg.event_id, created_at=msg.received_at, kind=kind
-            )
-            if got is None:
-                log.info("dropping a redelivery of %s in %s (already handled)", msg.event_id or msg.dedupe_ids[0], msg.key)
-                return None
-            return Accepted(msg, got)
-        return Accepted(
-            msg, await self.sessions.append(msg.key, "user", msg.author, msg.text, event_id=msg.event_id, created_at=msg.received_at, kind=kind)
-        )
 
     async def process(self, accepted: Accepted, outlet: Outlet) -> None:
         """Act on an accepted message: read-only commands at once, the rest in thread order."""
@@ -265,59 +182,6 @@ class Bot:
             task.add_done_callback(self._waiting_answers.discard)
             return
         await self._enqueue(msg, outlet, cmd, stored.id, stored.tokens)
-
-    async def _admit(self, msg: Message, kind: str | None = None) -> tuple[Admitted, tuple[Graph, dict]] | None:
-        """A ``run:``/``/run``/``/rerun`` message that compiles goes through admission;
-        ``None`` when the message is not such a request (the caller stores it).
-
-        Raises:
-            StoreError: nothing was recorded.
-        """
-        if self.admission is None or self.scheduler is not None and parse_schedule_command(msg.text) is not None:
-            return None
-        cmd = parse_command(msg.text)
-        if cmd is None or cmd.name not in ("run", "rerun"):
-            return None
-        try:
-            planned = await self._plan(cmd, msg)
-        except EngineError:
-            return None  # the ordered path stores the message and explains the error
-        if planned is None:
-            return None
-        graph, prior, rerun_of = planned
-        admitted = await self.admission.admit(
-            msg.key, graph, requested_by=msg.author, roles=msg.roles, text=msg.text, author=msg.author,
-            dedupe_ids=msg.dedupe_ids, event_id=msg.event_id, created_at=msg.received_at, prior=prior, rerun_of=rerun_of, kind=kind,
-        )
-        return admitted, (graph, prior)
-
-    async def _plan(self, cmd: Command, msg: Message) -> tuple[Graph, dict, int | None] | None:
-        """The graph (and reused steps) a run/rerun command asks for, or ``None`` when it
-        needs the ordered path to explain something (usage, unknown run or step)."""
-        if cmd.name == "run":
-            m = re.match(r"^(\S+)\s+[A-Za-z_][A-Za-z0-9_]*=", cmd.arg)
-            if not cmd.arg or (m and m.group(1) in self.catalog.workflows):
-                return None  # "run: NAME key=value": arguments are checked and bound on the ordered path
-            try:
-                return bind_arguments(self.compile(cmd.arg), {}), {}, None
-            except KeyError:
-                return None  # a missing argument: the ordered path says which
-        m = re.match(r"^#?(\d+)(?:\s+from\s+(.+))?$", cmd.arg.strip())
-        if not m:
-            return None
-        got = await self.runs.get(int(m.group(1)))
-        if got is None:
-            return None
-        row, steps = got
-        if await self.run_scope(msg, row, "rerun"):
-            return None  # out of the requester's run scope: the ordered path refuses and records it
-        step = (m.group(2) or "").strip()
-        if not step:
-            return row.graph, {}, row.id
-        prior = _reused_steps(row.graph, steps, step)
-        if prior is None:
-            return None  # no such step or iteration: the ordered path says so
-        return row.graph, prior, row.id
 
     async def _enqueue(self, msg: Message, outlet: Outlet, cmd: Command | None, message_id: int, tokens: int | None) -> None:
         """Put a stored message in its thread's lane (answered in arrival order)."""
@@ -438,13 +302,13 @@ class Bot:
         try:
             await fn(msg, outlet, cmd)
         except _UsageError as e:
-            await outlet.send(msg.key, f"{e} (/help lists the commands)")
+            await outlet.send(msg.key, texts.usage(str(e)))
         except StoreError as e:
             log.error("%s", e)
-            await outlet.send(msg.key, f"Database error: {e}. Nothing was lost that was already recorded; try again.")
+            await outlet.send(msg.key, texts.database_error(e))
         except Exception as e:  # reported in the thread and the log, never swallowed silently
             log.exception("handling %r failed", msg.text)
-            await outlet.send(msg.key, f"Internal error while handling that: {type(e).__name__}: {e}")
+            await outlet.send(msg.key, texts.internal_error(e))
 
     async def reply(self, key: ThreadKey, outlet: Outlet, text: str, *, kind: str | None = None) -> None:
         """Store the bot's reply in the thread's memory, then send it.
@@ -454,320 +318,6 @@ class Bot:
         """
         await self.sessions.append(key, "assistant", "baton", text, kind=kind)
         await outlet.send(key, text)
-
-    async def _command_answer(self, key: ThreadKey, outlet: Outlet, text: str) -> None:
-        """A command's answer: stored marked (:data:`COMMAND`), then sent."""
-        await self.reply(key, outlet, text, kind=COMMAND)
-
-    # -- read-only commands ------------------------------------------------
-
-    async def _immediate(self, msg: Message, outlet: Outlet, cmd: Command) -> None:
-        key = msg.key
-        if cmd.name == "help":
-            await self._command_answer(key, outlet, HELP)
-        elif cmd.name == "workflows":
-            await self._command_answer(key, outlet, self._workflows_text())
-        elif cmd.name == "runs":
-            await self._command_answer(key, outlet, await self._runs_text(msg, everywhere=cmd.arg.strip() == "all"))
-        elif cmd.name == "run_show" and cmd.arg.lower().endswith(" graph"):
-            await self._run_graph(key, outlet, cmd.arg.split()[0])
-        elif cmd.name == "run_show":
-            await self._command_answer(key, outlet, await self._run_show(cmd.arg, msg))
-        elif cmd.name == "history":
-            await self._command_answer(key, outlet, await self._history(key, cmd.arg))
-        elif cmd.name == "cancel":
-            await self._command_answer(key, outlet, await self._cancel(msg, cmd.arg))
-        elif cmd.name == "audit":
-            await self._command_answer(key, outlet, await self._audit_text(msg, cmd.arg))
-        elif cmd.name == "why":
-            await self._command_answer(key, outlet, self._why(key))
-        elif cmd.name == "reload":
-            await self._command_answer(key, outlet, await self.reload_routes(msg))
-        elif cmd.name in ("approve", "reject"):
-            await self._command_answer(key, outlet, await self._decide(msg, cmd))
-        elif cmd.name in ("recall", "context", "summary", "forget"):
-            if self.memory is None:
-                await self._command_answer(key, outlet, "Session memory is not enabled in this process.")
-            else:
-                await self._command_answer(key, outlet, await getattr(self, f"_{cmd.name}")(key, cmd.arg))
-        else:
-            near = close_names(cmd.arg, COMMANDS)
-            hint = f"; did you mean {', '.join('/' + n for n in near)}?" if near else ""
-            await self._command_answer(key, outlet, f"Unknown command /{cmd.arg}{hint} (/help lists them)")
-
-    # -- run scope -------------------------------------------------------------
-
-    def _granted(self, msg: Message, action: str) -> bool:
-        """Whether ``[permissions] <action>_any`` names ``msg``'s author or one of their roles."""
-        return permits(self.settings.permissions.get(f"{action}_any", ()), msg.author, msg.roles)
-
-    async def run_scope(self, msg: Message, row: RunRow, action: str) -> str | None:
-        """``None`` when ``msg``'s author may ``action`` (one of :data:`RUN_ACTIONS`) run ``row``:
-        the message comes from the thread that started the run, its author started it, or
-        ``[permissions] <action>_any`` grants it to them (issue 14 fault 7); else the reason."""
-        if row.requested_by == msg.author or self._granted(msg, action):
-            return None
-        if row.thread_id == await self.sessions.thread_id(msg.key):
-            return None
-        return (
-            f"it was started in another thread by someone else (the thread that started it, its starter, "
-            f"or [permissions] {action}_any in config/baton.toml may)"
-        )
-
-    async def refuse(self, msg: Message, action: str, run_id: int, reason: str, *, reply: str | None = None) -> str:
-        """Every refused run action goes through here: it is recorded (one log line at WARNING
-        on ``baton.turn`` and a ``permission.denied`` audit row) and the reply text is
-        returned (``reply``, or one made from ``action`` and ``reason``)."""
-        log.warning("refused %s of run #%s for %s (%s) in %s: %s", action, run_id, msg.author, ",".join(msg.roles) or "-", msg.key, reason)
-        await self.record(msg, "permission.denied", "denied", f"run:{run_id}", f"{action}: {reason}"[:500])
-        if reply is not None:
-            return reply
-        verb = {"view": "see", "approve": "approve or reject"}.get(action, action)
-        return f"You may not {verb} run #{run_id}: {reason}."
-
-    def _workflows_text(self) -> str:
-        lines = ["Workflows:"]
-        for name, d in sorted(self.catalog.workflows.items()):
-            lines.append(f"  {name:<18} {d.description}")
-            try:
-                params = self.catalog.graph_for(name, stack=(name,)).inputs
-            except EngineError:
-                params = ()
-            if params:
-                lines.append(f"  {'':<18} parameters: {', '.join(p.describe() for p in params)}")
-        if self.catalog.actions:
-            lines.append("Actions:")
-            for name, (kind, args) in sorted(self.catalog.actions.items()):
-                lines.append(f"  {name:<18} {kind}: {args.get('description') or args.get('argv') or args.get('url')}")
-        lines.append("Built-ins: echo <text>, sleep <seconds>, fail [message]")
-        return "\n".join(lines)
-
-    async def _runs_text(self, msg: Message, *, everywhere: bool) -> str:
-        here = await self.sessions.thread_id(msg.key)
-        if not everywhere:
-            rows = await self.runs.list(thread_id=here, limit=10)
-        elif self._granted(msg, "view"):
-            rows = await self.runs.list(limit=10)
-        else:  # everywhere the author may look: this thread and the runs they started
-            rows = await self.runs.list(limit=10, visible_to=(here, msg.author))
-        if not rows:
-            return "No runs yet in this thread." if not everywhere else "No runs yet."
-        lines = []
-        for r in rows:
-            took = f" {(r.finished_at - r.started_at).total_seconds():.2f}s" if r.finished_at and r.started_at else ""
-            lines.append(f"#{r.id:<4} {r.status:<9}{took:>8}  {r.source[:70]}")
-        return "\n".join(lines)
-
-    async def _run_show(self, arg: str, msg: Message | None = None) -> str:
-        """One run's details; for ``msg``'s author only when :meth:`run_scope` allows ("view")."""
-        run_id = _run_id(arg)
-        got = await self.runs.get(run_id)
-        if got is None:
-            return f"No run #{run_id}."
-        row, steps = got
-        denied = await self.run_scope(msg, row, "view") if msg is not None else None
-        if msg is not None and denied:
-            return await self.refuse(msg, "view", run_id, denied)
-        ordered = _in_order(row.graph, steps)
-        lines = [f"Run #{row.id}: {row.status} — {row.source}", f"requested by {row.requested_by} at {_hms(row.created_at)}"]
-        if row.rerun_of:
-            lines.append(f"rerun of #{row.rerun_of}")
-        for s in ordered:
-            t = f"{_hms(s.started_at)} → {_hms(s.finished_at)}" if s.started_at and s.finished_at else ""
-            extra = f" {s.tokens_in}+{s.tokens_out} tokens ${s.cost_usd:.4f}" if (s.tokens_in or s.cost_usd) else ""
-            reused = " (reused)" if s.reused else ""
-            lines.append(f"  {s.node_id:<8} {s.status:<9} attempt {s.attempt} {t}{extra}{reused}  {s.label}")
-            if s.error:
-                lines.append(f"           error: {s.error}")
-            if s.output:
-                lines.append("           " + s.output.strip().replace("\n", "\n           ")[:600])
-        if row.error:
-            lines.append(f"Error: {row.error}")
-        total = sum(s.cost_usd for s in ordered)
-        if total:
-            lines.append(f"Cost: ${total:.4f}")
-        return "\n".join(lines)
-
-    async def _run_graph(self, key: ThreadKey, outlet: Outlet, arg: str) -> None:
-        """``/run show ID graph``: post the run's picture through the outlet's ``send_file``."""
-        from bot.pictures import PictureError, run_png
-
-        run_id = _run_id(arg)
-        send_file = getattr(outlet, "send_file", None)
-        if send_file is None:
-            await self.reply(key, outlet, f"This platform cannot show pictures; try /run show {run_id}.")
-            return
-        try:
-            png = await run_png(self.runs, run_id)
-        except PictureError as e:
-            await self.reply(key, outlet, str(e))
-            return
-        await self.sessions.append(key, "assistant", "baton", f"[picture of run #{run_id}]")
-        await send_file(key, f"baton-run-{run_id}.png", png, f"Run #{run_id} graph")
-
-    async def _history(self, key: ThreadKey, arg: str) -> str:
-        n = int(arg) if arg.strip().isdigit() else 20
-        msgs = await self.sessions.history(key, limit=n + 1)
-        msgs = msgs[:-1] if msgs and msgs[-1].text.strip().startswith("/history") else msgs
-        if not msgs:
-            return "This thread has no history yet."
-        return "\n".join(f"[{_hms(m.created_at)}] {m.author}: {m.text}" for m in msgs[-n:])
-
-    def _why(self, key: ThreadKey) -> str:
-        got = self._decisions.get(key)
-        if got is None:
-            return "No plain message has been routed in this thread yet (commands and run: are explicit)."
-        text, d = got
-        outcome = d.outcome.value if d.outcome else "chat"
-        if d.ambiguous:
-            head = f"{outcome}: ambiguous between " + " and ".join(f"{c.route} ({c.score:.2f})" for c in d.candidates)
-        elif d.route:
-            head = f"{outcome} route {d.route}, decided by the {d.layer.value} layer with score {d.score:.2f}"
-        else:
-            head = f"chat: no route reached its threshold (best score {d.score:.2f})"
-        lines = [f"For {text!r}: {head}.", f"Reason: {d.reason}"]
-        if d.runner_up is not None:
-            lines.append(f"Runner-up: {d.runner_up.route} ({d.runner_up.score:.2f})")
-        else:
-            lines.append("Runner-up: none")
-        if d.args:
-            lines.append("Arguments: " + ", ".join(f"{k}={v}" for k, v in d.args.items()))
-        if d.missing:
-            lines.append("Missing: " + ", ".join(d.missing))
-        if d.why:
-            lines.append(("Why it asked: " if d.outcome is Outcome.ASK else "Why it did not ask: ") + d.why)
-        return "\n".join(lines)
-
-    async def reload_routes(self, msg: Message | None = None) -> str:
-        """Re-read ``config/routes.yaml`` into the running router (``/reload``).
-
-        Only new or changed examples are embedded (the cache is keyed by text). Needs
-        ``[permissions] reload`` (default: everyone allowed by ``"*"``). A broken file
-        leaves the old routes in place and says where the problem is.
-        """
-        if self.router is None:
-            return "Routing is not enabled in this process (no config/routes.yaml, or [routing] enabled = false)."
-        if msg is not None:
-            rules = self.settings.permissions
-            allowed = rules.get("reload", rules.get("*", ["*"]))
-            if not permits(allowed, msg.author, msg.roles):
-                return f"You may not reload routes (allowed: {', '.join(allowed) or 'nobody'}; set [permissions] reload in config/baton.toml)."
-        from bot.routing import RouteConfigError
-
-        path = self.settings.config_dir / "routes.yaml"
-        try:
-            routes = await asyncio.to_thread(load_routes, path)
-            for r in routes:
-                if r.workflow is not None:
-                    self.compile(r.workflow)
-            stats = await self.router.reload(routes)
-        except (RouteConfigError, ValueError, EngineError) as e:
-            return f"Routes not reloaded (the old ones stay): {e}"
-        self._asks.clear()
-        n = sum(not r.negative for r in routes)
-        emb = f"; {stats.cache_misses} example(s) embedded, {stats.cache_hits} from the cache" if stats is not None else ""
-        return f"Reloaded {n} route(s) from {path.name}{emb}."
-
-    async def _decide(self, msg: Message, cmd: Command) -> str:
-        if self.approvals is None:
-            return "Approvals are not enabled in this process."
-        m = re.match(r"^#?(\d+)(?:\s+(\S+))?$", cmd.arg.strip())
-        if not m:
-            return f"Usage: /{cmd.name} ID [STEP]"
-        if not self.approvals.may_decide(msg.author, msg.roles):
-            allowed = ", ".join(self.approvals.approvers) or "nobody"
-            text = f"You may not {cmd.name} runs (allowed: {allowed}; set [permissions] approve in config/baton.toml)."
-            return await self.refuse(msg, "approve", int(m.group(1)), f"{cmd.name}: not an approver", reply=text)
-        run_id = int(m.group(1))
-        got = await self.runs.get(run_id)
-        if got is not None:
-            denied = await self.run_scope(msg, got[0], "approve")
-            if denied:
-                return await self.refuse(msg, "approve", run_id, denied)
-        elif not self.approvals.pending(run_id):
-            await self.record(msg, f"run.{cmd.name}", "failed", f"run:{run_id}", "no such run")
-            return f"No run #{run_id}."  # not "has no step waiting": there is no such run at all
-        who = msg.author_name or msg.author
-        text = self.approvals.decide(run_id, m.group(2), who, cmd.name == "approve")
-        ok = text.startswith(("Approved", "Rejected"))
-        await self.record(msg, f"run.{cmd.name}", "ok" if ok else "failed", f"run:{run_id}", text)
-        return text
-
-    async def record(self, msg: Message, action: str, outcome: str = "ok", target: str | None = None, detail: str | None = None) -> None:
-        """Append an audit row for ``msg``'s author (a failure is logged, never shown as the answer)."""
-        if self.audit is None:
-            return
-        try:
-            await self.audit.record(AuditEntry(msg.author, msg.platform, action, outcome, msg.channel, msg.thread, target, detail))
-        except StoreError as e:
-            log.error("audit row for %s not recorded: %s", action, e)
-
-    async def _audit_text(self, msg: Message, arg: str) -> str:
-        if not permits(self.settings.permissions.get("admin", []), msg.author, msg.roles):
-            await self.record(msg, "permission.denied", "denied", None, "audit: not an admin")
-            return "Only admins may read the audit trail (set [permissions] admin in config/baton.toml)."
-        if self.audit is None:
-            return "The audit trail is not enabled in this process."
-        n = int(arg) if arg.strip().isdigit() else 20
-        return format_entries(await self.audit.recent(min(n, 200)))
-
-    async def _recall(self, key: ThreadKey, arg: str) -> str:
-        assert self.memory is not None
-        if not arg.strip():
-            return "Usage: /recall WORDS — e.g. /recall canary region"
-        found = await self.memory.recall(key, arg)
-        if not found:
-            return f"Nothing in this thread matches {arg.strip()!r}."
-        return "\n".join(f"[{_hms(m.created_at)}] {m.author}: {m.text}" for m in found)
-
-    async def _context(self, key: ThreadKey, arg: str) -> str:
-        assert self.memory is not None
-        from bot.sessions import render_breakdown
-
-        window = await self.memory.context(key, arg.strip() or "(your next message)")
-        cfg = self.memory.config_for(key)
-        return f"Session mode: {cfg.mode}; strategy: {window.strategy}; encoding: {window.encoding}\n" + render_breakdown(window)
-
-    async def _summary(self, key: ThreadKey, arg: str) -> str:
-        assert self.memory is not None
-        got = await self.memory.summaries(key)
-        if not got:
-            return "No summaries stored for this thread yet (they are made as the thread grows past the summary frequency)."
-        return "\n".join(f"level {s.level}, messages {s.first_id}–{s.last_id} ({s.message_count}), {s.tokens} tokens:\n  {s.text}" for s in got)
-
-    async def _forget(self, key: ThreadKey, arg: str) -> str:
-        assert self.memory is not None
-        now = asyncio.get_running_loop().time()
-        if arg.strip().lower() != "confirm":
-            self._forget_pending[key] = now + FORGET_WINDOW_S
-            n = await self.sessions.count(key)
-            return f"This deletes this thread's {n} stored messages and its summaries (runs are kept). Send /forget confirm within {FORGET_WINDOW_S:.0f} s to go ahead."
-        deadline = self._forget_pending.pop(key, None)
-        if deadline is None or deadline < now:
-            return "Nothing to confirm: send /forget first."
-        gone = await self.memory.forget(key)
-        return f"Forgot {gone.messages} messages and {gone.summaries} summaries of this thread."
-
-    async def _cancel(self, msg: Message, arg: str) -> str:
-        run_id = _run_id(arg)
-        got = await self.runs.get(run_id)
-        if got is not None:
-            denied = await self.run_scope(msg, got[0], "cancel")
-            if denied:
-                return await self.refuse(msg, "cancel", run_id, denied)
-        if await self.manager.cancel(run_id):
-            await self.record(msg, "run.cancel", target=f"run:{run_id}")
-            return f"Cancelling run #{run_id}."
-        if self.queue is not None and self.queue.cancel_queued(run_id):
-            await self.runs.set_status(run_id, "cancelled", error="cancelled by request while queued")
-            return f"Cancelled run #{run_id} before it started (it was queued)."
-        if self.queue is not None and await self.queue.request_cancel(run_id):
-            return f"Cancelling run #{run_id} (its worker stops it)."
-        got = await self.runs.get(run_id)
-        await self.record(msg, "run.cancel", "failed", f"run:{run_id}", "not running" if got else "no such run")
-        if got is None:
-            return f"No run #{run_id}."
-        return f"Run #{run_id} is not running (it is {got[0].status})."
 
     # -- ordered work --------------------------------------------------------
 
@@ -783,7 +333,7 @@ class Bot:
                 if self.chat is not None:
                     await self.chat.reply(msg, outlet, message_id, tokens=tokens)
                 else:
-                    await self.reply(key, outlet, CHAT_NEEDS_PROVIDER, kind=COMMAND)  # a notice, not conversation
+                    await self.reply(key, outlet, texts.CHAT_NEEDS_PROVIDER, kind=COMMAND)  # a notice, not conversation
                 return
             cmd = Command("run", target)
         if cmd.name == "admitted":
@@ -851,14 +401,13 @@ class Bot:
         await self._send_choices(msg, outlet, text, buttons)
 
     async def _send_choices(self, msg: Message, outlet: Outlet, text: str, buttons: list[tuple[str, str]]) -> None:
-        """Store and send ``text``; platforms that can show buttons (``send_choices``)
-        get one per ``(label, reply)``: a click answers as if the clicker typed ``reply``."""
-        send = getattr(outlet, "send_choices", None)
-        if send is None or not buttons:
+        """Store and send ``text``; outlets with :attr:`~bot.core.Ability.CHOICES` show one
+        button per ``(label, reply)``: a click answers as if the clicker typed ``reply``."""
+        if not buttons or not has_ability(outlet, Ability.CHOICES):
             await self.reply(msg.key, outlet, text)
             return
         await self.sessions.append(msg.key, "assistant", "baton", text)
-        await send(msg.key, text, buttons)
+        await cast(ChoicesOutlet, outlet).send_choices(msg.key, text, buttons)
 
     async def _answer(self, msg: Message, outlet: Outlet, pending: PendingAsk) -> object:
         """Handle a reply to an open question; :data:`_NOT_AN_ANSWER` when the message is
@@ -943,40 +492,14 @@ class Bot:
         graphs are cached by text (parsing costs milliseconds on the event loop).
         Errors are not cached: they raise every time.
         """
-        graph = self._compiled.get(text)
-        if graph is None:
-            graph = compile_text(text, self.catalog, name=text if text in self.catalog.workflows else None)
-            if text in self.catalog.workflows:  # the workflow's own limits hold when it is run by name (issue 17)
-                own = self.catalog.graph_for(text, stack=(text,))
-                graph = replace(
-                    graph,
-                    on_max_iterations=own.on_max_iterations,
-                    max_parallel_steps=own.max_parallel_steps,
-                    fail_fast=own.fail_fast,
-                )
-            if len(self._compiled) >= 1024:
-                self._compiled.pop(next(iter(self._compiled)))
-            self._compiled[text] = graph
-        return graph
+        return self.compiler.compile(text)
 
     async def _run(self, msg: Message, outlet: Outlet, text: str, args: dict[str, str] | None = None) -> None:
-        if not text:
-            await self.reply(msg.key, outlet, "Run what? e.g. run: disk-check AND system-report (see /workflows)")
-            return
         if args is None:  # explicit: "run: NAME key=value ..." gives arguments by name (quotes allowed)
-            split = split_arguments(text)
-            if split is not None and split[0] in self.catalog.workflows:
-                text, args = split
-        try:
-            graph = self.compile(text)
-        except WorkflowSyntaxError as e:
-            await self.reply(msg.key, outlet, f"I could not parse that workflow: {e.reason} (line {e.line}, column {e.column})\n{e.caret()}")
-            return
-        except UnknownWorkflowError as e:
-            await self.reply(msg.key, outlet, f"{e.sentence()} Known workflows: {', '.join(self.catalog.names()) or 'none'}.")
-            return
-        except (DefinitionError, EngineError) as e:
-            await self.reply(msg.key, outlet, f"That workflow is invalid: {e}")
+            text, args = self._explicit_args(text)
+        graph = self._compile_for_chat(text)
+        if isinstance(graph, str):
+            await self.reply(msg.key, outlet, graph)
             return
         typed = {i.name for i in graph.inputs}  # issue 17: typed inputs, used as ${inputs.name}
         marked = placeholders(graph)  # issue 16: {name} placeholders bound into argv elements, echo text, labels
@@ -1006,6 +529,26 @@ class Bot:
                 return
             graph = replace(graph, input_values=values)
         await self.start_run(msg, outlet, graph)
+
+    def _explicit_args(self, text: str) -> tuple[str, dict[str, str] | None]:
+        """``"NAME key=value ..."`` of a named workflow → ``(NAME, arguments)``; other text unchanged."""
+        split = split_arguments(text)
+        if split is not None and split[0] in self.catalog.workflows:
+            return split
+        return text, None
+
+    def _compile_for_chat(self, text: str) -> Graph | str:
+        """The graph of ``text``, or the reply explaining why it cannot run (parse or definition error)."""
+        if not text:
+            return texts.run_what()
+        try:
+            return self.compile(text)
+        except WorkflowSyntaxError as e:
+            return texts.workflow_syntax_error(e.reason, e.line, e.column, e.caret())
+        except UnknownWorkflowError as e:
+            return texts.unknown_workflow(e.sentence(), self.catalog.names())
+        except (DefinitionError, EngineError) as e:
+            return texts.invalid_workflow(str(e))
 
     def allowed(self, msg: Message, graph: Graph) -> str | None:
         """``None`` when ``msg.author`` may run ``graph``, else the reason (names the rule)."""
@@ -1042,13 +585,12 @@ class Bot:
         denied = self.allowed(msg, graph)
         if denied:
             await self.record(msg, "permission.denied", "denied", None, denied)
-            await self.reply(msg.key, outlet, f"Not run: {denied}.")
+            await self.reply(msg.key, outlet, texts.not_run(denied))
             return None
         busy = self.manager.in_thread(msg.key)
         policy = self.settings.workflow.busy_policy
         if busy and policy == "reject":
-            ids = ", ".join(f"#{r.id}" for r in busy)
-            await self.reply(msg.key, outlet, f"Run {ids} is still active in this thread; wait for it or /cancel it.")
+            await self.reply(msg.key, outlet, texts.busy([r.id for r in busy]))
             return None
         turn = _TURN.get()
         if busy and policy == "queue":
@@ -1077,7 +619,7 @@ class Bot:
         run_id, step = int(m.group(1)), (m.group(2) or "").strip()
         got = await self.runs.get(run_id)
         if got is None:
-            await self.reply(msg.key, outlet, f"No run #{run_id}.")
+            await self.reply(msg.key, outlet, texts.no_run(run_id))
             return
         row, steps = got
         denied = await self.run_scope(msg, row, "rerun")
@@ -1091,7 +633,7 @@ class Bot:
             if node is None:
                 names = [n.id for n in row.graph.steps] + [n.label for n in row.graph.steps]
                 near = close_names(step, names)
-                await self.reply(msg.key, outlet, f"Run #{run_id} has no step '{step}'" + (f"; did you mean {', '.join(near)}?" if near else "."))
+                await self.reply(msg.key, outlet, texts.no_step(run_id, step, near))
                 return
             loop = next((lp for lp in row.graph.loops() if node in lp.nodes), None)
             if loop is not None and iteration > 1 and not any(s.node_id == f"{node}#{iteration}" for s in steps):
@@ -1099,43 +641,6 @@ class Bot:
                 return
             prior = _reused_steps(row.graph, steps, step) or {}
         await self.start_run(msg, outlet, row.graph, prior=prior, rerun_of=run_id)
-
-
-def _reused_steps(graph: Graph, steps: list, step: str) -> dict | None:  # type: ignore[type-arg]
-    """The succeeded step records ``/rerun ID from STEP`` keeps: the step's ancestors and,
-    inside a loop, its earlier iterations. ``None`` when the graph has no such step or
-    iteration (``STEP`` may name one as ``node#N``)."""
-    base, iteration = split_instance(step)
-    node = _find_step(graph, base)
-    if node is None:
-        return None
-    loop = next((lp for lp in graph.loops() if node in lp.nodes), None)
-    if loop is not None and iteration > 1 and not any(s.node_id == f"{node}#{iteration}" for s in steps):
-        return None
-    before = _ancestors(graph, node)
-    members = set(loop.nodes) if loop is not None else set()
-    prior = {}
-    for s in steps:
-        if s.status != "succeeded":
-            continue
-        b, it = split_instance(s.node_id)
-        if b in members:
-            if it < iteration:  # earlier iterations of the loop are kept
-                prior[s.node_id] = s
-        elif b in before:
-            prior[s.node_id] = s
-    return prior
-
-
-def _run_id(arg: str) -> int:
-    m = re.match(r"^#?(\d+)$", arg.strip())
-    if not m:
-        raise _UsageError(f"expected a run id like 12 or #12, got {arg!r}")
-    return int(m.group(1))
-
-
-class _UsageError(ValueError):
-    pass
 
 
 @dataclass(frozen=True)
@@ -1163,45 +668,4 @@ _NOT_AN_ANSWER = object()
 _ANY = Param("value", required=False)
 
 
-def _hms(dt: datetime | None) -> str:
-    return dt.strftime("%H:%M:%S.%f")[:-3] if dt else "-"
-
-
-def _find_step(graph: Graph, step: str) -> str | None:
-    for n in graph.steps:
-        if n.id == step:
-            return n.id
-    for n in graph.steps:
-        if n.label == step:
-            return n.id
-    for n in graph.steps:  # an inlined workflow's node: s1.critique
-        if n.id.endswith("." + step):
-            return n.id
-    return None
-
-
-def _in_order(graph: Graph, steps: list) -> tuple:  # type: ignore[type-arg]
-    """Step records in graph order; a loop's later iterations (``node#N``) follow its last node, by iteration."""
-    order = {n.id: i for i, n in enumerate(graph.nodes)}
-    last = {nid: order[lp.nodes[-1]] for lp in graph.loops() for nid in lp.nodes}
-
-    def key(s):  # type: ignore[no-untyped-def]
-        base, it = split_instance(s.node_id)
-        return (order[base], 0, 0) if it == 1 else (last.get(base, order[base]), it, order[base])
-
-    return tuple(sorted((s for s in steps if split_instance(s.node_id)[0] in order), key=key))
-
-
-def _ancestors(graph: Graph, node_id: str) -> set[str]:
-    preds = {n.id: [e.source for e in n.edges if not e.back] for n in graph.nodes}
-    seen: set[str] = set()
-    stack = list(preds[node_id])
-    while stack:
-        nid = stack.pop()
-        if nid not in seen:
-            seen.add(nid)
-            stack.extend(preds[nid])
-    return seen
-
-
-__all__ = ["Accepted", "Bot", "Command", "parse_command", "result_text"]
+__all__ = ["COMMANDS", "Accepted", "Bot", "Command", "FORGET_WINDOW_S", "_ancestors", "_find_step", "parse_command", "result_text"]

@@ -14,6 +14,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 
+INTERRUPTED = "interrupted by a restart while running"
+"""Start of the error of a step found ``running`` after a restart and not re-run (not idempotent).
+
+The engine states the fact; the bot adds how to run it again (:func:`bot.texts.step_error`)."""
+
+
 class EngineError(Exception):
     """Base of every error the engine raises on purpose."""
 

@@ -59,6 +59,12 @@ def _parser() -> Lark:
     return Lark(grammar, parser="lalr", lexer="basic", propagate_positions=True, maybe_placeholders=False)
 
 
+def prepare_parser() -> None:
+    """Read ``grammar.lark`` and build the parser now (cached for the process), so that the
+    first workflow parsed while serving does no file I/O on the event loop; call at start-up."""
+    _parser()
+
+
 def parse_tree(text: str) -> Tree:
     """Parse workflow text into lark's tree.
 

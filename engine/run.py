@@ -10,7 +10,7 @@ again. Steps not marked idempotent also get a ``running`` record before they sta
 so a resume can tell a step that was interrupted midway (and may have had its side
 effect) from one that never started: an interrupted idempotent step re-runs, an
 interrupted non-idempotent step is failed with a message instead of being repeated
-(the thread decides, e.g. ``/rerun ID from STEP``). Pattern after LangGraph's
+(the thread decides how to run it again). Pattern after LangGraph's
 per-step checkpoints and Temporal's activity semantics.
 
 Retries: tenacity, exponential backoff with jitter, only for retryable errors
@@ -46,20 +46,18 @@ from typing import Protocol
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from engine.actions import StepOutput
+from engine._checkpoint_writer import CheckpointWriter
 from engine.cache import StepCache, cache_key
 from engine.checkpoints import CheckpointStore
 from engine.context import current_run_id
-from engine.errors import StepError
+from engine.errors import INTERRUPTED, StepError
 from engine.events import RunEvent, RunStatus, StepRecord
 from engine.expressions import ConditionError, ReferenceMissing, Scope, condition, explain, interpolate
 from engine.graph import Edge, Graph, Loop, Node, instance_id
 
 log = logging.getLogger("baton.engine")
 
-INTERRUPTED_MESSAGE = (
-    "interrupted by a restart while running; not re-run because it is not marked idempotent "
-    "(use /rerun {run_id} from {node_id} to run it again)"
-)
+INTERRUPTED_MESSAGE = f"{INTERRUPTED}; not re-run because it is not marked idempotent"
 
 
 # Stored statuses of a step that started and did not finish (in an earlier process).
@@ -154,7 +152,7 @@ class Executor:
 
         Args:
             prior: records of an earlier attempt at this run (resume) or reused from
-                another run (``/rerun … from``); terminal ones are not executed again. A
+                another run (a rerun from a step); terminal ones are not executed again. A
                 ``running``/``cancelled`` record of a non-idempotent step is failed as
                 interrupted (before any fail-fast skip); a ``running`` record's ``error``
                 may carry what the restart found out (e.g. a terminated child), which is
@@ -182,7 +180,7 @@ class Executor:
         return await self.execute(run_id, graph, prior=prior, on_event=on_event)
 
 
-class _Run:
+class _Run(CheckpointWriter):
     def __init__(
         self,
         ex: Executor,
@@ -452,7 +450,7 @@ class _Run:
             # Checked before fail-fast: a step that was running when the process died may have
             # had its effect, whatever its siblings did since; it is never "skipped" (fault 14.2).
             # Its dependencies were met when it started (they are terminal in ``prior``).
-            msg = INTERRUPTED_MESSAGE.format(run_id=self.run_id, node_id=iid)
+            msg = INTERRUPTED_MESSAGE
             if prior.status == "running" and prior.error:  # what the restart found out (e.g. a reaped child)
                 msg = f"{msg}; {prior.error}"
             rec = replace(prior, status="failed", error=msg, finished_at=self.ex.clock())
@@ -566,79 +564,6 @@ class _Run:
         return node if new is None else replace(node, args=new)
 
     # -- one step ----------------------------------------------------------
-
-    # -- checkpoints: one writer per run ---------------------------------------------
-
-    def _enqueue(self, rec: StepRecord, wait: bool) -> asyncio.Future[None] | None:
-        """Queue ``rec`` for the run's checkpoint writer; with ``wait``, a future settled
-        once the batch holding it is durable."""
-        self.pending.append(rec)
-        fut: asyncio.Future[None] | None = None
-        if wait:
-            fut = asyncio.get_running_loop().create_future()
-            self.waiters.append(fut)
-        if self.writer is None or self.writer.done():
-            # owned by this run: awaited by _flush before the run returns (or re-raises its cancellation)
-            self.writer = asyncio.create_task(self._write_loop(), name=f"run-{self.run_id}-checkpoints")
-        return fut
-
-    async def _write_loop(self) -> None:
-        """Write everything queued, batch after batch, in queue order (one ``save_steps`` at a time)."""
-        assert self.ex.checkpoints is not None
-        while self.pending:
-            batch, self.pending = self.pending, []
-            waiters, self.waiters = self.waiters, []
-            try:
-                await self.ex.checkpoints.save_steps(batch)
-            except Exception as e:
-                if self.write_error is None:
-                    self.write_error = e
-                for w in waiters:
-                    if not w.done():
-                        w.set_exception(e)
-                continue
-            for w in waiters:
-                if not w.done():
-                    w.set_result(None)
-
-    async def _save(self, rec: StepRecord) -> None:
-        """Checkpoint ``rec`` and wait until it (and everything queued before it) is durable."""
-        if self.ex.checkpoints is None:
-            return
-        fut = self._enqueue(rec, True)
-        assert fut is not None
-        await asyncio.shield(fut)
-
-    def _save_behind(self, rec: StepRecord) -> None:
-        """Checkpoint the final record of an *idempotent* step without waiting for it.
-
-        Dependents start at once; the run's single writer commits records in the order
-        they were queued, batching those that pile up while a commit is in flight. The
-        durability rule holds: any later record — in particular the ``running`` record a
-        non-idempotent dependent writes and awaits before it starts — becomes durable
-        only together with or after this one. A crash can lose only the newest records
-        of idempotent steps, which a resume runs again (they may be run again). The run
-        waits for every write before it ends (:meth:`_flush`), where a failed write
-        raises the store's error.
-        """
-        if self.ex.checkpoints is not None:
-            self._enqueue(rec, False)
-
-    async def _settle_writer(self) -> None:
-        """Wait for the checkpoint writer to end, logging (not raising) a write failure:
-        the run is already ending with another exception."""
-        try:
-            await self._flush()
-        except Exception as e:
-            log.error("run %s: a checkpoint write failed while the run was ending: %s", self.run_id, e)
-
-    async def _flush(self) -> None:
-        """Wait until every queued checkpoint is written; raise the first write failure."""
-        while self.writer is not None and not self.writer.done():
-            await asyncio.shield(self.writer)
-        if self.write_error is not None:
-            err, self.write_error = self.write_error, None
-            raise err
 
     async def _record_only(self, node: Node, rec: StepRecord) -> None:
         await self._save(rec)

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
+FIXTURES = REPO / "tests" / "fixtures"
+"""Vendored test data with licenses (tests/fixtures/README.md); tests never skip for missing data."""
 PG_URL = os.environ.get("BATON_TEST_POSTGRES_URL")
 PG_SKIP = "PostgreSQL tests need BATON_TEST_POSTGRES_URL (e.g. postgresql+asyncpg://postgres@127.0.0.1:5432/test); .ci/run sets it"
 
@@ -114,3 +116,63 @@ def _no_vendor_keys(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def outlet() -> RecordingOutlet:
     return RecordingOutlet()
+
+
+#: Start-up, before the bot serves anything, may block: finding and reading configuration
+#: (settings, workflow files, routes, price overrides), creating the data folder and the
+#: database engine, migrating. Everything our code does while serving (turns, runs,
+#: checkpoints, schedules, adapters) must not block: blockbuster raises BlockingError.
+STARTUP: tuple[tuple[str, frozenset[str]], ...] = (
+    ("bot/app.py", frozenset({"start", "build_catalog", "build_router"})),
+    ("bot/settings.py", frozenset({"default_config_dir", "settings_customise_sources"})),
+    ("bot/store/db.py", frozenset({"__init__", "_ensure_sqlite_folder", "make_engine", "upgrade"})),
+    ("bot/providers/cost.py", frozenset({"load"})),
+    ("bot/routing/config.py", frozenset({"load_routes"})),
+    # cron-descriptor looks up its gettext catalogue (a few stat calls) for each new description
+    ("bot/scheduling/_describe.py", frozenset({"describe_cron"})),
+    ("bot/providers/config.py", frozenset({"load_providers_config"})),
+    ("bot/routing/cache.py", frozenset({"__init__"})),
+    # resuming after a restart reads the few small child records left by a dead process
+    ("engine/children.py", frozenset({"reap_orphans"})),
+    # asyncpg reads ~/.pgpass (stat) when it opens a connection (the pool opens few, and rarely)
+    ("asyncpg/connect_utils.py", frozenset({"_parse_connect_arguments"})),
+)
+
+
+#: Blocking calls found by blockbuster on the serving path and not moved off the loop yet
+#: (each is small; listed so that any *new* blocking call fails): the shell step's child
+#: record (a small file per child, engine/children.py), the first LLM call importing and
+#: building the SDK client (bot/providers/registry.py), the embedding layer's file cache and
+#: encoder probe (bot/routing), summaries through the LLM (the same lazy SDK import), the
+#: picture command's check for Graphviz (engine/picture.py).
+KNOWN_BLOCKING: tuple[tuple[str, frozenset[str]], ...] = (
+    ("engine/children.py", frozenset({"record", "forget"})),
+    ("bot/providers/registry.py", frozenset({"build_provider", "get"})),
+    ("bot/routing/cache.py", frozenset({"get", "put", "embed", "save_atomic"})),
+    ("bot/routing/encoders.py", frozenset({"available_encoders"})),
+    # the first use of a time zone reads its tzdata file (zoneinfo caches it afterwards)
+    ("bot/scheduling/_tz.py", frozenset({"get_zone"})),
+    # the dashboard's Jinja templates are read (and checked for changes) from disk
+    ("jinja2/loaders.py", frozenset({"get_source", "uptodate"})),
+    # the dashboard's static handler resolves and stats the asset path before streaming it
+    ("bot/dashboard/_views.py", frozenset({"static"})),
+    # /run show N graph: looking for Graphviz's dot on PATH (the drawing itself runs in a thread)
+    ("engine/picture.py", frozenset({"layout_available"})),
+)
+
+
+@pytest.fixture(autouse=True)
+def _no_blocking_calls_on_the_loop(request: pytest.FixtureRequest) -> Iterator[None]:
+    """``blockbuster`` in every async test: a blocking call (file or socket I/O, ``time.sleep``,
+    sqlite3, a lock …) made by our code (``bot``, ``engine``, ``adapters``) while the event loop
+    runs raises ``BlockingError`` (start-up may block: :data:`STARTUP`). Sync tests are not checked."""
+    if not inspect.iscoroutinefunction(request.function):
+        yield
+        return
+    from blockbuster import blockbuster_ctx
+
+    with blockbuster_ctx(["bot", "engine", "adapters"]) as bb:
+        for function in bb.functions.values():
+            for filename, functions in (*STARTUP, *KNOWN_BLOCKING):
+                function.can_block_in(filename, set(functions))
+        yield

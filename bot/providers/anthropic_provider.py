@@ -157,6 +157,7 @@ class AnthropicProvider(ResilientProvider):
         payload = to_anthropic_messages(turns)
         input_tokens = 0
         output_tokens = 0
+        cache = (0, 0)  # (read, write) prompt-cache tokens, part of input_tokens
         usage_seen = False
         stop_reason: str | None = None
         served_model: str | None = None
@@ -168,7 +169,9 @@ class AnthropicProvider(ResilientProvider):
             # Same request as `messages.create(stream=True, ...)`, through the SDK's `client.post` with
             # event type `object`: auth, headers, timeouts, SSE decoding, `ping` skipping and
             # `event: error` → APIStatusError stay the SDK's; events stay dicts instead of pydantic
-            # models (cheaper per token; see bench/providers.py).
+            # models (cheaper per token; see bench/providers.py). This leans on client.post/stream_cls,
+            # which is why the SDK major is pinned; tests/providers/test_sdk_seams.py fails loudly
+            # when a new SDK changes them.
             stream = await self._client.post(
                 "/v1/messages", cast_to=object, body=body, stream=True, stream_cls=anthropic.AsyncStream[object]
             )
@@ -194,6 +197,7 @@ class AnthropicProvider(ResilientProvider):
                         if isinstance(u, dict):
                             usage_seen = True
                             input_tokens = _input_total(u)
+                            cache = (int(u.get("cache_read_input_tokens") or 0), int(u.get("cache_creation_input_tokens") or 0))
                             output_tokens = int(u.get("output_tokens") or 0)
                     elif etype == "message_delta":
                         delta = event.get("delta") or {}
@@ -220,7 +224,7 @@ class AnthropicProvider(ResilientProvider):
                 f"provider {self.name!r}: stream ended before message_delta/stop_reason", provider=self.name
             )
         yield StreamEnd(
-            usage=Usage(input_tokens=input_tokens, output_tokens=output_tokens),
+            usage=Usage(input_tokens=input_tokens, output_tokens=output_tokens, cache_read_tokens=cache[0], cache_write_tokens=cache[1]),
             model=served_model or model,
             finish_reason=normalise_anthropic_stop(stop_reason),
             raw_finish_reason=stop_reason,

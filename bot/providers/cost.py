@@ -1,4 +1,13 @@
-"""Reply cost estimates from ``config/prices.toml`` (USD per 1M input / output tokens)."""
+"""Reply cost estimates: genai-prices' bundled price data, with a local override file.
+
+Prices come from the ``genai-prices`` package (pydantic's maintained table of LLM
+API prices, bundled with the package: no network at run time), which also knows
+prompt-cache read/write rates and tiered prices. ``config/prices.toml`` is a local
+*override*: a model listed there (USD per 1M input / output tokens) wins over the
+bundled data, and its ``[local]`` glob patterns mark self-hosted models as free.
+Lookup order: override file, local patterns, bundled data; anything else is
+unpriced (counted as $0 and flagged once).
+"""
 
 from __future__ import annotations
 
@@ -12,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import genai_prices
 from pydantic import BaseModel, ConfigDict, Field
 
 from .types import Usage
@@ -61,13 +71,20 @@ class _PriceFile(BaseModel):
 
 
 class PriceTable:
-    """Model → :class:`ModelPrice`, plus glob patterns for zero-cost local models.
+    """Model → price: local overrides, zero-cost local patterns, then genai-prices' bundled data.
 
-    Lookup (case-insensitive): exact key; else the longest key ``k`` such that the model
-    id is ``k + "-" + suffix`` with a snapshot suffix (``YYYY-MM-DD``, ``YYYYMMDD``,
-    ``MMDD``, ``latest``); else a ``local`` pattern (not an ``exclude`` one) → 0 USD;
-    else unpriced. Unpriced models are remembered in :attr:`unpriced_models` and logged
-    once each at WARNING.
+    Lookup (case-insensitive): an override key, exactly; else the longest override key
+    ``k`` such that the model id is ``k + "-" + suffix`` with a snapshot suffix
+    (``YYYY-MM-DD``, ``YYYYMMDD``, ``MMDD``, ``latest``); else a ``local`` pattern (not an
+    ``exclude`` one) → 0 USD; else (with ``bundled``) the model as genai-prices knows it
+    (its own matching of ids and snapshots; input/output/cache rates, tiers); else
+    unpriced. Unpriced models are remembered in :attr:`unpriced_models` and logged once
+    each at WARNING.
+
+    Args:
+        models: overrides, USD per 1M input / output tokens.
+        local_patterns, local_exclude: fnmatch globs of free self-hosted models.
+        bundled: also price from genai-prices' bundled data (default True).
     """
 
     def __init__(
@@ -76,15 +93,17 @@ class PriceTable:
         *,
         local_patterns: Sequence[str] = (),
         local_exclude: Sequence[str] = (),
+        bundled: bool = True,
     ) -> None:
         self._models = {k.lower(): v for k, v in models.items()}
         self._local = tuple(p.lower() for p in local_patterns)
         self._exclude = tuple(p.lower() for p in local_exclude)
+        self._bundled = bundled
         self._unpriced: set[str] = set()
 
     @classmethod
     def load(cls, path: str | os.PathLike[str] = DEFAULT_PRICES_PATH) -> PriceTable:
-        """Read and validate a prices TOML file (see ``config/prices.toml`` for the format).
+        """The bundled prices plus the overrides of a TOML file (see ``config/prices.toml`` for the format).
 
         Raises ``FileNotFoundError``, ``tomllib.TOMLDecodeError`` or ``pydantic.ValidationError``.
         """
@@ -105,7 +124,21 @@ class PriceTable:
         return frozenset(self._unpriced)
 
     def lookup(self, model: str) -> tuple[str, ModelPrice] | None:
-        """``(matched key, price)`` for ``model`` per the class rules, or ``None`` if unpriced."""
+        """``(matched key, price)`` for ``model`` per the class rules, or ``None`` if unpriced.
+
+        For bundled prices the key is genai-prices' model id and the price its base
+        (first-tier, uncached) input and output rates.
+        """
+        found = self._lookup_local(model)
+        if found is not None or not self._bundled:
+            return found
+        calc = _bundled(model, Usage(1_000_000, 0))
+        if calc is None:
+            return None
+        out = _bundled(model, Usage(0, 1_000_000))
+        return calc.model.id, ModelPrice(float(calc.total_price), float(out.total_price) if out else 0.0)
+
+    def _lookup_local(self, model: str) -> tuple[str, ModelPrice] | None:
         wanted = model.lower()
         if wanted in self._models:
             return wanted, self._models[wanted]
@@ -123,8 +156,13 @@ class PriceTable:
         return None
 
     def cost(self, model: str, usage: Usage) -> Cost:
-        """Estimated cost of ``usage`` on ``model`` (see :class:`Cost`)."""
-        found = self.lookup(model)
+        """Estimated cost of ``usage`` on ``model`` (see :class:`Cost`); bundled prices apply
+        the cache read/write rates to ``usage.cache_read_tokens``/``cache_write_tokens``."""
+        found = self._lookup_local(model)
+        if found is None and self._bundled:
+            calc = _bundled(model, usage)
+            if calc is not None:
+                return Cost(model=model, usd=float(calc.total_price), priced=True, matched=calc.model.id)
         if found is None:
             if model not in self._unpriced:
                 self._unpriced.add(model)
@@ -141,11 +179,30 @@ class PriceTable:
         return self.cost(model, usage).usd
 
 
+def _bundled(model: str, usage: Usage) -> Any:
+    """genai-prices' calculation for ``usage`` on ``model`` (``None`` when it does not know the model).
+
+    Its ``input_tokens`` is the total input, cache reads and writes included, like ours.
+    """
+    try:
+        return genai_prices.calc_price(
+            genai_prices.Usage(
+                input_tokens=usage.input_tokens,
+                output_tokens=usage.output_tokens,
+                cache_read_tokens=usage.cache_read_tokens or None,
+                cache_write_tokens=usage.cache_write_tokens or None,
+            ),
+            model,
+        )
+    except LookupError:
+        return None
+
+
 _default_table: PriceTable | None = None
 
 
 def default_price_table() -> PriceTable:
-    """The table from ``config/prices.toml`` in the repository, loaded once."""
+    """genai-prices' bundled data with the overrides of ``config/prices.toml``, loaded once."""
     global _default_table
     if _default_table is None:
         _default_table = PriceTable.load(DEFAULT_PRICES_PATH)

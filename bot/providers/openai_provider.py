@@ -215,6 +215,8 @@ class OpenAIProvider(ResilientProvider):
             # `client.post` ("Making custom/undocumented requests" in its README): auth, headers,
             # timeouts and HTTP errors are the SDK's; chunks stay plain dicts instead of pydantic
             # ChatCompletionChunk models (~0.5 ms per chunk), decoded by _ChunkStream (see there).
+            # This leans on client.post/stream_cls and AsyncStream.__stream__, which is why the SDK
+            # major is pinned; tests/providers/test_sdk_seams.py fails loudly when a new SDK changes them.
             stream = await self._client.post("/chat/completions", cast_to=object, body=body, stream=True, stream_cls=_ChunkStream)
             async with stream:
                 while True:
@@ -229,9 +231,11 @@ class OpenAIProvider(ResilientProvider):
                     served_model = chunk.get("model") or served_model
                     raw_usage = chunk.get("usage")
                     if isinstance(raw_usage, dict):
+                        details = raw_usage.get("prompt_tokens_details")
                         usage = Usage(
                             input_tokens=int(raw_usage.get("prompt_tokens") or 0),
                             output_tokens=int(raw_usage.get("completion_tokens") or 0),
+                            cache_read_tokens=int(details.get("cached_tokens") or 0) if isinstance(details, dict) else 0,
                         )
                     for choice in chunk.get("choices") or ():
                         if not isinstance(choice, dict) or choice.get("index", 0) != 0:

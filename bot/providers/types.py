@@ -57,10 +57,16 @@ class Usage:
     ``output_tokens``: generated tokens billed (OpenAI ``completion_tokens``,
     including reasoning tokens; Anthropic cumulative ``output_tokens`` from the last
     ``message_delta``).
+    ``cache_read_tokens`` / ``cache_write_tokens``: the part of ``input_tokens`` read from
+    / written to the provider's prompt cache (OpenAI ``prompt_tokens_details.cached_tokens``;
+    Anthropic ``cache_read_input_tokens`` / ``cache_creation_input_tokens``), priced at the
+    cache rates (:mod:`bot.providers.cost`).
     """
 
     input_tokens: int = 0
     output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:

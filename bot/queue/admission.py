@@ -33,6 +33,7 @@ from typing import Any
 from sqlalchemy import bindparam, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from bot import texts
 from bot.settings import Settings, permits
 from bot.store import Database, RunStore, SessionStore, StoredMessage, ThreadKey
 from bot.store.checkpoints import step_row
@@ -90,7 +91,7 @@ def permission_problem(settings: Settings, author: str, roles: Sequence[str], gr
         allowed = rules.get(name, rules.get("*", ["*"]))
         if permits(allowed, author, roles):
             continue
-        return f"you may not run '{name}' (allowed: {', '.join(allowed) or 'nobody'}; set [permissions] in config/baton.toml)"
+        return texts.permission_denied(name, allowed)
     return None
 
 

@@ -336,18 +336,6 @@ class RunWorker:
                 log.exception("the reaper failed; trying again")
 
 
-def platform_outlets() -> dict[str, Any]:
-    """The outlets a worker posts through: Slack's Web API when ``SLACK_BOT_TOKEN`` is set
-    (status message edits and results, as the front would). Call inside the event loop."""
-    outlets: dict[str, Any] = {}
-    from adapters.slack import SlackOutlet, SlackSettings
-
-    slack = SlackSettings()
-    if slack.bot_token is not None:
-        outlets["slack"] = SlackOutlet.from_settings(slack)
-    return outlets
-
-
 async def serve_worker(
     settings: Any, *, concurrency: int = 20, name: str | None = None, outlets: Mapping[str, Any] | None = None
 ) -> None:
@@ -355,7 +343,8 @@ async def serve_worker(
     runs stay ``running`` and resume on another worker).
 
     Args:
-        outlets: platform → outlet; default :func:`platform_outlets`.
+        outlets: platform → outlet the worker posts through (results, status edits); the
+            adapters build them (:func:`adapters.launch.worker`); default: none.
 
     Raises:
         ValueError: the database is not PostgreSQL.
@@ -365,7 +354,7 @@ async def serve_worker(
     url = settings.db_url
     conninfo(url)  # fails early for SQLite
     settings = settings.model_copy(update={"queue": settings.queue.model_copy(update={"mode": "workers"})})
-    app = await App.start(settings, dict(outlets if outlets is not None else platform_outlets()), migrate=False)
+    app = await App.start(settings, dict(outlets or {}), migrate=False)
     scale = app.bot.queue
     assert isinstance(scale, ScaleOut)
     worker = RunWorker(app, settings.queue, name)

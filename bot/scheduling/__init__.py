@@ -5,8 +5,9 @@
 * :class:`ScheduleSpec` — frozen trigger value (cron / rrule / interval / date) with
   :meth:`~ScheduleSpec.next_fire_times` and :meth:`~ScheduleSpec.min_interval_seconds`.
 * :class:`ScheduleParseError` — refusal with ``.position``, ``.fragment``, ``.examples``.
-* :class:`SchedulerService` (:mod:`.jobs`) — the job layer: the ``schedules`` table is the
-  source of truth, APScheduler 3.x fires it on the event loop; :class:`ControlledClock` for tests.
+* :class:`SchedulerService` (:mod:`.service`) — the ``schedules`` table (:mod:`.store`) is the
+  source of truth; a small timer of our own (:mod:`.timer`) fires it on the event loop at the
+  triggers' instants (:mod:`.triggers`); :class:`~.testing.ControlledClock` for tests.
 * :func:`handle_schedule_command` / :func:`parse_schedule_command` (:mod:`.commands`) — the
   chat commands; :data:`schedule_app` in :mod:`.cli` — ``baton schedule explain``.
 
@@ -18,11 +19,13 @@ cron-descriptor (cron descriptions), zoneinfo/tzdata (zones).
 from .errors import ScheduleParseError
 from .parse import explain, parse_schedule
 from .spec import Kind, ScheduleSpec
-from .jobs import ControlledClock, ScheduleRow, SchedulerService, SystemClock, schedules
+from .service import SchedulerService
+from .store import ScheduleRow, schedules
+from .timer import SystemClock
 from .commands import handle_schedule_command, parse_schedule_command
 
 __all__ = [
     "parse_schedule", "explain", "ScheduleSpec", "ScheduleParseError", "Kind",
-    "SchedulerService", "ScheduleRow", "ControlledClock", "SystemClock", "schedules",
+    "SchedulerService", "ScheduleRow", "SystemClock", "schedules",
     "handle_schedule_command", "parse_schedule_command",
 ]

@@ -8,6 +8,7 @@ Cron strings are described by ``cron-descriptor`` (its default en_US wording, e.
 from __future__ import annotations
 
 from datetime import datetime
+from functools import lru_cache
 
 from cron_descriptor import Options, get_description
 
@@ -20,8 +21,10 @@ _ORD = {1: "first", 2: "second", 3: "third", 4: "fourth", 5: "fifth", -1: "last"
         -3: "third to last"}
 
 
+@lru_cache(maxsize=512)
 def describe_cron(expression: str) -> str:
-    """cron-descriptor's description of a 5-field cron (Sunday = 0)."""
+    """cron-descriptor's description of a 5-field cron (Sunday = 0); cached, because each
+    description looks up cron-descriptor's gettext catalogue on disk."""
     opts = Options()
     opts.locale_code = "en_US"
     return get_description(expression, opts)

@@ -18,7 +18,7 @@ from typing import Any
 import typer
 
 from .errors import ScheduleParseError
-from .jobs import DEFAULT_MIN_INTERVAL_S
+from .store import DEFAULT_MIN_INTERVAL_S
 from .parse import explain
 
 __all__ = ["schedule_app"]

@@ -33,11 +33,13 @@ from bot.store import StoreError
 from engine.errors import DefinitionError, EngineError, UnknownWorkflowError, WorkflowSyntaxError
 
 from .errors import ScheduleParseError
-from .jobs import OVERLAP_POLICIES, ScheduleRow, SchedulerService, format_when, human_seconds
+from .service import SchedulerService, human_seconds
+from .store import OVERLAP_POLICIES, ScheduleRow
+from .triggers import format_when
 from .parse import parse_schedule
 
 if TYPE_CHECKING:
-    from adapters.base import Message, Outlet
+    from bot.core import Message, Outlet
     from bot.turn import Bot
 
 __all__ = ["parse_schedule_command", "handle_schedule_command", "SCHEDULE_COMMANDS", "HELP_LINES"]

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
-from adapters.base import Message
+from bot.core import Message
 from bot.scheduling import ScheduleParseError, parse_schedule
 from bot.server.api_runs import _audit, compile_or_problem, decode_cursor, encode_cursor, require, resolve_thread, services, thread_json
 from bot.server.auth import TokenInfo

@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sse_starlette import EventSourceResponse
 
-from adapters.base import Message
+from bot.core import Message
 from bot.server._admit import Busy
 from bot.server.audit import AuditEntry
 from bot.server.auth import TokenInfo, retry_after_header

@@ -163,11 +163,16 @@ def _want_slack(flag: bool | None) -> bool:
     return bool(os.environ.get("BATON_SLACK_BOT_TOKEN") and os.environ.get("BATON_SLACK_SIGNING_SECRET"))
 
 
-def _slack_endpoint(baton: Any) -> Any:
-    from adapters._slack_settings import SlackSettings
-    from adapters.slack_asgi import slack_endpoint
+#: The Slack adapter's ASGI entry point, looked up by module name: the core imports no
+#: adapter (the adapters depend on the core; see bot.cli.LAUNCHER and docs/architecture.md).
+SLACK_ENDPOINT = "adapters.slack_asgi"
 
-    return slack_endpoint(baton, SlackSettings(), on_ack=metrics.SLACK_ACK_SECONDS.observe)
+
+def _slack_endpoint(baton: Any) -> Any:
+    import importlib
+
+    slack = importlib.import_module(SLACK_ENDPOINT)
+    return slack.slack_endpoint(baton, slack.SlackSettings(), on_ack=metrics.SLACK_ACK_SECONDS.observe)
 
 
 async def _prune_loop(svc: Services, settings: Settings) -> None:
@@ -236,7 +241,8 @@ async def _revisions(db: Any) -> tuple[str | None, str]:
 
     from bot.store.db import alembic_config
 
-    head = ScriptDirectory.from_config(alembic_config(db.url)).get_current_head()
+    # reading the migration scripts is file I/O: off the event loop
+    head = await asyncio.to_thread(lambda: ScriptDirectory.from_config(alembic_config(db.url)).get_current_head())
     async with db.engine.connect() as conn:
         current = (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar()
     return current, head or ""

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Literal, NamedTuple, get_args
+from typing import Literal, get_args
+
+from bot.core import SessionKey, safe_text
 
 __all__ = [
     "Role",
@@ -28,22 +30,6 @@ __all__ = [
     "safe_text",
 ]
 
-def safe_text(text: str) -> str:
-    """``text`` with what cannot be stored or printed as UTF-8 replaced by U+FFFD.
-
-    Lone surrogates (what Python's ``surrogateescape`` makes of an invalid UTF-8
-    byte read from a terminal or pipe, and what a platform's broken JSON
-    ``\\udXXX`` escape decodes to) and NUL (refused by PostgreSQL's ``text``)
-    become ``\ufffd``, one per bad byte; valid text comes back unchanged (and is
-    the same object, so the check costs one encode on the common path).
-    """
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        text = "".join("\ufffd" if "\ud800" <= ch <= "\udfff" else ch for ch in text)
-    return text.replace("\x00", "\ufffd") if "\x00" in text else text
-
-
 Role = Literal["user", "assistant", "system", "tool"]
 """Chat role of a stored message (OpenAI-style roles)."""
 
@@ -53,18 +39,6 @@ ROLES: frozenset[str] = frozenset(get_args(Role))
 def utcnow() -> datetime:
     """Return the current time as a timezone-aware UTC ``datetime``."""
     return datetime.now(timezone.utc)
-
-
-class SessionKey(NamedTuple):
-    """Identity of one conversation: ``(platform, channel, thread)``.
-
-    ``thread`` is the platform's thread id, or ``""`` for a channel-level
-    conversation. All three parts are opaque strings.
-    """
-
-    platform: str
-    channel: str
-    thread: str = ""
 
 
 def _check_role(role: str) -> None:

@@ -123,12 +123,14 @@ class Database:
         self.url = url
         self.engine = make_engine(url)
         self.dialect = self.engine.dialect.name
-        self._worker: SqliteWorker | None = None
+        # SQLite: the worker thread opens the file now, at construction (start-up; the App
+        # constructs the Database off the event loop), never later inside a request.
+        self._worker: SqliteWorker | None = SqliteWorker(self.url.split("///", 1)[1]) if self.dialect == "sqlite" else None
         self._compiled: dict[int, tuple[Any, Any]] = {}
 
     @property
     def worker(self) -> SqliteWorker:
-        """The SQLite worker thread (SQLite URLs only), started on first use."""
+        """The SQLite worker thread (SQLite URLs only), started with the Database."""
         if self._worker is None:
             if self.dialect != "sqlite":
                 raise RuntimeError("the SQLite worker serves SQLite databases only")

@@ -5,7 +5,7 @@ Revises: 0002
 Create Date: 2026-11-28
 
 One row per schedule; the table is the source of truth and the in-memory
-APScheduler jobs are rebuilt from it at start (``bot.scheduling.jobs``).
+The scheduler's timer jobs are rebuilt from it at start (``bot.scheduling.service``).
 All timestamps are UTC instants. ``kind``/``expression``/``start``/``timezone``
 are the fields of ``bot.scheduling.ScheduleSpec`` (enough to rebuild it).
 """

@@ -1,4 +1,4 @@
-"""A real conversation (SGD, shared/data/conversations) replayed through the console bot, then recalled after a restart."""
+"""A real conversation (SGD, vendored in tests/fixtures/conversations) replayed through the console bot, then recalled after a restart."""
 
 from __future__ import annotations
 
@@ -9,11 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
-from tests.conftest import REPO, SHARED
+from tests.conftest import FIXTURES, REPO
 
-SGD = SHARED / "data" / "conversations" / "sgd" / "dev" / "dialogues_001.json.gz"
+SGD = FIXTURES / "conversations" / "sgd" / "dialogue_sample.json.gz"
 
 
 def console(tmp: Path, stdin: str) -> subprocess.CompletedProcess[str]:
@@ -22,7 +21,6 @@ def console(tmp: Path, stdin: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "bot.cli", "console"], input=stdin, capture_output=True, text=True, cwd=tmp, env=env, timeout=120)
 
 
-@pytest.mark.skipif(not SGD.exists(), reason=f"the SGD conversations are not at {SGD}")
 def test_replayed_conversation_is_recalled_after_a_restart(tmp_path: Path) -> None:
     dialogs = json.load(gzip.open(SGD, "rt", encoding="utf-8"))
     # a dialog long enough that its first turns are far from the end

@@ -170,12 +170,12 @@ async def test_plain_chat_without_provider_says_how_to_configure(app: App, outle
 
 async def test_database_failure_is_reported_and_nothing_runs(app: App, outlet: RecordingOutlet, tmp_path) -> None:  # type: ignore[no-untyped-def]
     good = app.db._worker
-    app.db._worker = SqliteWorker(str(tmp_path / "empty.db"))  # a database without Baton's tables
+    app.db._worker = await asyncio.to_thread(SqliteWorker, str(tmp_path / "empty.db"))  # a database without Baton's tables
     try:
         await say(app, outlet, "run: echo should not run")
         await app.bot.drain()
     finally:
-        app.db._worker.close()
+        await asyncio.to_thread(app.db._worker.close)
         app.db._worker = good
     assert await app.runs.list() == []
     assert "I could not record your message" in outlet.texts[-1] and "nothing was run" in outlet.texts[-1]

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.discord.support import APP_ID, BOT_ID, GUILD_ID, TOKEN, DiscordEnv, load, start_env, stop_env
+from tests.discord.support import APP_ID, BOT_ID, GUILD_ID, TOKEN, DiscordEnv, start_env, stop_env
 from tests.fakes.discord_api import FakeDiscordAPI
 
 
@@ -24,7 +24,6 @@ def discord_overrides(request: pytest.FixtureRequest) -> dict[str, Any]:
 
 @pytest.fixture
 async def api() -> AsyncIterator[FakeDiscordAPI]:
-    load("gateway/Ready.json")  # skip early without the shared payloads
     async with FakeDiscordAPI(token=TOKEN, user_id=BOT_ID, application_id=APP_ID, guild_id=GUILD_ID) as server:
         yield server
 

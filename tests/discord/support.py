@@ -1,6 +1,6 @@
-"""Builders for the Discord adapter tests: gateway frames from the shared payloads, and the test environment.
+"""Builders for the Discord adapter tests: gateway frames from the vendored payloads, and the test environment.
 
-Events are built from the shared payloads in ``/work/shared/data/discord``
+Events are built from the payloads vendored in ``tests/fixtures/discord``
 (Discord4J's gateway fixtures); fields the current API adds to interactions (the
 partial ``channel`` object and ``attachment_size_limit``,
 https://discord.com/developers/docs/interactions/receiving-and-responding#interaction-object)
@@ -15,19 +15,16 @@ from __future__ import annotations
 import copy
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import pytest
 
 from adapters.discord_adapter import BatonDiscordClient, DiscordOutlet, DiscordSettings, build_discord_client
 from bot.app import App
 from bot.settings import Settings
-from tests.conftest import REPO
+from tests.conftest import FIXTURES, REPO
 from tests.fakes.discord_api import Call, FakeDiscordAPI
 
-DATA = next((d / "shared" / "data" / "discord" for d in Path(__file__).resolve().parents if (d / "shared" / "data" / "discord").is_dir()), Path(__file__).resolve().parents[3] / "shared" / "data" / "discord")
-"""shared/data/discord of the nearest folder above that has one (a git worktree sits deeper than the main checkout)."""
+DATA = FIXTURES / "discord"
 TOKEN = "MTIzNDU2Nzg5.test-bot-token.secret-part-xyz"
 
 # ids from gateway/Ready.json and gateway/GuildCreate.json
@@ -41,11 +38,8 @@ BOB = {"id": "275616469906358273", "username": "bob", "discriminator": "0", "glo
 
 
 def load(name: str) -> dict[str, Any]:
-    """A shared payload (``gateway/Ready.json`` …), fresh each call; skips when the data is absent."""
-    path = DATA / name
-    if not path.is_file():
-        pytest.skip(f"Discord payloads not found at {DATA} (see /work/shared/data/discord/README.md)")
-    return json.loads(path.read_text())
+    """A vendored payload (``gateway/Ready.json`` …), fresh each call."""
+    return json.loads((DATA / name).read_text())
 
 
 @dataclass

@@ -11,7 +11,8 @@ import pytest
 from engine.actions import ActionRunner, StepOutput
 from engine.catalog import Catalog
 from engine.definitions import WorkflowDefinition, compile_definition
-from engine.errors import StepError
+from bot.texts import step_error
+from engine.errors import INTERRUPTED, StepError
 from engine.events import StepRecord
 from engine.graph import Node
 from engine.parse import compile_text
@@ -196,7 +197,9 @@ async def test_resume_does_not_repeat_an_interrupted_non_idempotent_step() -> No
     r = await e.execute("7", g, prior=prior)
     assert "deploy the thing" not in act.calls
     s2 = {s.node_id: s for s in r.steps}["s2"]
-    assert s2.status == "failed" and "/rerun 7 from s2" in s2.error
+    assert s2.status == "failed" and s2.error is not None and s2.error.startswith(INTERRUPTED)
+    assert "/rerun" not in s2.error  # the engine states the fact; the bot words the hint
+    assert "(use /rerun 7 from s2 to run it again)" in step_error(s2)  # type: ignore[operator]
 
 
 async def test_resume_reruns_an_interrupted_idempotent_step() -> None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
+from bot.texts import step_error
 from engine.catalog import Catalog
+from engine.errors import INTERRUPTED
 from engine.events import StepRecord
 from engine.parse import compile_text
 from engine.run import Executor
@@ -33,7 +35,8 @@ async def test_a_running_parallel_sibling_is_interrupted_never_skipped() -> None
     steps = {s.node_id: s for s in r.steps}
     assert act.calls == {}, "nothing interrupted is repeated and nothing after it runs"
     for nid in ("s2", "s3"):
-        assert steps[nid].status == "failed" and f"/rerun 1 from {nid}" in (steps[nid].error or "")
+        assert steps[nid].status == "failed" and (steps[nid].error or "").startswith(INTERRUPTED)
+        assert f"/rerun 1 from {nid}" in (step_error(steps[nid]) or "")  # the bot words the hint
         assert steps[nid].attempt == 1 and steps[nid].started_at is not None
     assert [s.status for s in r.steps if s.label == "echo c"] == ["skipped"]
     saved = {rec.node_id: rec.status for rec in cp.saved}

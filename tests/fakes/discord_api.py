@@ -105,7 +105,7 @@ class FakeDiscordAPI:
     Args:
         token: the bot token calls must present (``Authorization: Bot <token>``).
         user_id, username: the bot user (``GET /users/@me``); default matches the
-            shared ``gateway/Ready.json`` fixture.
+            vendored ``gateway/Ready.json`` fixture.
         application_id: the application id (``GET /oauth2/applications/@me``).
         guild_id: guild id given to threads and messages of channels not registered
             with :meth:`register_channel`.

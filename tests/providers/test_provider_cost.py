@@ -1,4 +1,4 @@
-"""Cost estimates from config/prices.toml."""
+"""Cost estimates: genai-prices' bundled data, overridden by config/prices.toml."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def test_cost_from_price_table(model: str, usage: Usage, expected_usd: float) ->
 
 
 def test_unknown_model_costs_zero_and_is_flagged_once(caplog: pytest.LogCaptureFixture) -> None:
-    table = PriceTable({"known": ModelPrice(1.0, 2.0)})
+    table = PriceTable({"known": ModelPrice(1.0, 2.0)}, bundled=False)
     caplog.set_level(logging.WARNING, logger="bot.providers.cost")
     for _ in range(3):
         cost = table.cost("mystery-model-9", Usage(1000, 1000))
@@ -53,13 +53,31 @@ def test_unknown_model_costs_zero_and_is_flagged_once(caplog: pytest.LogCaptureF
     assert table.cost("known", Usage(1_000_000, 0)) .priced is True
 
 
-def test_snapshot_matching_does_not_guess_new_versions() -> None:
+def test_bundled_prices_match_ids_and_snapshots() -> None:
     table = default_price_table()
-    assert table.lookup("claude-opus-4-7") is None  # not silently priced as claude-opus-4
-    assert table.lookup("claude-opus-4-20250514") == ("claude-opus-4", ModelPrice(15.0, 75.0))
-    assert table.lookup("gpt-4o-audio-preview") is None
-    assert table.lookup("ft:gpt-4o-mini-2024-07-18:acme::abc123") is None  # fine-tunes are billed, not local
+    assert table.lookup("claude-opus-4-20250514") == ("claude-opus-4-0", ModelPrice(15.0, 75.0))
     assert table.lookup("GPT-4O") == ("gpt-4o", ModelPrice(2.5, 10.0))
+    assert table.lookup("ft:gpt-4o-mini-2024-07-18:acme::abc123") is None  # fine-tunes are billed, not local
+    assert table.lookup("mystery-model-9") is None
+
+
+def test_cached_input_is_priced_at_the_cache_rate() -> None:
+    # gpt-4o: $2.50 / 1M input, $1.25 / 1M cached input (genai-prices' bundled data)
+    table = default_price_table()
+    plain = table.cost_usd("gpt-4o", Usage(1_000_000, 0))
+    half_cached = table.cost_usd("gpt-4o", Usage(1_000_000, 0, cache_read_tokens=500_000))
+    assert plain == pytest.approx(2.50) and half_cached == pytest.approx(0.5 * 2.50 + 0.5 * 1.25)
+
+
+def test_the_override_file_wins_over_the_bundled_data(tmp_path: Path) -> None:
+    path = tmp_path / "prices.toml"
+    path.write_text('[models."gpt-4o"]\ninput_per_mtok = 1.0\noutput_per_mtok = 2.0\n[local]\npatterns = ["mine-*"]\n')
+    table = PriceTable.load(path)
+    assert table.lookup("gpt-4o-2024-08-06") == ("gpt-4o", ModelPrice(1.0, 2.0))
+    assert table.cost_usd("gpt-4o", Usage(1_000_000, 1_000_000)) == pytest.approx(3.0)
+    assert table.cost("mine-7b", Usage(10, 10)).matched == "local"
+    assert table.lookup("gpt-4o-mini") is not None  # everything else still comes from the bundled data
+    assert PriceTable({}, bundled=False).lookup("gpt-4o") is None
 
 
 def test_price_file_is_validated(tmp_path: Path) -> None:

@@ -17,9 +17,10 @@ import pytest
 
 from adapters.base import Message
 from bot.app import App
-from bot.scheduling import ControlledClock, ScheduleRow, SchedulerService, parse_schedule
+from bot.scheduling import ScheduleRow, SchedulerService, parse_schedule
+from bot.scheduling.testing import ControlledClock
 from bot.scheduling.commands import handle_schedule_command, parse_schedule_command
-from bot.scheduling.jobs import SpecTrigger
+from bot.scheduling.triggers import SpecTrigger
 from bot.settings import Settings
 from bot.store import ThreadKey
 from tests.conftest import REPO, RecordingOutlet
@@ -186,7 +187,7 @@ async def test_dst_changes_neither_miss_nor_double_a_firing(db_url: str, outlet:
         fired.clear()
         start = datetime(y, m, d, 12, 0, tzinfo=tz) - timedelta(days=2)
         end = datetime(y, m, d, 12, 0, tzinfo=tz) + timedelta(days=2)
-        e = await open_env(db_url, outlet, start, default_tz=zone, action=record)
+        e = await open_env(db_url, outlet, start, default_tz=zone, launch=record)
         clock_box[:] = [e.clock]
         try:
             specs = {}

@@ -1,4 +1,4 @@
-"""Real-world vectors from /work/shared/data/schedules (see its README.md).
+"""Real-world vectors vendored in tests/fixtures/schedules (see its README.md).
 
 Rows are compared by *firings*, not by the text of the expression: the expected
 trigger (recurrent's RRULE parameters, a cron string, a one-off datetime) and ours
@@ -24,16 +24,15 @@ from __future__ import annotations
 import json
 import re
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
 from croniter import croniter
 from dateutil import rrule as R
 
 from bot.scheduling import ScheduleParseError, parse_schedule
+from tests.conftest import FIXTURES
 
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "schedules"
-pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason=f"schedule vectors not present at {DATA}")
+DATA = FIXTURES / "schedules"
 
 UTC = timezone.utc
 CRON_CLOCK = datetime(2025, 1, 15, 10, 0, tzinfo=UTC)

@@ -1,7 +1,7 @@
 """Slack adapter fixtures: the real bolt app served over HTTP, signed requests, a fake Web API.
 
-Payloads come from ``/work/shared/data/slack`` (Slack's own SDK test fixtures);
-tests that need them skip with the reason when the folder is absent.
+Payloads come from ``tests/fixtures/slack`` (Slack's own SDK test fixtures, vendored
+with their licenses).
 """
 
 from __future__ import annotations
@@ -23,11 +23,10 @@ import pytest
 from adapters.slack import SlackHTTPServer, SlackOutlet, SlackSettings, build_slack_app
 from bot.app import App
 from bot.settings import Settings
-from tests.conftest import REPO
+from tests.conftest import FIXTURES, REPO
 from tests.fakes.slack_api import FakeSlackAPI
 
-DATA = next((d / "shared" / "data" / "slack" for d in Path(__file__).resolve().parents if (d / "shared" / "data" / "slack").is_dir()), Path(__file__).resolve().parents[3] / "shared" / "data" / "slack")
-"""shared/data/slack of the nearest folder above that has one (a git worktree sits deeper than the main checkout)."""
+DATA = FIXTURES / "slack"
 SIGNING_SECRET = "test-signing-secret-0123456789abcdef"
 BOT_TOKEN = "xoxb-111-222-test-bot-token"
 APP_TOKEN = "xapp-1-A111-test-app-token"
@@ -35,9 +34,7 @@ BOT_USER = "W111"
 
 
 def need_data() -> Path:
-    """The Slack fixture folder, or skip the test saying where it was looked for."""
-    if not (DATA / "events" / "app_mention.json").is_file():
-        pytest.skip(f"Slack payload fixtures not found at {DATA} (shared/data/slack)")
+    """The vendored Slack fixture folder (tests/fixtures/slack)."""
     return DATA
 
 

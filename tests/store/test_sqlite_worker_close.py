@@ -17,7 +17,7 @@ from bot.store.sqlite_worker import SqliteWorker
 
 
 async def test_close_signalled_between_the_timed_out_wait_and_the_clear_does_not_hang(tmp_path: Path) -> None:
-    worker = SqliteWorker(str(tmp_path / "w.db"))
+    worker = await asyncio.to_thread(SqliteWorker, str(tmp_path / "w.db"))  # opening blocks: not on the loop
     signalled = threading.Event()
     closer: list[threading.Thread] = []
 
@@ -41,8 +41,8 @@ async def test_close_signalled_between_the_timed_out_wait_and_the_clear_does_not
     worker._dirty.__class__ = SignallingEvent
     worker._stopping.__class__ = TimedOutWhileClosing
     await worker.call(lambda c: c.execute("CREATE TABLE t (x)"), "a write that wakes the checkpoint thread")
-    while not closer:  # the checkpoint thread starts the closer from its timed wait
+    while not closer or closer[0].ident is None:  # the checkpoint thread starts the closer from its timed wait
         await asyncio.sleep(0.005)
-    closer[0].join(10)
+    await asyncio.to_thread(closer[0].join, 10)  # joining blocks: not on the loop
     assert not closer[0].is_alive(), "SqliteWorker.close hung: the checkpoint thread missed the stop"
     assert not worker._checkpointer.is_alive()

@@ -1,0 +1,296 @@
+"""The store of the ``schedules`` table (defined in :mod:`bot.store.tables`): the source of truth for schedules.
+
+Every instant is aware UTC in the database. Several processes may share one
+database: a firing is recorded with a compare-and-set on the scheduled instant
+(:meth:`ScheduleStore.claim_firings`), so exactly one of them runs it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from sqlalchemy import bindparam, case, delete, or_, select, update
+
+from bot.core import ThreadKey
+from bot.store import Database
+from bot.store.sqlite_worker import transaction
+from bot.store.tables import schedules, threads  # the table is defined once, in bot.store.tables
+
+from .spec import ScheduleSpec
+
+__all__ = [
+    "DEFAULT_MIN_INTERVAL_S",
+    "DEFAULT_MISFIRE_GRACE_S",
+    "OVERLAP_POLICIES",
+    "Overlap",
+    "ScheduleRow",
+    "ScheduleStore",
+    "schedules",
+]
+
+Overlap = Literal["skip", "queue", "allow"]
+OVERLAP_POLICIES: tuple[str, ...] = ("skip", "queue", "allow")
+DEFAULT_MISFIRE_GRACE_S = 300
+"""Seconds a firing may be late and still run (5 minutes; see the module doc)."""
+DEFAULT_MIN_INTERVAL_S = 60.0
+"""Default policy: no schedule may fire more often than once a minute."""
+
+
+def _utc(dt: datetime | str | None) -> datetime | None:
+    """Everything stored is UTC; SQLite hands back naive datetimes (or, read raw, their text)."""
+    if dt is None:
+        return None
+    if isinstance(dt, str):
+        dt = datetime.fromisoformat(dt)
+    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+
+
+def _unfired_at(instant: Any) -> Any:
+    """SQL: the row's ``last_fired_at`` is unset or earlier than ``instant`` (a firing at
+    ``instant`` is not recorded yet)."""
+    last = schedules.c.last_fired_at
+    return or_(last.is_(None), last < instant)
+
+
+def _fired_forward(instant: Any) -> Any:
+    """SQL value for ``last_fired_at``: ``instant`` unless the row already holds a later one
+    (it never moves backwards; a process with a stale copy must not reopen a claimed firing)."""
+    return case((_unfired_at(instant), instant), else_=schedules.c.last_fired_at)
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleRow:
+    """A schedule as stored, with its thread's key.
+
+    Attributes:
+        id: the schedule id (also the APScheduler job id, as a string).
+        key: the thread the schedule was created in; its runs and notices go there.
+        created_by: the platform user id of the author.
+        phrase: the schedule phrase as typed (``"every weekday at 9am run standup"``).
+        workflow, kind, expression, start, timezone, description: the
+            :class:`ScheduleSpec` fields (see :meth:`spec`).
+        status: ``active`` | ``paused`` | ``finished``.
+        created_at, last_fired_at, next_fire_at: aware UTC instants (or ``None``).
+        overlap: ``skip`` | ``queue`` | ``allow``.
+        misfire_grace_s: how late (seconds) a firing may be and still run.
+    """
+
+    id: int
+    thread_id: int
+    key: ThreadKey
+    created_by: str
+    phrase: str
+    workflow: str
+    kind: str
+    expression: str
+    start: str | None
+    timezone: str
+    description: str
+    status: str
+    created_at: datetime
+    last_fired_at: datetime | None
+    next_fire_at: datetime | None
+    overlap: str
+    misfire_grace_s: int
+
+    def spec(self) -> ScheduleSpec:
+        """Rebuild the :class:`ScheduleSpec` (raises ``ValueError`` if the stored fields are inconsistent)."""
+        expr: str | int = int(self.expression) if self.kind == "interval" else self.expression
+        return ScheduleSpec(
+            kind=self.kind,  # type: ignore[arg-type]
+            expression=expr,
+            timezone=self.timezone,
+            description=self.description,
+            workflow=self.workflow,
+            source=self.phrase,
+            start=self.start,
+        )
+
+
+
+
+_ROW_COLS = [c for c in schedules.c]
+
+
+def _row(r: Any) -> ScheduleRow:
+    return ScheduleRow(
+        id=int(r["id"]),
+        thread_id=int(r["thread_id"]),
+        key=ThreadKey(r["platform"], r["channel"], r["thread"]),
+        created_by=r["created_by"],
+        phrase=r["phrase"],
+        workflow=r["workflow"],
+        kind=r["kind"],
+        expression=r["expression"],
+        start=r["start"],
+        timezone=r["timezone"],
+        description=r["description"],
+        status=r["status"],
+        created_at=_utc(r["created_at"]),  # type: ignore[arg-type]
+        last_fired_at=_utc(r["last_fired_at"]),
+        next_fire_at=_utc(r["next_fire_at"]),
+        overlap=r["overlap"],
+        misfire_grace_s=int(r["misfire_grace_s"]),
+    )
+
+
+class ScheduleStore:
+    """The ``schedules`` table through SQLAlchemy Core (SQLite and PostgreSQL alike).
+
+    Every method is one transaction; database failures raise :class:`StoreError`.
+    """
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def _select(self):  # type: ignore[no-untyped-def]
+        return select(*_ROW_COLS, threads.c.platform, threads.c.channel, threads.c.thread).join(
+            threads, threads.c.id == schedules.c.thread_id
+        )
+
+    async def insert(self, *, thread_id: int, created_by: str, spec: ScheduleSpec, created_at: datetime,
+                     next_fire_at: datetime | None, overlap: str, misfire_grace_s: int) -> int:
+        """Store a new active schedule; returns its id."""
+        async with self.db.begin("storing a schedule") as conn:
+            res = await conn.execute(
+                schedules.insert().values(
+                    thread_id=thread_id, created_by=created_by, phrase=spec.source, workflow=spec.workflow,
+                    kind=spec.kind, expression=str(spec.expression), start=spec.start, timezone=spec.timezone,
+                    description=spec.description, status="active", created_at=_utc(created_at), last_fired_at=None,
+                    next_fire_at=_utc(next_fire_at), overlap=overlap, misfire_grace_s=int(misfire_grace_s),
+                )
+            )
+            return int(res.inserted_primary_key[0])
+
+    async def insert_many(self, rows: Iterable[dict[str, Any]]) -> None:
+        """Bulk insert raw column dicts (benchmarks, imports); one transaction."""
+        batch = list(rows)
+        if not batch:
+            return
+        async with self.db.begin("storing schedules") as conn:
+            await conn.execute(schedules.insert(), batch)
+
+    async def get(self, schedule_id: int) -> ScheduleRow | None:
+        """One schedule, or ``None``."""
+        async with self.db.begin(f"reading schedule {schedule_id}") as conn:
+            r = (await conn.execute(self._select().where(schedules.c.id == schedule_id))).mappings().first()
+        return None if r is None else _row(r)
+
+    async def list(self, *, platform: str | None = None, channel: str | None = None,
+                   statuses: Iterable[str] | None = None) -> list[ScheduleRow]:
+        """Schedules (optionally of one platform/channel and with given statuses), by id."""
+        if self.db.dialect == "sqlite":
+            return await self._sqlite_list(platform, channel, statuses)
+        q = self._select().order_by(schedules.c.id)
+        if platform is not None:
+            q = q.where(threads.c.platform == platform)
+        if channel is not None:
+            q = q.where(threads.c.channel == channel)
+        if statuses is not None:
+            q = q.where(schedules.c.status.in_(tuple(statuses)))
+        async with self.db.begin("listing schedules") as conn:
+            rows = (await conn.execute(q)).mappings().all()
+        return [_row(r) for r in rows]
+
+    async def _sqlite_list(self, platform: str | None, channel: str | None,
+                           statuses: Iterable[str] | None) -> list[ScheduleRow]:
+        """The same query as raw SQL on the database's SQLite worker thread: reading
+        10,000 rows through SQLAlchemy's async adapter costs about a second."""
+        cols = ", ".join(f"s.{c.name}" for c in _ROW_COLS)
+        sql = f"SELECT {cols}, t.platform, t.channel, t.thread FROM schedules s JOIN threads t ON t.id = s.thread_id"
+        where, params = [], []
+        if platform is not None:
+            where.append("t.platform = ?")
+            params.append(platform)
+        if channel is not None:
+            where.append("t.channel = ?")
+            params.append(channel)
+        if statuses is not None:
+            st = tuple(statuses)
+            where.append(f"s.status IN ({', '.join('?' * len(st))})")
+            params.extend(st)
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY s.id"
+        rows = await self.db.worker.call(lambda c: c.execute(sql, params).fetchall(), "listing schedules")
+        names = [c.name for c in _ROW_COLS] + ["platform", "channel", "thread"]
+        return [_row(dict(zip(names, r))) for r in rows]
+
+    async def set_state(self, schedule_id: int, *, status: str, next_fire_at: datetime | None,
+                        last_fired_at: datetime | None) -> bool:
+        """Write one schedule's status and times (``last_fired_at`` only forward); False when there is no such row."""
+        fired = _utc(last_fired_at)
+        async with self.db.begin(f"updating schedule {schedule_id}") as conn:
+            res = await conn.execute(
+                update(schedules).where(schedules.c.id == schedule_id).values(
+                    status=status,
+                    next_fire_at=_utc(next_fire_at),
+                    last_fired_at=schedules.c.last_fired_at if fired is None else _fired_forward(fired),
+                )
+            )
+        return bool(res.rowcount)
+
+    async def set_states(self, rows: Iterable[ScheduleRow]) -> None:
+        """Write the status and times of many schedules in one transaction (group commit);
+        ``last_fired_at`` only ever moves forward."""
+        params = [
+            {"b_id": r.id, "b_status": r.status, "b_next": _utc(r.next_fire_at), "b_last": _utc(r.last_fired_at)}
+            for r in rows
+        ]
+        if not params:
+            return
+        stmt = update(schedules).where(schedules.c.id == bindparam("b_id")).values(
+            status=bindparam("b_status"), next_fire_at=bindparam("b_next"), last_fired_at=_fired_forward(bindparam("b_last"))
+        )
+        async with self.db.begin("recording schedule firings") as conn:
+            await conn.execute(stmt, params)
+
+    async def claim_firings(self, rows: Iterable[ScheduleRow]) -> set[int]:
+        """Record firings (``last_fired_at`` = the scheduled instant), each only if it is still
+        unclaimed: a compare-and-set ``UPDATE … WHERE status = 'active' AND (last_fired_at IS NULL
+        OR last_fired_at < :instant)``, all in one transaction. Returns the ids claimed here.
+
+        Several processes sharing a database (PostgreSQL behind a load balancer, or two bots on
+        one SQLite file) each hold the schedules in memory and wake at the same instant; only
+        the first to record a firing runs it. A schedule paused, removed or finished by another
+        process is not claimed either."""
+        claimed: set[int] = set()
+        rows = list(rows)
+        if not rows:
+            return claimed
+        if self.db.dialect == "sqlite":  # one hop to the worker thread, not one per statement
+            ts = schedules.c.last_fired_at.type.bind_processor(self.db.engine.dialect) or (lambda v: v)
+            params = [(r.status, ts(_utc(r.next_fire_at)), ts(_utc(r.last_fired_at)), r.id, ts(_utc(r.last_fired_at))) for r in rows]
+
+            def body(c: Any) -> set[int]:
+                return {
+                    p[3]
+                    for p in params
+                    if c.execute(
+                        "UPDATE schedules SET status=?, next_fire_at=?, last_fired_at=? "
+                        "WHERE id=? AND status='active' AND (last_fired_at IS NULL OR last_fired_at < ?)",
+                        p,
+                    ).rowcount
+                }
+
+            return await self.db.worker.call(lambda c: transaction(c, body), "recording schedule firings")
+        async with self.db.begin("recording schedule firings") as conn:
+            for r in rows:
+                instant = _utc(r.last_fired_at)
+                res = await conn.execute(
+                    update(schedules)
+                    .where(schedules.c.id == r.id, schedules.c.status == "active", _unfired_at(instant))
+                    .values(status=r.status, next_fire_at=_utc(r.next_fire_at), last_fired_at=instant)
+                )
+                if res.rowcount:
+                    claimed.add(r.id)
+        return claimed
+
+    async def delete(self, schedule_id: int) -> bool:
+        """Delete a schedule; False when there was none."""
+        async with self.db.begin(f"deleting schedule {schedule_id}") as conn:
+            res = await conn.execute(delete(schedules).where(schedules.c.id == schedule_id))
+        return bool(res.rowcount)
