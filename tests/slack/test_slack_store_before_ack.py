@@ -8,6 +8,8 @@ cannot store it, Slack gets an error (and redelivers) instead of an ack for a lo
 
 from __future__ import annotations
 
+import asyncio
+
 import sqlite3
 from pathlib import Path
 
@@ -45,11 +47,12 @@ async def test_a_delivery_the_database_cannot_store_is_not_acknowledged(harness:
     assert app is not None
     body = mention("run: echo must-not-be-lost")
     good = app.db._worker
-    app.db._worker = SqliteWorker(str(tmp_path / "empty.db"))  # a database without Baton's tables
+    # a database without Baton's tables (its worker thread opens the file: off the loop)
+    app.db._worker = await asyncio.to_thread(SqliteWorker, str(tmp_path / "empty.db"))
     try:
         status, _, _ = await harness.event(body)
     finally:
-        app.db._worker.close()
+        await asyncio.to_thread(app.db._worker.close)
         app.db._worker = good
     assert status >= 500  # not acknowledged: Slack redelivers
     assert await app.runs.list() == []
