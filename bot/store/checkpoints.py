@@ -98,7 +98,8 @@ def step_record(r: Any) -> StepRecord:
     )
 
 
-def _upsert(dialect: str):  # type: ignore[no-untyped-def]
+def step_upsert(dialect: str):  # type: ignore[no-untyped-def]
+    """The ``step_runs`` upsert for ``dialect`` (one row per run and node; a newer record replaces the stored one)."""
     ins = (pg_insert if dialect == "postgresql" else sqlite_insert)(step_runs)
     return ins.on_conflict_do_update(index_elements=["run_id", "node_id"], set_={c: getattr(ins.excluded, c) for c in STEP_COLS})
 
@@ -121,7 +122,7 @@ class SqliteCheckpointStore:
     def __init__(self, db: Database) -> None:
         self.db = db
         dialect = db.engine.sync_engine.dialect
-        self._upsert = Compiled(_upsert("sqlite"), dialect)
+        self._upsert = Compiled(step_upsert("sqlite"), dialect)
         self._load = Compiled(_LOAD, dialect)
         self._mark = Compiled(_MARK, dialect)
 
@@ -158,7 +159,7 @@ class PostgresCheckpointStore:
 
     def __init__(self, db: Database) -> None:
         self.db = db
-        self._stmt = _upsert(db.dialect)
+        self._stmt = step_upsert(db.dialect)
         self._queue: list[tuple[Sequence[StepRecord], asyncio.Future[None]]] = []
         self._wake = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None

@@ -17,10 +17,8 @@ from typing import Any, Protocol
 
 from sqlalchemy import bindparam, or_, select, update
 from sqlalchemy.exc import DBAPIError, OperationalError
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from bot.store.checkpoints import checkpoint_store
+from bot.store.checkpoints import checkpoint_store, step_record, step_row, step_upsert
 from bot.store.db import CONNECTION_ERRORS, Database, _aware, store_error
 from bot.store.errors import StoreError
 from bot.store.sqlite_worker import transaction
@@ -33,21 +31,6 @@ log = logging.getLogger("baton.store")
 _FIRED_BY = select(runs.c.fired_by).where(runs.c.id == bindparam("rid"))
 
 _OUTBOX_COLS = ("event_id", "webhook", "event_type", "payload", "status", "attempts", "created_at", "next_attempt_at")
-_STEP_COLS = (
-    "label",
-    "kind",
-    "status",
-    "attempt",
-    "output",
-    "error",
-    "started_at",
-    "finished_at",
-    "tokens_in",
-    "tokens_out",
-    "cost_usd",
-    "reused",
-    "cached",
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,26 +65,6 @@ def _run_row(r) -> RunRow:  # type: ignore[no-untyped-def]
         _aware(r["created_at"]),  # type: ignore[arg-type]
         _aware(r["started_at"]),
         _aware(r["finished_at"]),
-    )
-
-
-def _step(r) -> StepRecord:  # type: ignore[no-untyped-def]
-    return StepRecord(
-        run_id=str(r["run_id"]),
-        node_id=r["node_id"],
-        label=r["label"],
-        kind=r["kind"],
-        status=r["status"],
-        attempt=r["attempt"],
-        output=r["output"],
-        error=r["error"],
-        started_at=_aware(r["started_at"]),
-        finished_at=_aware(r["finished_at"]),
-        tokens_in=r["tokens_in"],
-        tokens_out=r["tokens_out"],
-        cost_usd=r["cost_usd"],
-        reused=r["reused"],
-        cached=bool(r.get("cached") or False),
     )
 
 
@@ -140,7 +103,7 @@ class RunStore:
         self._writer: asyncio.Task[None] | None = None
         self._closing = False
         self._sqlite = db.dialect == "sqlite"
-        self._stmt = self._upsert()
+        self._stmt = step_upsert(self.db.dialect)
         self.hooks: list[RunHook] = []
         self.checkpoints = checkpoint_store(db)
         """The checkpoint backend of this database (bot.store.checkpoints): load and mark running;
@@ -231,7 +194,7 @@ class RunStore:
             if r is None:
                 return None
             steps = (await conn.execute(select(step_runs).where(step_runs.c.run_id == run_id))).mappings().all()
-        return _run_row(r), [_step(s) for s in steps]
+        return _run_row(r), [step_record(s) for s in steps]
 
     async def list(
         self, *, thread_id: int | None = None, limit: int = 10, unfinished: bool = False, visible_to: tuple[int, str] | None = None
@@ -274,7 +237,7 @@ class RunStore:
         """
         extra = [r for h in self.hooks for r in h.step_rows(records)] if self.hooks else []
         if self._sqlite:
-            params = [self._params(self._row(r)) for r in records]
+            params = [self._params(step_row(r)) for r in records]
             if extra:  # the outbox rows commit with the checkpoint, or neither does
                 outbox = [self._outbox_params(row) for row in extra]
 
@@ -313,7 +276,7 @@ class RunStore:
                         return
                     continue
                 batch, self._queue = self._queue, []
-                rows = [self._row(r) for recs, _, _ in batch for r in recs]
+                rows = [step_row(r) for recs, _, _ in batch for r in recs]
                 outbox = [o for _, extra, _ in batch for o in extra]
                 try:
                     async for attempt in self.db.retrying():
@@ -346,31 +309,6 @@ class RunStore:
         finally:
             if conn is not None:
                 await asyncio.shield(conn.close())
-
-    def _row(self, r: StepRecord) -> dict[str, object]:
-        return {
-            "run_id": int(r.run_id),
-            "node_id": r.node_id,
-            "label": r.label,
-            "kind": r.kind,
-            "status": r.status,
-            "attempt": r.attempt,
-            "output": r.output,
-            "error": r.error,
-            "started_at": r.started_at,
-            "finished_at": r.finished_at,
-            "tokens_in": r.tokens_in,
-            "tokens_out": r.tokens_out,
-            "cost_usd": r.cost_usd,
-            "reused": r.reused,
-            "cached": r.cached,
-        }
-
-    def _upsert(self):  # type: ignore[no-untyped-def]
-        ins = (pg_insert if self.db.dialect == "postgresql" else sqlite_insert)(step_runs)
-        return ins.on_conflict_do_update(
-            index_elements=["run_id", "node_id"], set_={c: getattr(ins.excluded, c) for c in _STEP_COLS}
-        )
 
     async def aclose(self) -> None:
         """Stop the writer once everything queued is committed."""
