@@ -2,25 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import re
 import signal
-import subprocess
-import sys
 import time
 from datetime import datetime
 from pathlib import Path
 
-from tests.conftest import REPO
-
-
-def console(tmp: Path, stdin: str, config: Path = REPO / "config", timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "BATON_CONFIG_DIR": str(config), "BATON_DATA_DIR": str(tmp / "data")}
-    env.pop("BATON_DATABASE_URL", None)
-    return subprocess.run(
-        [sys.executable, "-m", "bot.cli", "console"], input=stdin, capture_output=True, text=True, cwd=tmp, env=env, timeout=timeout
-    )
-
+from tests.console_process import console, shell_config, start_console, wait_line
 
 LINE = re.compile(r"^\[run #(\d+)\] (\S+) succeeded +(.+?) \((\d\d:\d\d:\d\d\.\d{3}) → (\d\d:\d\d:\d\d\.\d{3})")
 
@@ -59,56 +47,19 @@ def test_bad_input_gets_a_clear_answer(tmp_path: Path) -> None:
 
 
 def _config_with_marks(tmp: Path, marks: Path) -> Path:
-    cfg = tmp / "config"
-    (cfg / "workflows").mkdir(parents=True)
-    (cfg / "baton.toml").write_text(
-        f"""
-[shell]
-allow = ["sh"]
-
-[actions.mark-a]
-kind = "shell"
-argv = ["sh", "-c", "echo A >> {marks}"]
-
-[actions.mark-b]
-kind = "shell"
-argv = ["sh", "-c", "echo B >> {marks}"]
-
-[actions.slow-mark]
-kind = "shell"
-argv = ["sh", "-c", "echo S >> {marks}; sleep 30"]
-"""
+    return shell_config(
+        tmp, {"mark-a": f"echo A >> {marks}", "mark-b": f"echo B >> {marks}", "slow-mark": f"echo S >> {marks}; sleep 30"}
     )
-    return cfg
-
-
-def _start(tmp: Path, cfg: Path) -> subprocess.Popen[str]:
-    env = {**os.environ, "BATON_CONFIG_DIR": str(cfg), "BATON_DATA_DIR": str(tmp / "data")}
-    return subprocess.Popen(
-        [sys.executable, "-m", "bot.cli", "console"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp, env=env
-    )
-
-
-def _wait_line(proc: subprocess.Popen[str], needle: str, timeout: float = 30) -> list[str]:
-    seen = []
-    deadline = time.monotonic() + timeout
-    assert proc.stdout is not None
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        seen.append(line)
-        if needle in line:
-            return seen
-    raise AssertionError(f"{needle!r} not seen in {seen}")
 
 
 def test_sigkill_mid_run_resumes_without_repeating_completed_steps(tmp_path: Path) -> None:
     marks = tmp_path / "marks.txt"
     cfg = _config_with_marks(tmp_path, marks)
-    proc = _start(tmp_path, cfg)
+    proc = start_console(tmp_path, cfg)
     assert proc.stdin is not None
     proc.stdin.write("run: mark-a THEN sleep 3 THEN mark-b\n")
     proc.stdin.flush()
-    _wait_line(proc, "s2 started")  # mark-a is done and checkpointed; the sleep is running
+    wait_line(proc, "s2 started")  # mark-a is done and checkpointed; the sleep is running
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert marks.read_text() == "A\n"
@@ -122,11 +73,11 @@ def test_sigkill_mid_run_resumes_without_repeating_completed_steps(tmp_path: Pat
 def test_sigkill_during_a_non_idempotent_step_does_not_repeat_it(tmp_path: Path) -> None:
     marks = tmp_path / "marks.txt"
     cfg = _config_with_marks(tmp_path, marks)
-    proc = _start(tmp_path, cfg)
+    proc = start_console(tmp_path, cfg)
     assert proc.stdin is not None
     proc.stdin.write("run: slow-mark THEN mark-b\n")
     proc.stdin.flush()
-    _wait_line(proc, "s1 started")
+    wait_line(proc, "s1 started")
     for _ in range(100):
         if marks.exists() and marks.read_text():
             break
@@ -143,16 +94,16 @@ def test_sigkill_during_a_non_idempotent_step_does_not_repeat_it(tmp_path: Path)
 def test_a_waiting_approval_survives_a_restart(tmp_path: Path) -> None:
     marks = tmp_path / "marks.txt"
     cfg = _config_with_marks(tmp_path, marks)
-    proc = _start(tmp_path, cfg)
+    proc = start_console(tmp_path, cfg)
     assert proc.stdin is not None
     proc.stdin.write("run: mark-a THEN approve ship it? THEN mark-b\n")
     proc.stdin.flush()
-    _wait_line(proc, "s2 waiting")
+    wait_line(proc, "s2 waiting")
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    again = _start(tmp_path, cfg)
+    again = start_console(tmp_path, cfg)
     assert again.stdin is not None
-    _wait_line(again, "s2 waiting   ship it? — /approve 1 or /reject 1")  # resumed, asking again
+    wait_line(again, "s2 waiting   ship it? — /approve 1 or /reject 1")  # resumed, asking again
     again.stdin.write("/approve 1\n")
     again.stdin.close()
     assert again.stdout is not None

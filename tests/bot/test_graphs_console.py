@@ -9,7 +9,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from tests.bot.test_console_e2e import _start, _wait_line, console
+from tests.console_process import console, start_console, wait_line
 from tests.conftest import REPO
 
 EXAMPLES = REPO / "examples" / "workflows"
@@ -64,11 +64,11 @@ edges:
   - {{from: refine, to: critique}}
 """
     )
-    proc = _start(tmp_path, cfg)
+    proc = start_console(tmp_path, cfg)
     assert proc.stdin is not None
     proc.stdin.write("/run slow-loop\n")
     proc.stdin.flush()
-    _wait_line(proc, "critique#3 started")
+    wait_line(proc, "critique#3 started")
     deadline = time.monotonic() + 20
     while not flag.exists() and time.monotonic() < deadline:  # polling a condition: the third critique is in its sleep
         time.sleep(0.02)

@@ -8,37 +8,21 @@ import time
 from pathlib import Path
 
 from engine.children import _alive
-from tests.bot.test_console_e2e import _start, _wait_line, console
+from tests.console_process import console, shell_config, start_console, wait_line
 
 
 def _config(tmp: Path, marks: Path, pidfile: Path) -> Path:
-    cfg = tmp / "config"
-    (cfg / "workflows").mkdir(parents=True)
-    (cfg / "baton.toml").write_text(
-        f"""
-[shell]
-allow = ["sh"]
-
-[actions.slow-effect]
-kind = "shell"
-argv = ["sh", "-c", "echo $$ > {pidfile}; sleep 20; echo DONE >> {marks}"]
-
-[actions.mark-b]
-kind = "shell"
-argv = ["sh", "-c", "echo B >> {marks}"]
-"""
-    )
-    return cfg
+    return shell_config(tmp, {"slow-effect": f"echo $$ > {pidfile}; sleep 20; echo DONE >> {marks}", "mark-b": f"echo B >> {marks}"})
 
 
 def test_a_child_left_running_by_a_killed_bot_is_terminated_and_reported(tmp_path: Path) -> None:
     marks, pidfile = tmp_path / "marks.txt", tmp_path / "child.pid"
     cfg = _config(tmp_path, marks, pidfile)
-    proc = _start(tmp_path, cfg)
+    proc = start_console(tmp_path, cfg)
     assert proc.stdin is not None
     proc.stdin.write("run: slow-effect THEN mark-b\n")
     proc.stdin.flush()
-    _wait_line(proc, "s1 started")
+    wait_line(proc, "s1 started")
     deadline = time.monotonic() + 20
     while not (pidfile.exists() and pidfile.read_text().strip()) and time.monotonic() < deadline:
         time.sleep(0.02)  # polling for the child's own pid file

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from engine.picture import layout_available
-from tests.bot.test_console_e2e import console
+from tests.console_process import console
 
 NO_DOT = "run pictures need Graphviz's dot (apt-get install graphviz; .ci/run installs it)"
 pytestmark = pytest.mark.skipif(not layout_available(), reason=NO_DOT)

@@ -8,76 +8,36 @@ without repeating mark-a and then runs the queued one, in order.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from tests.conftest import REPO
+from adapters.base import Message
+from bot.app import App
+from bot.settings import Settings
+from tests.conftest import REPO, RecordingOutlet
+from tests.console_process import console, console_env, shell_config, start_console, wait_line
 
 
 def _config(tmp: Path, marks: Path) -> Path:
-    cfg = tmp / "config"
-    (cfg / "workflows").mkdir(parents=True)
-    (cfg / "baton.toml").write_text(
-        f"""
-[shell]
-allow = ["sh"]
-
-[actions.mark-a]
-kind = "shell"
-argv = ["sh", "-c", "echo A >> {marks}"]
-
-[actions.mark-b]
-kind = "shell"
-argv = ["sh", "-c", "echo B >> {marks}"]
-
-[actions.mark-q]
-kind = "shell"
-argv = ["sh", "-c", "echo Q >> {marks}"]
-"""
-    )
-    return cfg
-
-
-def _env(tmp: Path, cfg: Path, db_url: str | None) -> dict[str, str]:
-    env = {**os.environ, "BATON_CONFIG_DIR": str(cfg), "BATON_DATA_DIR": str(tmp / "data"), "PYTHONPATH": str(REPO)}
-    env.pop("BATON_DATABASE_URL", None)
-    if db_url:
-        env["BATON_DATABASE_URL"] = db_url
-    return env
-
-
-def _wait_line(proc: subprocess.Popen[str], needle: str, timeout: float = 30) -> list[str]:
-    seen = []
-    deadline = time.monotonic() + timeout
-    assert proc.stdout is not None
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        seen.append(line)
-        if needle in line:
-            return seen
-    raise AssertionError(f"{needle!r} not seen in {seen}")
+    return shell_config(tmp, {"mark-a": f"echo A >> {marks}", "mark-b": f"echo B >> {marks}", "mark-q": f"echo Q >> {marks}"})
 
 
 def _sigkill_with_a_queued_request(tmp: Path, db_url: str | None) -> None:
     marks = tmp / "marks.txt"
     cfg = _config(tmp, marks)
-    env = _env(tmp, cfg, db_url)
+    env = console_env(tmp, cfg, db_url)
     if db_url:
         up = subprocess.run([sys.executable, "-m", "bot.cli", "db", "upgrade"], env=env, cwd=tmp, capture_output=True, text=True, timeout=120)
         assert up.returncode == 0, up.stderr
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bot.cli", "console"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, cwd=tmp, env=env,
-    )
+    proc = start_console(tmp, cfg, db_url)
     try:
         assert proc.stdin is not None
         proc.stdin.write("run: mark-a THEN sleep 3 THEN mark-b\nrun: mark-q\n")
         proc.stdin.flush()
-        _wait_line(proc, "s2 started")  # mark-a done; the sleep runs; run #2 is queued behind it
+        wait_line(proc, "s2 started")  # mark-a done; the sleep runs; run #2 is queued behind it
         # the queued request is in the database before the kill (admission committed it)
         for _ in range(100):
             if _queued_count(tmp, db_url) == 1:
@@ -90,9 +50,7 @@ def _sigkill_with_a_queued_request(tmp: Path, db_url: str | None) -> None:
             proc.kill()
             proc.wait()
     assert marks.read_text() == "A\n"
-    again = subprocess.run(
-        [sys.executable, "-m", "bot.cli", "console"], input="", capture_output=True, text=True, cwd=tmp, env=env, timeout=90
-    )
+    again = console(tmp, "", config=cfg, timeout=90, db_url=db_url)
     assert again.returncode == 0, again.stderr
     out = again.stdout
     assert "Resuming run #1 after a restart (1 of 3 steps already done)" in out
@@ -141,12 +99,6 @@ async def test_busy_policy_and_queued_cancel_are_decided_from_the_database(tmp_p
     """Admission reads the thread's queued/running runs from the database: under ``reject``
     a second request is refused while the first is queued; a queued run can be cancelled
     before it starts and never runs."""
-    from bot.app import App
-    from bot.settings import Settings
-    from tests.conftest import RecordingOutlet
-
-    from adapters.base import Message
-
     outlet = RecordingOutlet("test")
     settings = Settings(config_dir=REPO / "config", database_url=f"sqlite+aiosqlite:///{tmp_path / 'q.db'}")
     app = await App.start(settings, {"test": outlet}, migrate=True)
