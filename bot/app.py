@@ -239,7 +239,8 @@ class App:
             "overlap": sc.overlap,
             **(scheduler_options or {}),
         }
-        scheduler = SchedulerService(db, sessions, manager, compiler.compile, clock=scheduler_clock, **options)
+        tasks = TaskOwner("app", logger=log)
+        scheduler = SchedulerService(db, sessions, manager, compiler.compile, clock=scheduler_clock, tasks=tasks, **options)
         bot = Bot(
             settings, sessions, runs, manager, catalog,
             memory=memory, approvals=approvals, chat=Chat(llm, memory, sessions), router=router,
@@ -255,9 +256,10 @@ class App:
             queue = LocalWorker(manager, runs, sessions, policy=wf.busy_policy)
             bot.admission = Admission(settings, sessions, runs)
         manager.queue = bot.queue = queue
+        scheduler.use_admission(bot.admission, queue, bot.audit)  # firings are admitted like chat requests
         retention = Retention(db, sessions, memory, settings.retention)
         app = cls(
-            settings, db, sessions, runs, catalog, manager, bot, memory, retention, llm, scheduler, TaskOwner("app", logger=log),
+            settings, db, sessions, runs, catalog, manager, bot, memory, retention, llm, scheduler, tasks,
             admission=bot.admission,
         )  # fmt: skip
         app.tasks.start(retention.loop(), name="baton-retention")
