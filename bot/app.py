@@ -25,6 +25,7 @@ from bot.settings import ConfigError, Settings
 from bot.tasks import TaskOwner
 from bot.store import Database, RunStore, SessionStore, upgrade
 from bot.store.audit import AuditStore
+from bot.store.budget import RunBudget
 from bot.store.cache import SqlStepCache
 from bot.turn import Bot
 from engine.actions import ActionRunner
@@ -200,6 +201,7 @@ class App:
             max_tokens=wf.llm_max_tokens,
             max_cost_per_workflow=cc.max_cost_per_workflow,
             budget_alert_threshold=cc.budget_alert_threshold,
+            ledger=RunBudget(db),  # the spend is the run's, in the database (bot.store.budget)
         )
         if llm is not None:
             catalog.providers = tuple(llm.names)
