@@ -12,20 +12,28 @@ the thread's ``busy_policy`` (``reject`` refuses while the thread has an active 
 
 Each firing reaches this module once across processes: the scheduler's compare-and-set
 claim (:meth:`ScheduleStore.claim_firings`) comes first.
+
+The overlap policy needs to know when a firing's run has ended. The in-process worker says
+so (its ``submit`` future); in scale-out mode another process executes the run, so a small
+watcher task (started through the scheduler's task owner) reads the run's status every
+:data:`WATCH_INTERVAL_S` seconds until it is no longer ``queued``/``running``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
+from sqlalchemy import bindparam, select
+
 from bot.core import ThreadKey
 from bot.store import StoreError
 from bot.store.audit import AuditEntry
+from bot.store.tables import runs
 
 from .triggers import format_when
 
@@ -38,19 +46,25 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("baton.scheduling")
 
-__all__ = ["FiringAdmission", "Queued", "RunQueue"]
+__all__ = ["WATCH_INTERVAL_S", "FiringAdmission", "Queued", "RunQueue"]
+
+WATCH_INTERVAL_S = 1.0
+"""How often (seconds) the end of a run executed by another process is looked for."""
+
+_STATUS = select(runs.c.status).where(runs.c.id == bindparam("rid"))
 
 
 class RunQueue(Protocol):
-    """The process's queue (:class:`bot.queue.local.LocalWorker` or :class:`bot.queue.scale.ScaleOut`)."""
+    """The process's queue (:class:`bot.queue.local.LocalWorker` or :class:`bot.queue.scale.ScaleOut`;
+    the latter's future is done at once: the run is executed elsewhere)."""
 
     def submit(self, run_id: int, key: ThreadKey, **kw: Any) -> asyncio.Future[None]: ...
 
 
 @dataclass(frozen=True)
 class Queued:
-    """What a firing started: run ``id``, and ``task``, a future done when the run ends here
-    (in scale-out mode, where workers execute it, it is done at once)."""
+    """What a firing started: run ``id``, and ``task``, a future done when the run has ended
+    (wherever it was executed)."""
 
     id: int
     task: asyncio.Future[Any]
@@ -65,12 +79,15 @@ class FiringAdmission:
         queue: executes admitted runs (``submit(run_id, key)`` → a future done when it ends).
         audit: the audit trail (``None``: not recorded).
         say: ``(thread key, text)`` → stores and posts a notice in the schedule's thread.
+        spawn: starts a task its owner keeps (``spawn(coro, name)``): the watchers of runs
+            executed by other processes.
     """
 
     admission: Admission
     queue: RunQueue
     audit: AuditStore | None
     say: Callable[[ThreadKey, str], Awaitable[None]]
+    spawn: Callable[[Coroutine[Any, Any, Any], str], asyncio.Task[Any]]
 
     async def fire(self, row: ScheduleRow, scheduled_at: datetime, graph: Graph) -> Queued | None:
         """Check the author's permission, then admit and queue one run of ``graph`` for
@@ -98,8 +115,21 @@ class FiringAdmission:
             return None
         await self._record(row, "run.start", "ok", f"run:{admitted.run_id}", f"schedule #{row.id}: {(graph.name or graph.source)[:200]}")
         done = self.queue.submit(admitted.run_id, row.key)  # read back: the worker posts the fired_by note
-
+        if done.done():  # executed by another process (scale-out): watch the runs table for its end
+            done = self.spawn(self._watch(admitted.run_id), f"schedule-watch-{row.id}")
         return Queued(admitted.run_id, done)
+
+    async def _watch(self, run_id: int) -> None:
+        """Return once run ``run_id`` is no longer ``queued``/``running`` (or is gone)."""
+        while True:
+            try:
+                got = await self.admission.db.execute(_STATUS, {"rid": run_id}, what=f"reading the status of run {run_id}")
+            except StoreError as e:
+                log.warning("run %s: reading its status failed (%s); trying again", run_id, e)
+            else:
+                if not got or got[0][0] not in ("queued", "running"):
+                    return
+            await asyncio.sleep(WATCH_INTERVAL_S)
 
     async def _record(self, row: ScheduleRow, action: str, outcome: str, target: str | None, detail: str) -> None:
         if self.audit is None:

@@ -198,7 +198,7 @@ class SchedulerService:
     def use_admission(self, admission: Admission, queue: RunQueue, audit: AuditStore | None = None) -> None:
         """Fire through ``admission`` (permissions re-checked, ``busy_policy``, a queued run
         that ``queue`` executes; refusals recorded in ``audit``) instead of starting runs directly."""
-        self.firings = FiringAdmission(admission, queue, audit, self._say)
+        self.firings = FiringAdmission(admission, queue, audit, self._say, self._spawn)
 
     # -- life cycle ---------------------------------------------------------------------
 
@@ -299,7 +299,7 @@ class SchedulerService:
         while quiet < 2:
             for _ in range(3):
                 await asyncio.sleep(0)
-            busy = [t for t in self._tasks if not t.done() and not t.get_name().startswith("schedule-wait-")]
+            busy = [t for t in self._tasks if not t.done() and not t.get_name().startswith(("schedule-wait-", "schedule-watch-"))]
             if self._flusher is not None and not self._flusher.done():
                 busy.append(self._flusher)
             if busy:
