@@ -14,12 +14,13 @@ import logging
 import re
 import time
 from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import discord
 
 from adapters._discord_buttons import ActionButton
-from adapters._discord_settings import _STEP_ID, MISSING, NO_MENTIONS, PLATFORM, DiscordSettings
+from adapters._discord_settings import _LOGGERS, _STEP_ID, MISSING, NO_MENTIONS, PLATFORM, REDACT, DiscordSettings
 from adapters._discord_text import render_status, split_message, split_plain
 from adapters.base import RunView, StatusBoard, ThrottledStatusMessage
 from bot.core import Ability, ThreadKey
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("baton.discord")
 
-__all__ = ["DiscordOutlet", "DiscordReplyStream", "DiscordRunView", "approval_buttons"]
+__all__ = ["DiscordOutlet", "DiscordReplyStream", "DiscordRunView", "approval_buttons", "open_rest_outlet"]
 
 
 @dataclass
@@ -304,9 +305,11 @@ class DiscordOutlet:
         if board is not None:
             rows: list[Any] = board.rows()
         else:  # e.g. a run resumed after a restart: ask the core
-            assert self.client is not None
+            core = getattr(self.client, "core", None)
+            if core is None:  # a worker's REST-only client (open_rest_outlet): Retry from the start
+                return None
             try:
-                info = await self.client.core.run_info(run_id)
+                info = await core.run_info(run_id)
             except StoreError as e:
                 log.error("discord: reading run %s failed: %s", run_id, e)
                 return None
@@ -317,3 +320,42 @@ class DiscordOutlet:
             if r.status == "failed" and _STEP_ID.match(r.node_id):
                 return r.node_id
         return None
+
+
+async def open_rest_outlet(settings: DiscordSettings) -> tuple[DiscordOutlet, Callable[[], Awaitable[None]]]:
+    """A :class:`DiscordOutlet` that talks to Discord's REST API only, for a ``baton worker``
+    (scale-out): it posts the live status message of the runs it executes, edits it, and
+    posts their results (with Retry/Show log buttons, which the front's gateway client
+    answers), as the front would. No gateway connection: a worker receives nothing.
+
+    Logs in with ``GET /users/@me`` (``settings.api_base`` applied process-wide until the
+    returned ``close`` restores it). Returns ``(outlet, close)``; await ``close()`` at exit.
+
+    Raises:
+        DiscordConfigError: no token (``BATON_DISCORD_TOKEN``).
+        discord.LoginFailure: Discord rejected the token.
+    """
+    token = settings.require_token()
+    REDACT.attach(_LOGGERS)
+    REDACT.add(token)
+    restore = discord.http.Route.BASE
+    if settings.api_base:
+        discord.http.Route.BASE = settings.api_base.rstrip("/")
+    client = discord.Client(intents=discord.Intents(guilds=True), allowed_mentions=NO_MENTIONS)  # intents: never sent
+    try:
+        await client.login(token)
+    except BaseException:
+        await client.close()
+        discord.http.Route.BASE = restore
+        raise
+    outlet = DiscordOutlet(settings)
+    outlet.attach(client)  # type: ignore[arg-type]  # post/edit/send_file use the public REST calls only
+
+    async def close() -> None:
+        outlet.closed = True
+        try:
+            await client.close()
+        finally:
+            discord.http.Route.BASE = restore
+
+    return outlet, close

@@ -8,6 +8,8 @@ is found, so the dependency points from the adapters to the core only.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 from bot.app import App
@@ -57,16 +59,33 @@ async def serve(settings: Settings, adapter: str, *, socket_mode: bool = False) 
         await asyncio.shield(baton.aclose())
 
 
-def worker_outlets() -> dict[str, Any]:
-    """The outlets a ``baton worker`` posts through: Slack's Web API when ``SLACK_BOT_TOKEN``
-    is set (status message edits and results, as the front would). Call inside the event loop."""
+@asynccontextmanager
+async def worker_outlets() -> AsyncIterator[dict[str, Any]]:
+    """The outlets a ``baton worker`` posts through, as the front would (status message edits
+    and results): Slack's Web API when ``SLACK_BOT_TOKEN`` is set, Discord's REST API when
+    ``BATON_DISCORD_TOKEN`` is (:func:`adapters._discord_outlet.open_rest_outlet`; no
+    gateway). Closed on exit.
+
+    Raises:
+        discord.LoginFailure: Discord rejected the token (at start, before any run).
+    """
     from adapters.slack import SlackOutlet, SlackSettings
 
     outlets: dict[str, Any] = {}
     slack = SlackSettings()
     if slack.bot_token is not None:
         outlets["slack"] = SlackOutlet.from_settings(slack)
-    return outlets
+    async with AsyncExitStack() as stack:
+        from adapters._discord_settings import DiscordSettings
+
+        discord_settings = DiscordSettings()
+        if discord_settings.token is not None and discord_settings.token.get_secret_value().strip():
+            from adapters._discord_outlet import open_rest_outlet
+
+            outlet, close = await open_rest_outlet(discord_settings)
+            stack.push_async_callback(close)
+            outlets["discord"] = outlet
+        yield outlets
 
 
 async def worker(settings: Settings, *, concurrency: int = 20, name: str | None = None) -> None:
@@ -74,4 +93,5 @@ async def worker(settings: Settings, *, concurrency: int = 20, name: str | None 
     platform outlets of :func:`worker_outlets`."""
     from bot.queue.scale import serve_worker
 
-    await serve_worker(settings, concurrency=concurrency, name=name, outlets=worker_outlets())
+    async with worker_outlets() as outlets:
+        await serve_worker(settings, concurrency=concurrency, name=name, outlets=outlets)

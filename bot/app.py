@@ -25,6 +25,7 @@ from bot.settings import ConfigError, Settings
 from bot.tasks import TaskOwner
 from bot.store import Database, RunStore, SessionStore, upgrade
 from bot.store.audit import AuditStore
+from bot.store.budget import RunBudget
 from bot.store.cache import SqlStepCache
 from bot.turn import Bot
 from engine.actions import ActionRunner
@@ -200,6 +201,7 @@ class App:
             max_tokens=wf.llm_max_tokens,
             max_cost_per_workflow=cc.max_cost_per_workflow,
             budget_alert_threshold=cc.budget_alert_threshold,
+            ledger=RunBudget(db),  # the spend is the run's, in the database (bot.store.budget)
         )
         if llm is not None:
             catalog.providers = tuple(llm.names)
@@ -239,7 +241,8 @@ class App:
             "overlap": sc.overlap,
             **(scheduler_options or {}),
         }
-        scheduler = SchedulerService(db, sessions, manager, compiler.compile, clock=scheduler_clock, **options)
+        tasks = TaskOwner("app", logger=log)
+        scheduler = SchedulerService(db, sessions, manager, compiler.compile, clock=scheduler_clock, tasks=tasks, **options)
         bot = Bot(
             settings, sessions, runs, manager, catalog,
             memory=memory, approvals=approvals, chat=Chat(llm, memory, sessions), router=router,
@@ -255,9 +258,10 @@ class App:
             queue = LocalWorker(manager, runs, sessions, policy=wf.busy_policy)
             bot.admission = Admission(settings, sessions, runs)
         manager.queue = bot.queue = queue
+        scheduler.use_admission(bot.admission, queue, bot.audit)  # firings are admitted like chat requests
         retention = Retention(db, sessions, memory, settings.retention)
         app = cls(
-            settings, db, sessions, runs, catalog, manager, bot, memory, retention, llm, scheduler, TaskOwner("app", logger=log),
+            settings, db, sessions, runs, catalog, manager, bot, memory, retention, llm, scheduler, tasks,
             admission=bot.admission,
         )  # fmt: skip
         app.tasks.start(retention.loop(), name="baton-retention")

@@ -8,6 +8,11 @@
   ``max_cost_per_workflow`` (USD) refuses a step whose worst case (prompt tokens plus
   ``max_tokens`` of output at the model's price) would take the run over the limit;
   ``budget_alert_threshold`` (a fraction of it) posts one warning in the run's thread.
+  With a :class:`SpendLedger` (the App passes :class:`bot.store.budget.RunBudget`) the
+  spend is the run's ``spent_usd`` in the database: each step *reserves* its worst case
+  atomically before it calls the provider and *settles* to the actual cost after, so
+  parallel steps cannot both pass the check and a resumed run keeps what it spent.
+  Without one (or for a call outside a stored run) the spend is counted in memory.
 * Chat: the thread's context window streamed through the default provider.
 * Summaries: abstractive through the default provider (the session manager falls
   back to extractive when this fails).
@@ -15,17 +20,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from bot.providers import PriceTable, ProviderError, ProviderRegistry, StreamInterrupted
 from bot.providers.config import implicit_providers
 from bot.providers.errors import TransientProviderError
 from bot.providers.types import ChatMessage, StreamEnd, StreamEvent, TextDelta, Usage
 from bot.sessions import ContextWindow, MemoryMessage, TokenCounter
+from bot.store import StoreError
 from engine.actions import StepOutput
 from engine.context import current_run_id
 from engine.errors import StepError
@@ -52,6 +59,25 @@ def step_prompt(prompt: str, inputs: Mapping[str, str]) -> str:
 AlertFn = Callable[[str, str], Awaitable[None]]
 
 
+class SpendLedger(Protocol):
+    """Where runs' LLM spend is kept (USD; :class:`bot.store.budget.RunBudget`).
+
+    Methods raise :class:`LookupError` for an unknown run and :class:`StoreError` when the
+    database fails."""
+
+    async def reserve(self, run_id: int, usd: float, limit: float) -> tuple[bool, float]:
+        """Atomically add ``usd`` if the run's spend stays ≤ ``limit``: ``(reserved?, spend)``."""
+        ...
+
+    async def settle(self, run_id: int, reserved: float, actual: float) -> float:
+        """Replace a reservation by the actual cost; the spend afterwards."""
+        ...
+
+    async def spent(self, run_id: int) -> float:
+        """The run's spend so far."""
+        ...
+
+
 class LLM:
     """Providers as the bot uses them.
 
@@ -63,6 +89,7 @@ class LLM:
         max_cost_per_workflow: USD per run (``None``: no limit).
         budget_alert_threshold: fraction of the limit at which the thread is warned.
         alert: ``(run_id, text)`` → posts a warning in the run's thread.
+        ledger: keeps each stored run's spend (``None``: in memory, this process only).
     """
 
     def __init__(
@@ -75,6 +102,7 @@ class LLM:
         max_cost_per_workflow: float | None = None,
         budget_alert_threshold: float = 0.8,
         alert: AlertFn | None = None,
+        ledger: SpendLedger | None = None,
     ) -> None:
         self.registry = registry
         self.prices = prices
@@ -83,6 +111,7 @@ class LLM:
         self.max_cost = max_cost_per_workflow
         self.alert_threshold = budget_alert_threshold
         self.alert = alert
+        self.ledger = ledger
         self._spent: dict[str, float] = {}
         self._alerted: set[str] = set()
 
@@ -100,8 +129,68 @@ class LLM:
         return self.registry.names
 
     def spent(self, run_id: str) -> float:
-        """USD spent on LLM steps by run ``run_id`` so far (this process)."""
+        """USD counted in memory for run ``run_id`` (runs without a ledger; see :meth:`spent_by`)."""
         return self._spent.get(run_id, 0.0)
+
+    async def spent_by(self, run_id: str) -> float:
+        """USD spent (and reserved by steps in flight) by run ``run_id``: the ledger's record
+        of a stored run, else this process's count.
+
+        Raises:
+            StoreError: the database failed.
+        """
+        rid = self._stored(run_id)
+        if rid is not None:
+            try:
+                return await self.ledger.spent(rid)  # type: ignore[union-attr]
+            except LookupError:
+                pass
+        return self.spent(run_id)
+
+    def _stored(self, run_id: str) -> int | None:
+        """The ledger's run id for ``run_id`` (``None``: no ledger, or not a stored run's id)."""
+        return int(run_id) if self.ledger is not None and run_id.isdigit() else None
+
+    async def _reserve(self, run_id: str, est: float) -> float:
+        """Hold ``est`` USD of the run's budget; returns what is held (settled by :meth:`_account`).
+
+        Raises:
+            StepError: the step could take the run over ``max_cost_per_workflow`` (not retryable),
+                or the ledger failed (retryable).
+        """
+        assert self.max_cost is not None
+        rid = self._stored(run_id)
+        ok: bool | None = None
+        if rid is not None:
+            try:
+                ok, spent = await self.ledger.reserve(rid, est, self.max_cost)  # type: ignore[union-attr]
+            except LookupError:
+                ok = None  # not a stored run (an engine test, a direct call): counted in memory
+            except StoreError as e:
+                raise StepError(f"not run: checking the run's budget failed ({e})", retryable=True) from None
+        if ok is None:  # in memory: check and hold without an await in between
+            spent = self.spent(run_id)
+            ok = spent + est <= self.max_cost
+            if ok:
+                self._spent[run_id] = spent + est
+        if not ok:
+            raise StepError(
+                f"not run: this step could cost up to ${est:.4f} and the run has spent ${spent:.4f} "
+                f"of its max_cost_per_workflow ${self.max_cost:.2f} ([workflow.cost_control])",
+                retryable=False,
+            )
+        return est
+
+    async def _settle(self, run_id: str, held: float, cost: float) -> float:
+        """Replace ``held`` by ``cost`` in the run's spend; returns the new total."""
+        rid = self._stored(run_id)
+        if rid is not None:
+            try:
+                return await self.ledger.settle(rid, held, cost)  # type: ignore[union-attr]
+            except LookupError:
+                pass
+        self._spent[run_id] = total = max(0.0, self.spent(run_id) - held + cost)
+        return total
 
     def _estimate(self, model: str, prompt_tokens: int, max_out: int) -> float:
         return self.prices.cost_usd(model, Usage(prompt_tokens, max_out))
@@ -120,15 +209,29 @@ class LLM:
             p = self.registry.get(provider)
         except ProviderError as e:
             raise StepError(str(e), retryable=False) from None
+        held = 0.0
         if self.max_cost is not None:
             est = self._estimate(p.model, self.counter.count_message("user", text) + self.counter.count(STEP_SYSTEM), self.max_tokens)
-            spent = self.spent(run_id)
-            if spent + est > self.max_cost:
-                raise StepError(
-                    f"not run: this step could cost up to ${est:.4f} and the run has spent ${spent:.4f} "
-                    f"of its max_cost_per_workflow ${self.max_cost:.2f} ([workflow.cost_control])",
-                    retryable=False,
-                )
+            held = await self._reserve(run_id, est)
+        try:
+            result = await self._step(p, text)
+        except BaseException:  # failed, interrupted or cancelled: the reservation is given back
+            if held:
+                await asyncio.shield(self._release(run_id, held))
+            raise
+        try:
+            await self._account(run_id, held, result.cost_usd)
+        except StoreError as e:  # the answer was paid for: keep it (the reservation stays counted)
+            log.error("run %s: recording the step's spend failed: %s", run_id, e)
+        return result
+
+    async def _release(self, run_id: str, held: float) -> None:
+        try:
+            await self._settle(run_id, held, 0.0)
+        except StoreError as e:
+            log.error("run %s: giving back a budget reservation failed: %s", run_id, e)
+
+    async def _step(self, p: Any, text: str) -> StepOutput:
         out: list[str] = []
         end: StreamEnd | None = None
         try:
@@ -144,11 +247,10 @@ class LLM:
         usage = end.usage if end else Usage(0, 0)
         model = end.model if end and end.model else p.model
         cost = self.prices.cost_usd(model, usage)
-        await self._account(run_id, cost)
         return StepOutput("".join(out), usage.input_tokens, usage.output_tokens, cost)
 
-    async def _account(self, run_id: str, cost: float) -> None:
-        self._spent[run_id] = total = self.spent(run_id) + cost
+    async def _account(self, run_id: str, held: float, cost: float) -> None:
+        total = await self._settle(run_id, held, cost)
         if self.max_cost and self.alert and run_id not in self._alerted and total >= self.alert_threshold * self.max_cost:
             self._alerted.add(run_id)
             await self.alert(

@@ -173,7 +173,7 @@ async def _schedule(service: SchedulerService, bot: Bot, msg: Message, arg: str)
         return f"Not scheduled: {denied}."
     if not spec.next_fire_times(now, 1):
         return f"Not scheduled: {spec.description} is already past; it would never fire."
-    row = await service.add(msg.key, msg.author, spec, overlap=overlap)
+    row = await service.add(msg.key, msg.author, spec, overlap=overlap, roles=msg.roles)
     return _confirmation(service, row)
 
 

@@ -44,6 +44,15 @@ serves and wakes at each firing, and the firing is recorded with a compare-and-s
 the scheduled instant (:meth:`ScheduleStore.claim_firings`), so exactly one of them runs
 it; the others adopt the stored state (a schedule paused or removed elsewhere stops
 firing here). Schedules created in another process are picked up at the next start.
+
+Admission: once the App wires its run queue (:meth:`SchedulerService.use_admission`), a
+claimed firing goes through the same :meth:`bot.queue.Admission.admit` path as chat
+(:mod:`bot.scheduling.firing`): ``[permissions]`` are checked again for the schedule's
+author, ``busy_policy`` applies, and the run is queued like any other (``fired_by``).
+
+Tasks: firings, waiting ``queue`` firings and the batched writer are started through a
+:class:`bot.tasks.TaskOwner` (the App's), so failures are logged and ``App.aclose``
+cancels and awaits whatever :meth:`SchedulerService.aclose` left.
 """
 
 
@@ -52,7 +61,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -60,9 +69,11 @@ from zoneinfo import ZoneInfo
 
 from bot.core import ThreadKey
 from bot.store import StoreError
+from bot.tasks import TaskOwner
 from engine.errors import EngineError
 
 from ._tz import get_zone, zone_key
+from .firing import FiringAdmission, RunQueue
 from .spec import ScheduleSpec
 from .store import DEFAULT_MIN_INTERVAL_S, DEFAULT_MISFIRE_GRACE_S, OVERLAP_POLICIES, ScheduleRow, ScheduleStore, _utc
 from .timer import Clock, FiringTimer, SystemClock
@@ -70,6 +81,8 @@ from .triggers import SpecTrigger, TriggerKey, _timing_key, _timing_spec, format
 
 if TYPE_CHECKING:
     from bot.app import App
+    from bot.queue.admission import Admission
+    from bot.store.audit import AuditStore
     from bot.runs import RunManager
     from bot.store import Database, SessionStore
     from engine.graph import Graph
@@ -114,6 +127,7 @@ class SchedulerService:
             leaves Slack's alone), plus any passed to :meth:`add_platform`.
         launch: what a firing does (:data:`Launch`); default :meth:`start_run`. The overlap
             policy applies to what it returns, whatever the launch.
+        tasks: the owner the service starts its tasks through (the App's); default: its own.
 
     Raises:
         ValueError: an unknown overlap policy or time zone, or a negative limit.
@@ -133,6 +147,7 @@ class SchedulerService:
         overlap: str = "skip",
         platforms: Iterable[str] | None = None,
         launch: Launch | None = None,
+        tasks: TaskOwner | None = None,
     ) -> None:
         if overlap not in OVERLAP_POLICIES:
             raise ValueError(f"overlap must be one of {OVERLAP_POLICIES}, not {overlap!r}")
@@ -154,6 +169,8 @@ class SchedulerService:
         self.platforms: set[str] = set(self._platforms_arg or ())
         self.store = ScheduleStore(db)
         self._launch_fn: Launch = launch or self.start_run
+        self.tasks = tasks or TaskOwner("scheduler", logger=log)
+        self.firings: FiringAdmission | None = None
         self._rows: dict[int, ScheduleRow] = {}
         self._triggers: dict[int, SpecTrigger] = {}
         self._shared: dict[TriggerKey, SpecTrigger] = {}  # schedules with the same timing share a trigger
@@ -170,8 +187,18 @@ class SchedulerService:
 
     @classmethod
     def for_app(cls, app: App, **options: Any) -> SchedulerService:
-        """A service over a running app's database, stores, run manager and compiler."""
-        return cls(app.db, app.sessions, app.manager, app.bot.compile, **options)
+        """A service over a running app's database, stores, run manager, compiler, task owner
+        and (when wired) admission and run queue."""
+        options.setdefault("tasks", app.tasks)
+        svc = cls(app.db, app.sessions, app.manager, app.bot.compile, **options)
+        if app.admission is not None and app.bot.queue is not None:
+            svc.use_admission(app.admission, app.bot.queue, app.bot.audit)
+        return svc
+
+    def use_admission(self, admission: Admission, queue: RunQueue, audit: AuditStore | None = None) -> None:
+        """Fire through ``admission`` (permissions re-checked, ``busy_policy``, a queued run
+        that ``queue`` executes; refusals recorded in ``audit``) instead of starting runs directly."""
+        self.firings = FiringAdmission(admission, queue, audit, self._say, self._spawn)
 
     # -- life cycle ---------------------------------------------------------------------
 
@@ -256,7 +283,7 @@ class SchedulerService:
         if detach is not None:
             detach(self.settle)
         self.timer.shutdown()
-        tasks = [t for t in self._tasks if not t.done()]
+        tasks = [t for t in self._tasks if not t.done() and t is not self._flusher]
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -272,7 +299,7 @@ class SchedulerService:
         while quiet < 2:
             for _ in range(3):
                 await asyncio.sleep(0)
-            busy = [t for t in self._tasks if not t.done() and not t.get_name().startswith("schedule-wait-")]
+            busy = [t for t in self._tasks if not t.done() and not t.get_name().startswith(("schedule-wait-", "schedule-watch-"))]
             if self._flusher is not None and not self._flusher.done():
                 busy.append(self._flusher)
             if busy:
@@ -316,8 +343,9 @@ class SchedulerService:
     # -- commands -------------------------------------------------------------------------
 
     async def add(self, key: ThreadKey, created_by: str, spec: ScheduleSpec, *, overlap: str | None = None,
-                  misfire_grace_s: int | None = None) -> ScheduleRow:
-        """Store and schedule ``spec`` in thread ``key``; returns the stored row.
+                  misfire_grace_s: int | None = None, roles: Sequence[str] = ()) -> ScheduleRow:
+        """Store and schedule ``spec`` in thread ``key``; returns the stored row. ``roles``: the
+        author's (each firing re-checks ``[permissions]`` for ``created_by`` with them).
 
         Policy checks (minimum interval, workflow, permissions) are the caller's
         (:func:`bot.scheduling.commands.handle_schedule_command`).
@@ -338,10 +366,10 @@ class SchedulerService:
         await self._serve_if_outlet(key.platform)
         thread_id = await self.sessions.thread_id(key)
         sid = await self.store.insert(thread_id=thread_id, created_by=created_by, spec=spec, created_at=now,
-                                      next_fire_at=nxt, overlap=overlap, misfire_grace_s=grace)
+                                      next_fire_at=nxt, overlap=overlap, misfire_grace_s=grace, roles=roles)
         row = ScheduleRow(sid, thread_id, ThreadKey(*key), created_by, spec.source, spec.workflow, spec.kind,
                           str(spec.expression), spec.start, spec.timezone, spec.description, "active",
-                          _utc(now), None, _utc(nxt), overlap, grace)  # type: ignore[arg-type]
+                          _utc(now), None, _utc(nxt), overlap, grace, tuple(roles))  # type: ignore[arg-type]
         async with self._lock(sid):
             self._rows[sid] = row
             if key.platform in self.platforms:
@@ -450,17 +478,12 @@ class SchedulerService:
     def _remove_job(self, schedule_id: int) -> None:
         self.timer.remove(schedule_id)  # False for a one-off that already fired, or a platform not served here
 
-    def _spawn(self, coro: Awaitable[Any], name: str) -> asyncio.Task[Any]:
-        task = asyncio.ensure_future(coro)
-        task.set_name(name)
+    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        """Start ``coro`` through the task owner (it logs a failure); kept here too, for :meth:`settle`."""
+        task = self.tasks.start(coro, name)
         self._tasks.add(task)
-        task.add_done_callback(self._reap)
+        task.add_done_callback(self._tasks.discard)
         return task
-
-    def _reap(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("%s failed", task.get_name(), exc_info=task.exception())
 
     async def _persist(self, row: ScheduleRow, *, claim: bool = False) -> bool:
         """Write ``row``'s state; concurrent writes share a transaction. With ``claim`` (a
@@ -471,7 +494,7 @@ class SchedulerService:
         self._pending[row.id] = (row, claim)
         self._pending_futs.append((row.id, fut))
         if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush(), name="schedule-flush")
+            self._flusher = self._spawn(self._flush(), "schedule-flush")
         return await asyncio.shield(fut)
 
     async def _flush(self) -> None:
@@ -569,13 +592,23 @@ class SchedulerService:
             self._runs[row.id] = started
 
     async def start_run(self, row: ScheduleRow, scheduled_at: datetime) -> Started | None:
-        """The default :data:`Launch`: compile ``row``'s workflow and start a run in its thread
-        (``None`` after telling the thread when the workflow no longer compiles)."""
+        """The default :data:`Launch`: compile ``row``'s workflow and queue a run in its thread
+        through admission (:mod:`bot.scheduling.firing`; without it wired, start one directly).
+        ``None`` after telling the thread why nothing runs (the workflow no longer compiles, a
+        permission or the busy policy refused it, the database failed)."""
         try:
             graph = self._compile(row.workflow)
         except EngineError as e:
             await self._say(row.key, f"Schedule #{row.id} did not run {row.workflow!r}: {e}")
             return None
+        if self.firings is not None:
+            try:
+                return await self.firings.fire(row, scheduled_at, graph)
+            except StoreError as e:
+                log.error("schedule #%s: queueing its run failed: %s", row.id, e)
+                await self._say(row.key, f"Schedule #{row.id} did not run at {format_when(scheduled_at, row.timezone)}: "
+                                         f"the database failed ({e}).")
+                return None
         return await self.manager.start(
             row.key, graph, requested_by=f"schedule #{row.id}", fired_by=f"Fired by schedule #{row.id}: {row.description}"
         )

@@ -7,7 +7,8 @@ database: a firing is recorded with a compare-and-set on the scheduled instant
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import json
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -76,6 +77,8 @@ class ScheduleRow:
         created_at, last_fired_at, next_fire_at: aware UTC instants (or ``None``).
         overlap: ``skip`` | ``queue`` | ``allow``.
         misfire_grace_s: how late (seconds) a firing may be and still run.
+        roles: the author's roles when the schedule was made; each firing checks
+            ``[permissions]`` again for ``created_by`` with them.
     """
 
     id: int
@@ -95,6 +98,7 @@ class ScheduleRow:
     next_fire_at: datetime | None
     overlap: str
     misfire_grace_s: int
+    roles: tuple[str, ...] = ()
 
     def spec(self) -> ScheduleSpec:
         """Rebuild the :class:`ScheduleSpec` (raises ``ValueError`` if the stored fields are inconsistent)."""
@@ -134,7 +138,19 @@ def _row(r: Any) -> ScheduleRow:
         next_fire_at=_utc(r["next_fire_at"]),
         overlap=r["overlap"],
         misfire_grace_s=int(r["misfire_grace_s"]),
+        roles=_roles(r["created_roles"]),
     )
+
+
+def _roles(raw: str | None) -> tuple[str, ...]:
+    """The stored ``created_roles`` JSON array (``None``: a schedule older than migration 0008)."""
+    if not raw:
+        return ()
+    try:
+        got = json.loads(raw)
+    except ValueError:
+        return ()
+    return tuple(str(r) for r in got) if isinstance(got, list) else ()
 
 
 class ScheduleStore:
@@ -152,8 +168,10 @@ class ScheduleStore:
         )
 
     async def insert(self, *, thread_id: int, created_by: str, spec: ScheduleSpec, created_at: datetime,
-                     next_fire_at: datetime | None, overlap: str, misfire_grace_s: int) -> int:
-        """Store a new active schedule; returns its id."""
+                     next_fire_at: datetime | None, overlap: str, misfire_grace_s: int,
+                     roles: Sequence[str] = ()) -> int:
+        """Store a new active schedule (``roles``: the author's, kept for the permission check
+        at each firing); returns its id."""
         async with self.db.begin("storing a schedule") as conn:
             res = await conn.execute(
                 schedules.insert().values(
@@ -161,6 +179,7 @@ class ScheduleStore:
                     kind=spec.kind, expression=str(spec.expression), start=spec.start, timezone=spec.timezone,
                     description=spec.description, status="active", created_at=_utc(created_at), last_fired_at=None,
                     next_fire_at=_utc(next_fire_at), overlap=overlap, misfire_grace_s=int(misfire_grace_s),
+                    created_roles=json.dumps(list(roles)),
                 )
             )
             return int(res.inserted_primary_key[0])

@@ -241,10 +241,13 @@ schedules = Table(
     Column("next_fire_at", DateTime(timezone=True), nullable=True),
     Column("overlap", String(16), nullable=False),
     Column("misfire_grace_s", Integer, nullable=False),
+    # the author's roles when the schedule was made, a JSON array (migration 0008_spinefeat_schedule_roles)
+    Column("created_roles", Text, nullable=True),
     Index("ix_schedules_thread_id", "thread_id"),
     Index("ix_schedules_status", "status"),
 )
 """One row per schedule (migration 0003). ``status``: ``active`` | ``paused`` |
 ``finished`` (a one-off that fired, or a rule with no firing left); ``next_fire_at``
 is NULL unless active; ``last_fired_at`` is the *scheduled* instant of the latest
-firing that ran; ``overlap``: ``skip`` | ``queue`` | ``allow``."""
+firing that ran; ``overlap``: ``skip`` | ``queue`` | ``allow``; ``created_roles``: the
+author's roles at creation (JSON array), with which a firing re-checks ``[permissions]``."""

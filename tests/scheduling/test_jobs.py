@@ -281,12 +281,26 @@ async def test_overlap_queue_runs_after_the_previous_one(env: Env) -> None:
     assert not [t for t in env.outlet.texts if "skipped" in t]
 
 
-async def test_overlap_allow_runs_alongside(env: Env) -> None:
+async def test_overlap_allow_runs_alongside_when_the_busy_policy_allows(db_url: str, outlet: RecordingOutlet) -> None:
+    e = await open_env(db_url, outlet, FRIDAY_3PM_NY, settings={"workflow": {"busy_policy": "allow"}})
+    try:
+        await _every_minute_with_slow_runs(e, "overlap=allow ")
+        await e.app.bot.drain()
+        runs = sorted(await e.app.runs.list(), key=lambda r: r.id)
+        assert len(runs) == 3
+        assert runs[1].started_at < runs[0].finished_at
+    finally:
+        await e.close()
+
+
+async def test_overlap_allow_still_keeps_the_threads_order_under_busy_policy_queue(env: Env) -> None:
+    """Firings are admitted like chat requests: under the default ``busy_policy = "queue"``
+    a thread's runs run one after the other, whatever the schedule's overlap policy."""
     await _every_minute_with_slow_runs(env, "overlap=allow ")
     await env.app.bot.drain()
     runs = sorted(await env.app.runs.list(), key=lambda r: r.id)
-    assert len(runs) == 3
-    assert runs[1].started_at < runs[0].finished_at
+    assert len(runs) == 3 and {r.status for r in runs} == {"succeeded"}
+    assert runs[0].finished_at <= runs[1].started_at and runs[1].finished_at <= runs[2].started_at
 
 
 # -- (e) missed firings: beyond the grace time told, within it fired once ------------------------------
