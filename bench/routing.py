@@ -192,33 +192,51 @@ def ambiguity_stats(layer, qin, gold, qoos) -> dict:
     }
 
 
-def evaluate(router, in_texts, gold, oos_texts, loop) -> dict:
-    """Run every query through ``router.route`` one at a time; accuracy, recall, latency."""
+def evaluate(router, in_texts, gold, oos_texts, loop, warmup_texts) -> dict:
+    """Run every query through ``router.route`` one at a time; accuracy, recall, latency.
+
+    Latency is per decision (wall clock around ``await router.route(text)``), over all
+    in-scope and out-of-scope queries, after ``warmup_texts`` (train utterances, so the
+    router's query-vector LRU holds none of the scored texts; repeats *within* the
+    scored split do hit it, as they would in a chat). CPU is ``time.process_time()``
+    over the same span: every thread of the process (event loop + encoder thread), so
+    it does not grow with other processes' load the way wall time does.
+    """
     import numpy as np
 
     async def run(texts):
-        out, lat = [], []
+        out, lat, cpu = [], [], []
         for t in texts:
-            s = time.perf_counter()
+            c, s = time.process_time(), time.perf_counter()
             d = await router.route(t)
             lat.append((time.perf_counter() - s) * 1000)
+            cpu.append((time.process_time() - c) * 1000)
             out.append(d)
-        return out, lat
+        return out, lat, cpu
 
-    loop.run_until_complete(run(in_texts[:20]))  # warm-up
-    din, lin = loop.run_until_complete(run(in_texts))
-    doos, loos = loop.run_until_complete(run(oos_texts))
-    lat = np.array(lin + loos)
+    loop.run_until_complete(run(warmup_texts))
+    hits0 = (router.embedding.query_cache_info() or (0, 0, 0))[0]
+    load0 = os.getloadavg()
+    din, lin, cin = loop.run_until_complete(run(in_texts))
+    doos, loos, coos = loop.run_until_complete(run(oos_texts))
+    load1 = os.getloadavg()
+    lat, cpu = np.array(lin + loos), np.array(cin + coos)
     acc = float(np.mean([d.route == g for d, g in zip(din, gold)]))
     rec = float(np.mean([d.route is None and not d.ambiguous for d in doos])) if doos else float("nan")
+    pct = lambda a, q: float(np.percentile(a, q))  # noqa: E731
     return {
         "acc": acc,
         "rec": rec,
-        "p50": float(np.percentile(lat, 50)),
-        "p90": float(np.percentile(lat, 90)),
-        "p99": float(np.percentile(lat, 99)),
+        "p50": pct(lat, 50),
+        "p90": pct(lat, 90),
+        "p99": pct(lat, 99),
         "max": float(lat.max()),
+        "cpu_mean": float(cpu.mean()),
+        "cpu_p50": pct(cpu, 50),
+        "cpu_p99": pct(cpu, 99),
         "n": len(lat),
+        "cache_hits": (router.embedding.query_cache_info() or (0, 0, 0))[0] - hits0,
+        "load": (load0[0], load1[0]),
     }
 
 
@@ -388,7 +406,8 @@ def main() -> None:
     loop = asyncio.new_event_loop()
     final = Router(routes, encoder=enc, cache_dir=cache_dir, config=make_config(args, thr, margin=0.0))
     final.prepare_sync()
-    head = evaluate(final, in_texts, gold, oos_texts, loop)
+    warmup = [t for t, _ in data["train"][-40:]]  # not among the scored texts (nor the route examples: first 10 per intent)
+    head = evaluate(final, in_texts, gold, oos_texts, loop, warmup)
     loop.close()
     amb_router = Router(routes, encoder=enc, cache_dir=cache_dir, config=make_config(args, thr, margin=None))
     amb = ambiguity_stats(amb_router.embedding, qin, gold, qoos)
@@ -406,7 +425,8 @@ def main() -> None:
     print(f"threshold: {thr:.4f} ({how}); at or above it the router proposes the route (ask)")
     print(f"run threshold: {run_t:.4f} (calibrated on {args.eval_split}: smallest with >= 97% of the queries that run routed right;"
           f" precision {run_prec:.3f}; in-scope queries that run {run_share:.1%}, ask {ask_share:.1%})")
-    print(f"machine: {os.cpu_count()} cores; load average {load0[0]:.2f} at start, {load1[0]:.2f} at end")
+    print(f"machine: {os.cpu_count()} cores; load average (as uptime: 1, 5, 15 min) {load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f} at start, "
+          f"{load1[0]:.2f} {load1[1]:.2f} {load1[2]:.2f} at end")
     print()
     print(f"  {'metric':44s} {'value':>10s}  target")
     rows = [
@@ -417,6 +437,9 @@ def main() -> None:
         ("decision latency p90 (ms)", f"{head['p90']:.2f}", "", None),
         ("decision latency p99 (ms)", f"{head['p99']:.2f}", "< 15", ok_p99),
         ("decision latency max (ms)", f"{head['max']:.2f}", "", None),
+        ("CPU per decision mean / p50 / p99 (ms)", f"{head['cpu_mean']:.2f}/{head['cpu_p50']:.2f}/{head['cpu_p99']:.2f}", "", None),
+        ("   decisions / from the query-vector LRU", f"{head['n']}/{head['cache_hits']}", "", None),
+        ("   load average (1 min) during the loop", f"{head['load'][0]:.2f}-{head['load'][1]:.2f}", "", None),
         ("start-up, warm cache, new process (s)", f"{warm['total_s']:.2f}", "< 5", ok_start),
         ("   of which import bot.routing (s)", f"{warm['import_s']:.2f}", "", None),
         ("   of which model load (s)", f"{warm['model_s']:.2f}", "", None),
@@ -443,6 +466,9 @@ def main() -> None:
         "p99_ms": round(head["p99"], 2),
         "startup_s": round(warm["total_s"], 3),
         "p50_ms": round(head["p50"], 2),
+        "p90_ms": round(head["p90"], 2),
+        "cpu_ms_per_decision": {"mean": round(head["cpu_mean"], 3), "p50": round(head["cpu_p50"], 3), "p99": round(head["cpu_p99"], 3)},
+        "latency_loadavg": [round(x, 2) for x in head["load"]],
         "startup_cold_s": round(cold_s, 3),
         "threshold": round(thr, 5),
         "run_threshold": round(run_t, 5),

@@ -41,6 +41,7 @@ from firing on chit-chat.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -99,6 +100,9 @@ class EmbeddingConfig:
         center_min_routes: centre the vectors only with at least this many positive
             routes (see the module docstring).
         temperature, l2, steps, learning_rate: the linear head's fit.
+        query_cache: how many distinct message texts keep their vector (LRU, exact
+            text match; ~3 KB each for MiniLM): a repeated message ("status", "yes",
+            a retried request) skips the encoder. ``0`` disables it.
     """
 
     head: Literal["linear", "centroid"] = "linear"
@@ -113,6 +117,7 @@ class EmbeddingConfig:
     l2: float = 0.01
     steps: int = 100
     learning_rate: float = 0.005
+    query_cache: int = 1024
 
     def __post_init__(self) -> None:
         if self.head not in DEFAULT_THRESHOLDS:
@@ -121,6 +126,8 @@ class EmbeddingConfig:
             raise ValueError("margin and band must be >= 0")
         if self.temperature <= 0 or self.steps < 0:
             raise ValueError("temperature must be > 0 and steps >= 0")
+        if self.query_cache < 0:
+            raise ValueError("query_cache must be >= 0")
 
     @property
     def default_threshold(self) -> float:
@@ -225,6 +232,7 @@ class EmbeddingLayer:
         self._ready = False
         self.stats: PrepareStats | None = None
         self.min_similarity = float(encoder.default_min_similarity if cfg.min_similarity is None else cfg.min_similarity)
+        self._query_vector = functools.lru_cache(maxsize=cfg.query_cache)(self._embed_query) if cfg.query_cache else self._embed_query
 
     @property
     def route_names(self) -> list[str]:
@@ -274,8 +282,7 @@ class EmbeddingLayer:
             cent = np.zeros((n_cls, raw.shape[1]), np.float32)
             np.add.at(cent, rows, xc)
             self._centroids = _normalise(cent)
-            self._raw = raw
-            self._raw_rows = rows
+            self._by_class = [np.ascontiguousarray(raw[rows == c]) for c in range(n_cls)]
             head_cached = False
             if self.config.head == "linear":
                 head_cached = self._fit_linear(xc, rows)
@@ -322,19 +329,31 @@ class EmbeddingLayer:
 
     def nearest_similarity(self, vector: np.ndarray, class_index: int) -> float:
         """Raw cosine between ``vector`` and the closest example of class ``class_index``."""
-        sel = self._raw[self._raw_rows == class_index]
-        return float((sel @ np.asarray(vector, np.float32)).max())
+        return float((self._by_class[class_index] @ np.asarray(vector, np.float32)).max())
 
     def threshold_of(self, route: Route) -> float:
         """``route.threshold`` or the configured default."""
         return self.config.default_threshold if route.threshold is None else route.threshold
 
+    def _embed_query(self, text: str) -> np.ndarray:
+        v = np.asarray(self.encoder.embed_queries([text])[0], np.float32)
+        v.setflags(write=False)  # shared by the LRU cache
+        return v
+
+    def query_cache_info(self) -> tuple[int, int, int] | None:
+        """``(hits, misses, size)`` of the query-vector LRU, or ``None`` when it is off."""
+        info = getattr(self._query_vector, "cache_info", None)
+        if info is None:
+            return None
+        i = info()
+        return i.hits, i.misses, i.currsize
+
     def decide(self, text: str) -> Decision:
-        """Embed ``text`` and decide (blocking). Returns an :attr:`Layer.EMBEDDING`
-        decision (a match or an ambiguous pair) or a :attr:`Layer.CHAT` one carrying
-        the closest route as ``runner_up``."""
+        """Embed ``text`` (or take its vector from the query LRU) and decide (blocking).
+        Returns an :attr:`Layer.EMBEDDING` decision (a match or an ambiguous pair) or a
+        :attr:`Layer.CHAT` one carrying the closest route as ``runner_up``."""
         self.prepare()
-        return self.decide_vector(self.encoder.embed_queries([text])[0])
+        return self.decide_vector(self._query_vector(text))
 
     def decide_vector(self, vector: np.ndarray) -> Decision:
         """:meth:`decide` for an already-embedded message ``(dim,)``."""

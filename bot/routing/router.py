@@ -4,10 +4,14 @@ then one policy turns the layer's answer into run / ask / chat (issue 16)."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import logging
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import TypeVar
 
 from bot.routing.embedding import EmbeddingConfig, EmbeddingLayer, PrepareStats
 from bot.routing.encoders import Encoder, EncoderUnavailable, load_encoder
@@ -17,6 +21,7 @@ from bot.routing.speech import SpeechAct, speech_act
 from bot.routing.types import Candidate, Decision, Layer, Outcome, Param, Route, chat_decision
 
 log = logging.getLogger("baton.routing")
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +79,13 @@ class Router:
     result that is ambiguous or below threshold lets the LLM hook (if any) decide;
     if it does not, the ambiguous decision (or chat) is returned.
 
+    The encoder runs in one thread of the router's own (a single-worker
+    ``ThreadPoolExecutor``, started on first use), not in the event loop's default
+    executor: a decision never queues behind unrelated blocking work sent to
+    :func:`asyncio.to_thread`, and concurrent messages are encoded one after another
+    instead of fighting over the (two) cores. The thread exits when the router is
+    garbage-collected or at interpreter exit.
+
     Raises ``ValueError`` for duplicate route names.
     """
 
@@ -116,6 +128,13 @@ class Router:
             self.embedding = EmbeddingLayer(self.routes, encoder, None if cache_dir is None else str(cache_dir), cfg.embedding)
         positive = [r.name for r in self.routes if not r.negative]
         self.llm = LLMLayer(classify, positive, cfg.llm_threshold, cfg.llm_timeout_s, cfg.llm_run_threshold) if classify is not None and positive else None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="baton-routing-encoder")
+
+    async def _in_encoder_thread(self, fn: Callable[..., _T], *args: object) -> _T:
+        """``await fn(*args)`` in the router's encoder thread (context variables copied,
+        as :func:`asyncio.to_thread` does)."""
+        ctx = contextvars.copy_context()
+        return await asyncio.get_running_loop().run_in_executor(self._executor, functools.partial(ctx.run, fn, *args))
 
     @property
     def layers(self) -> list[Layer]:
@@ -139,10 +158,10 @@ class Router:
         return self.embedding.prepare() if self.embedding else None
 
     async def prepare(self) -> PrepareStats | None:
-        """:meth:`prepare_sync` in a worker thread (does not block the event loop)."""
+        """:meth:`prepare_sync` in the encoder thread (does not block the event loop)."""
         if self.embedding is None:
             return None
-        return await asyncio.to_thread(self.embedding.prepare)
+        return await self._in_encoder_thread(self.embedding.prepare)
 
     # -- routing -----------------------------------------------------------
 
@@ -263,8 +282,8 @@ class Router:
     async def route(self, text: str) -> Decision:
         """Route ``text`` through every enabled layer, then the policy (run / ask / chat).
 
-        The embedding layer (encoder forward pass: CPU work) runs in a worker thread
-        via :func:`asyncio.to_thread`; the LLM hook is awaited when the embedding layer
+        The embedding layer (encoder forward pass: CPU work) runs in the router's
+        encoder thread (see the class docstring); the LLM hook is awaited when the embedding layer
         did not propose a route. Never raises for a failing LLM hook (see
         :class:`~bot.routing.layers.LLMLayer`).
         """
@@ -274,7 +293,7 @@ class Router:
             return self._policy(d, act)
         pending = None
         if self.embedding is not None:
-            pending = await asyncio.to_thread(self.embedding.decide, text)
+            pending = await self._in_encoder_thread(self.embedding.decide, text)
             if pending.layer is Layer.EMBEDDING and not pending.ambiguous:
                 return self._policy(pending, act)
         llm = None
