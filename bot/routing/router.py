@@ -34,6 +34,22 @@ class RouterConfig:
         embedding: settings of the embedding layer (used when an encoder is given).
         llm_threshold: minimum LLM confidence to propose a route (0–1; below: chat).
         llm_run_threshold: minimum LLM confidence to run without asking.
+
+            **Not calibrated** (unlike the embedding thresholds): the confidence is the
+            number the model writes in its JSON answer (:meth:`bot.llm.LLM.classify`),
+            a self-report, not a probability, and no LLM runs offline/in CI to measure
+            it against labelled messages. The values are policy choices: 0.5 = the
+            model says its pick is more likely right than not (below, the pick is
+            dropped and the message is chat); 0.8 = it says it is confident. Self-
+            reported confidences run high and bunch at 0.8–0.95, so 0.8 does not mean
+            80 % of runs are right; what keeps a wrong pick harmless is the policy,
+            which does not depend on the number: the hook is asked only when rules and
+            embeddings proposed nothing (or were ambiguous), statements and questions
+            never run, routes that change things always ask, and arguments are
+            validated. To calibrate for a deployment, log ``(confidence, right
+            route?)`` on labelled messages with the model in use and pick the values
+            the way ``bench/routing.py`` picks the embedding ones (``tune``:
+            out-of-scope recall target; ``calibrate_run``: ≥ 97 % of runs right).
         statement_ask_threshold: a statement or a question about the topic never runs;
             the bot asks only when the deciding layer's score is at least this (the
             embedding or LLM score; rules never fire on statements), else it is chat.
