@@ -261,7 +261,8 @@ class MiniLMEncoder:
 
     def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
         """``(N, 384 * len(layers))`` float32, one forward pass per text (CI machine,
-        one thread, CLINC150 queries: ONNX p50 ~6 ms, NumPy ~12 ms)."""
+        one thread, CLINC150 queries, CPU time: ONNX int8 p50 ~2.2 ms, ONNX float32
+        ~5.5 ms, NumPy ~12 ms)."""
         if not texts:
             return np.zeros((0, self.dim), np.float32)
         if self._limit is not None:
