@@ -217,6 +217,8 @@ class LLMLayer:
             it and ``run_threshold`` the outcome is *ask*.
         timeout_s: seconds to wait for the hook (default 10 s).
         run_threshold: minimum confidence to run without asking (default 0.8).
+            Both are uncalibrated policy values on the hook's self-reported
+            confidence; see :class:`bot.routing.router.RouterConfig`.
 
     ``decide`` never raises for a failing hook: an exception, a timeout, an unknown
     route name or a confidence below ``threshold`` give a :attr:`Layer.CHAT`

@@ -4,10 +4,14 @@ then one policy turns the layer's answer into run / ask / chat (issue 16)."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import logging
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import TypeVar
 
 from bot.routing.embedding import EmbeddingConfig, EmbeddingLayer, PrepareStats
 from bot.routing.encoders import Encoder, EncoderUnavailable, load_encoder
@@ -17,6 +21,7 @@ from bot.routing.speech import SpeechAct, speech_act
 from bot.routing.types import Candidate, Decision, Layer, Outcome, Param, Route, chat_decision
 
 log = logging.getLogger("baton.routing")
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +34,22 @@ class RouterConfig:
         embedding: settings of the embedding layer (used when an encoder is given).
         llm_threshold: minimum LLM confidence to propose a route (0–1; below: chat).
         llm_run_threshold: minimum LLM confidence to run without asking.
+
+            **Not calibrated** (unlike the embedding thresholds): the confidence is the
+            number the model writes in its JSON answer (:meth:`bot.llm.LLM.classify`),
+            a self-report, not a probability, and no LLM runs offline/in CI to measure
+            it against labelled messages. The values are policy choices: 0.5 = the
+            model says its pick is more likely right than not (below, the pick is
+            dropped and the message is chat); 0.8 = it says it is confident. Self-
+            reported confidences run high and bunch at 0.8–0.95, so 0.8 does not mean
+            80 % of runs are right; what keeps a wrong pick harmless is the policy,
+            which does not depend on the number: the hook is asked only when rules and
+            embeddings proposed nothing (or were ambiguous), statements and questions
+            never run, routes that change things always ask, and arguments are
+            validated. To calibrate for a deployment, log ``(confidence, right
+            route?)`` on labelled messages with the model in use and pick the values
+            the way ``bench/routing.py`` picks the embedding ones (``tune``:
+            out-of-scope recall target; ``calibrate_run``: ≥ 97 % of runs right).
         statement_ask_threshold: a statement or a question about the topic never runs;
             the bot asks only when the deciding layer's score is at least this (the
             embedding or LLM score; rules never fire on statements), else it is chat.
@@ -74,6 +95,13 @@ class Router:
     result that is ambiguous or below threshold lets the LLM hook (if any) decide;
     if it does not, the ambiguous decision (or chat) is returned.
 
+    The encoder runs in one thread of the router's own (a single-worker
+    ``ThreadPoolExecutor``, started on first use), not in the event loop's default
+    executor: a decision never queues behind unrelated blocking work sent to
+    :func:`asyncio.to_thread`, and concurrent messages are encoded one after another
+    instead of fighting over the (two) cores. The thread exits when the router is
+    garbage-collected or at interpreter exit.
+
     Raises ``ValueError`` for duplicate route names.
     """
 
@@ -116,6 +144,13 @@ class Router:
             self.embedding = EmbeddingLayer(self.routes, encoder, None if cache_dir is None else str(cache_dir), cfg.embedding)
         positive = [r.name for r in self.routes if not r.negative]
         self.llm = LLMLayer(classify, positive, cfg.llm_threshold, cfg.llm_timeout_s, cfg.llm_run_threshold) if classify is not None and positive else None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="baton-routing-encoder")
+
+    async def _in_encoder_thread(self, fn: Callable[..., _T], *args: object) -> _T:
+        """``await fn(*args)`` in the router's encoder thread (context variables copied,
+        as :func:`asyncio.to_thread` does)."""
+        ctx = contextvars.copy_context()
+        return await asyncio.get_running_loop().run_in_executor(self._executor, functools.partial(ctx.run, fn, *args))
 
     @property
     def layers(self) -> list[Layer]:
@@ -139,10 +174,10 @@ class Router:
         return self.embedding.prepare() if self.embedding else None
 
     async def prepare(self) -> PrepareStats | None:
-        """:meth:`prepare_sync` in a worker thread (does not block the event loop)."""
+        """:meth:`prepare_sync` in the encoder thread (does not block the event loop)."""
         if self.embedding is None:
             return None
-        return await asyncio.to_thread(self.embedding.prepare)
+        return await self._in_encoder_thread(self.embedding.prepare)
 
     # -- routing -----------------------------------------------------------
 
@@ -263,8 +298,8 @@ class Router:
     async def route(self, text: str) -> Decision:
         """Route ``text`` through every enabled layer, then the policy (run / ask / chat).
 
-        The embedding layer (encoder forward pass: CPU work) runs in a worker thread
-        via :func:`asyncio.to_thread`; the LLM hook is awaited when the embedding layer
+        The embedding layer (encoder forward pass: CPU work) runs in the router's
+        encoder thread (see the class docstring); the LLM hook is awaited when the embedding layer
         did not propose a route. Never raises for a failing LLM hook (see
         :class:`~bot.routing.layers.LLMLayer`).
         """
@@ -274,7 +309,7 @@ class Router:
             return self._policy(d, act)
         pending = None
         if self.embedding is not None:
-            pending = await asyncio.to_thread(self.embedding.decide, text)
+            pending = await self._in_encoder_thread(self.embedding.decide, text)
             if pending.layer is Layer.EMBEDDING and not pending.ambiguous:
                 return self._policy(pending, act)
         llm = None

