@@ -44,9 +44,12 @@ import procrastinate
 from procrastinate import exceptions as pexc
 from sqlalchemy import BigInteger, String, and_, any_, bindparam, cast, column, exists, func, literal, or_, select, table, update
 from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.settings import QueueSettings
 from bot.store import RunStore, SessionStore, StoreError, ThreadKey
+from bot.store.db import CONNECTION_ERRORS, store_error
 from bot.store.tables import runs, step_runs, threads
 from engine.graph import Graph
 
@@ -284,6 +287,7 @@ class RunWorker:
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
         self.running: set[int] = set()
         """Ids of the runs this worker executes now (heartbeated by :meth:`heartbeat`)."""
+        self._autocommit: AsyncEngine | None = None
 
     async def execute(self, run_id: int) -> None:
         """Claim run ``run_id`` and execute it to the end (or to a cancel); see the module docs."""
@@ -309,7 +313,7 @@ class RunWorker:
             await manager._tell(key, f"Resuming run #{run_id} on worker {self.name} ({done} of {len(graph.steps)} steps already done).")
         self.running.add(run_id)
         try:
-            active = manager._launch(run_id, key, graph, prior, fired_by, use_cache=rerun_of is None)
+            active = manager._launch(run_id, key, graph, prior, fired_by, use_cache=rerun_of is None, claimed=True)
             await asyncio.gather(active.task, return_exceptions=True)
         finally:
             self.running.discard(run_id)
@@ -323,7 +327,7 @@ class RunWorker:
         while True:
             now = datetime.now(UTC)
             stale = now - timedelta(seconds=self.settings.stalled_after)
-            got = await db.execute(_CLAIM, {"rid": run_id, "me": self.name, "now": now, "stale": stale}, what=f"claiming run {run_id}")
+            got = await self._one(_CLAIM, {"rid": run_id, "me": self.name, "now": now, "stale": stale}, f"claiming run {run_id}")
             if got:
                 return got[0]
             state = await db.execute(_STATE, {"rid": run_id}, what=f"reading run {run_id}")
@@ -331,16 +335,30 @@ class RunWorker:
                 return None
             await asyncio.sleep(min(self.settings.heartbeat, 0.5))
 
+    async def _one(self, stmt: Any, params: Mapping[str, Any], what: str) -> list[tuple[Any, ...]]:
+        """Run one statement in autocommit mode (no BEGIN/COMMIT round trips); returns its rows.
+
+        Raises:
+            StoreError: the database failed; the message names ``what``.
+        """
+        db = self.app.runs.db
+        if self._autocommit is None:
+            self._autocommit = db.engine.execution_options(isolation_level="AUTOCOMMIT")
+        try:
+            async with self._autocommit.connect() as conn:
+                return [tuple(r) for r in (await conn.execute(stmt, params)).all()]
+        except (OperationalError, DBAPIError, *CONNECTION_ERRORS) as e:
+            raise store_error(what, e) from e
+
     async def heartbeat(self) -> None:
         """Forever: every ``min([queue] heartbeat, 0.5)`` seconds, heartbeat every run this worker
         executes (one statement) and cancel those whose ``control`` says ``cancel``."""
-        db = self.app.runs.db
         while True:
             await asyncio.sleep(min(self.settings.heartbeat, 0.5))
             if not self.running:
                 continue
             try:
-                got = await db.execute(_BEAT, {"ids": list(self.running), "me": self.name, "now": datetime.now(UTC)}, what="heartbeat")
+                got = await self._one(_BEAT, {"ids": list(self.running), "me": self.name, "now": datetime.now(UTC)}, "heartbeat")
             except StoreError as e:
                 log.warning("heartbeat of %d runs failed: %s", len(self.running), e)
                 continue
@@ -385,7 +403,11 @@ async def serve_worker(
 
     url = settings.db_url
     conninfo(url)  # fails early for SQLite
-    settings = settings.model_copy(update={"queue": settings.queue.model_copy(update={"mode": "workers"})})
+    # a worker routes no chat: no encoder loaded, no route examples embedded (a replacement for
+    # a dead worker is up in a second or two)
+    settings = settings.model_copy(
+        update={"queue": settings.queue.model_copy(update={"mode": "workers"}), "routing": settings.routing.model_copy(update={"enabled": False})}
+    )
     app = await App.start(settings, dict(outlets or {}), migrate=False)
     scale = app.bot.queue
     assert isinstance(scale, ScaleOut)
