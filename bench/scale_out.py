@@ -39,6 +39,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -146,11 +147,18 @@ class Bench:
         self.workers: dict[str, subprocess.Popen[bytes]] = {}
         self.n_started = 0
         self.cpu_dead = 0.0  # CPU seconds of the workers killed so far (read just before the kill)
+        self.conn: Any = None
 
     async def sql(self, query: str, *params: object, db: str | None = None) -> list:
+        """Run ``query`` on the bench database (one connection kept: the progress polls must not
+        cost a PostgreSQL backend each), or once on ``db``."""
         import asyncpg
 
-        conn = await asyncpg.connect(dsn(db or self.url))
+        if db is None:
+            if self.conn is None or self.conn.is_closed():
+                self.conn = await asyncpg.connect(dsn(self.url))
+            return await self.conn.fetch(query, *params)
+        conn = await asyncpg.connect(dsn(db))
         try:
             return await conn.fetch(query, *params)
         finally:
@@ -296,6 +304,8 @@ class Bench:
                     p.wait(timeout=20)
                 except subprocess.TimeoutExpired:
                     p.kill()
+            if self.conn is not None:
+                await self.conn.close()
             await self.sql(f'DROP DATABASE IF EXISTS "{self.dbname}" WITH (FORCE)', db=self.admin_url)
 
 
