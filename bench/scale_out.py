@@ -39,6 +39,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -60,6 +61,15 @@ CREATE TRIGGER bench_repeats BEFORE UPDATE ON step_runs FOR EACH ROW EXECUTE FUN
 
 def dsn(url: str) -> str:
     return url.replace("postgresql+asyncpg://", "postgresql://")
+
+
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) process ``pid`` has used so far (Linux ``/proc``)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def pct(xs: list[float], p: float) -> float:
@@ -95,7 +105,7 @@ async def front(url: str, runs: int, threads: int, rate: float, tag: str, concur
                 admit_ms.append((time.perf_counter() - t0) * 1000)
             assert got.run_id is not None
 
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         if rate > 0:
             tasks = []
             for i in range(runs):
@@ -112,7 +122,9 @@ async def front(url: str, runs: int, threads: int, rate: float, tag: str, concur
 
             await asyncio.gather(*(thread_chain(t) for t in range(threads)))
         took = time.perf_counter() - t0
-        print(json.dumps({"admitted": runs, "admit_s": took, "admit_p50_ms": pct(admit_ms, 50), "admit_p99_ms": pct(admit_ms, 99)}), flush=True)
+        print(json.dumps({
+            "admitted": runs, "admit_s": took, "admit_p50_ms": pct(admit_ms, 50), "admit_p99_ms": pct(admit_ms, 99), "cpu_s": time.process_time() - c0,
+        }), flush=True)
     finally:
         await app.aclose()
 
@@ -123,7 +135,7 @@ async def front(url: str, runs: int, threads: int, rate: float, tag: str, concur
 class Bench:
     def __init__(self, base_url: str, args: argparse.Namespace) -> None:
         self.args = args
-        self.dbname = f"baton_scale_{uuid.uuid4().hex[:10]}"
+        self.dbname = f"baton_scaleperf_{uuid.uuid4().hex[:10]}"
         self.admin_url = base_url
         self.url = f"{base_url.rsplit('/', 1)[0]}/{self.dbname}"
         self.tmp = Path(os.environ.get("TMPDIR", "/tmp")) / self.dbname
@@ -134,11 +146,19 @@ class Bench:
         }
         self.workers: dict[str, subprocess.Popen[bytes]] = {}
         self.n_started = 0
+        self.cpu_dead = 0.0  # CPU seconds of the workers killed so far (read just before the kill)
+        self.conn: Any = None
 
     async def sql(self, query: str, *params: object, db: str | None = None) -> list:
+        """Run ``query`` on the bench database (one connection kept: the progress polls must not
+        cost a PostgreSQL backend each), or once on ``db``."""
         import asyncpg
 
-        conn = await asyncpg.connect(dsn(db or self.url))
+        if db is None:
+            if self.conn is None or self.conn.is_closed():
+                self.conn = await asyncpg.connect(dsn(self.url))
+            return await self.conn.fetch(query, *params)
+        conn = await asyncpg.connect(dsn(db))
         try:
             return await conn.fetch(query, *params)
         finally:
@@ -156,6 +176,7 @@ class Bench:
 
     def kill(self, name: str) -> None:
         p = self.workers.pop(name)
+        self.cpu_dead += cpu_s(p.pid)
         p.send_signal(signal.SIGKILL)
         p.wait()
 
@@ -165,6 +186,10 @@ class Bench:
              "--rate", str(rate), "--tag", tag, "--concurrency", str(self.args.front_concurrency)],
             env=self.env, cwd=REPO, stdout=subprocess.PIPE, text=True,
         )
+
+    def workers_cpu(self) -> float:
+        """CPU seconds used by every worker started so far (killed ones included)."""
+        return self.cpu_dead + sum(cpu_s(p.pid) for p in self.workers.values())
 
     async def wait_terminal(self, total: int, timeout: float) -> float:
         deadline = time.monotonic() + timeout
@@ -208,15 +233,20 @@ class Bench:
             await asyncio.sleep(3)  # workers up (imports, pools)
 
             # paced phase
+            cpu0 = self.workers_cpu()
             p = self.run_front(a.paced, a.rate, "paced")
-            p.communicate(timeout=600)
+            out, _ = p.communicate(timeout=600)
+            paced_front = json.loads(out.strip().splitlines()[-1])
             await self.wait_terminal(a.paced, 300)
+            cpu_paced = self.workers_cpu() - cpu0
             lat = [float(r[0]) * 1000 for r in await self.sql(
                 "select extract(epoch from started_at - created_at) from runs where started_at is not null")]
             start_p50, start_p99 = pct(lat, 50), pct(lat, 99)
 
             # load phase with kills
             before = a.paced
+            cpu0 = self.workers_cpu()
+            load_at_start = os.getloadavg()[0]
             t0 = time.monotonic()
             f = self.run_front(a.runs, 0, "load")
             resumes: list[float] = []
@@ -235,6 +265,7 @@ class Bench:
             front_stats = json.loads(out.strip().splitlines()[-1])
             t_end = await self.wait_terminal(before + a.runs, 900)
             runs_per_s = a.runs / (t_end - t0)
+            cpu_load = self.workers_cpu() - cpu0
 
             lost = (await self.sql("select count(*) from runs where status <> 'succeeded'"))[0][0]
             repeated = (await self.sql("select count(*) from bench_repeats"))[0][0]
@@ -254,6 +285,12 @@ class Bench:
                 "kills": a.kills,
                 "runs_resumed": int(attempts),
                 "admit_p99_ms": round(front_stats["admit_p99_ms"], 1),
+                "admitted_per_s": round(a.runs / front_stats["admit_s"], 1),
+                "worker_cpu_ms_per_run": round(cpu_load * 1000 / a.runs, 2),
+                "worker_cpu_ms_per_run_paced": round(cpu_paced * 1000 / a.paced, 2),
+                "front_cpu_ms_per_run": round(front_stats["cpu_s"] * 1000 / a.runs, 2),
+                "front_cpu_ms_per_run_paced": round(paced_front["cpu_s"] * 1000 / a.paced, 2),
+                "loadavg_1m_at_load_start": load_at_start,
                 "runs": a.runs,
                 "threads": a.threads,
                 "workers": a.workers,
@@ -268,6 +305,8 @@ class Bench:
                     p.wait(timeout=20)
                 except subprocess.TimeoutExpired:
                     p.kill()
+            if self.conn is not None:
+                await self.conn.close()
             await self.sql(f'DROP DATABASE IF EXISTS "{self.dbname}" WITH (FORCE)', db=self.admin_url)
 
 
@@ -300,7 +339,10 @@ def main() -> None:
         ("dead worker's runs resumed in (max) s", res["resume_s"], "< 10"),
         ("kills / runs resumed", f"{res['kills']} / {res['runs_resumed']}", ""),
         ("admission p99 (front) ms", res["admit_p99_ms"], ""),
-        ("machine load (1 min) / CPUs", f"{res['loadavg_1m']:.2f} / {res['cpus']}", ""),
+        ("admitted runs/s (front, load phase)", res["admitted_per_s"], ""),
+        ("worker CPU ms per run (load / paced)", f"{res['worker_cpu_ms_per_run']} / {res['worker_cpu_ms_per_run_paced']}", ""),
+        ("front CPU ms per run (load / paced)", f"{res['front_cpu_ms_per_run']} / {res['front_cpu_ms_per_run_paced']}", ""),
+        ("machine load (1 min, start / end of load) / CPUs", f"{res['loadavg_1m_at_load_start']:.2f} / {res['loadavg_1m']:.2f} / {res['cpus']}", ""),
     ]
     print(f"{res['runs']} runs over {res['threads']} threads, {res['workers']} workers")
     for name, value, target in rows:

@@ -193,7 +193,7 @@ class App:
             ) from None
         runs = RunStore(db)
         wf = settings.workflow
-        approvals = ApprovalBroker(settings.permissions.get("approve", ["*"]))
+        approvals = ApprovalBroker(settings.permissions.get("approve", ["*"]), db=db)  # decisions reach runs of other processes
         cc = wf.cost_control
         llm = LLM.from_settings(
             settings.providers,

@@ -345,11 +345,11 @@ class ReadOnlyCommands:
             denied = await self.run_scope(msg, got[0], "approve")
             if denied:
                 return await self.refuse(msg, "approve", run_id, denied)
-        elif not self.approvals.pending(run_id):
+        elif not await self.approvals.waiting(run_id):
             await self.record(msg, f"run.{cmd.name}", "failed", f"run:{run_id}", "no such run")
             return texts.no_run(run_id)  # not "has no step waiting": there is no such run at all
         who = msg.author_name or msg.author
-        text = self.approvals.decide(run_id, m.group(2), who, cmd.name == "approve")
+        text = await self.approvals.decide_async(run_id, m.group(2), who, cmd.name == "approve")
         ok = text.startswith(("Approved", "Rejected"))
         await self.record(msg, f"run.{cmd.name}", "ok" if ok else "failed", f"run:{run_id}", text)
         return text

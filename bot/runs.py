@@ -113,9 +113,11 @@ class RunManager:
         fired_by: str | None = None,
         *,
         use_cache: bool = True,
+        claimed: bool = False,
     ) -> ActiveRun:
+        """``claimed``: the run row is ``running`` already (a worker's claim wrote it)."""
         title = graph.name or graph.source
-        task = asyncio.create_task(self._drive(run_id, key, graph, prior, fired_by, use_cache), name=f"run-{run_id}")
+        task = asyncio.create_task(self._drive(run_id, key, graph, prior, fired_by, use_cache, claimed), name=f"run-{run_id}")
         active = ActiveRun(run_id, key, title, task)
         self.active[run_id] = active
         self._idle.clear()
@@ -129,12 +131,14 @@ class RunManager:
             self._idle.set()
 
     async def _drive(
-        self, run_id: int, key: ThreadKey, graph: Graph, prior: Mapping[str, StepRecord], fired_by: str | None, use_cache: bool = True
+        self, run_id: int, key: ThreadKey, graph: Graph, prior: Mapping[str, StepRecord], fired_by: str | None, use_cache: bool = True,
+        claimed: bool = False,
     ) -> RunResult | None:
         outlet = self.outlets.get(key.platform)
         view = outlet.run_view(key, run_id, graph.name or graph.source) if outlet else None
         try:
-            await self.runs.set_status(run_id, "running")
+            if not claimed or self.runs.hooks:  # hooks (webhook outbox) see every start
+                await self.runs.set_status(run_id, "running")
             result = await self.executor.execute(
                 str(run_id), graph, prior=prior, on_event=view.on_event if view else None, use_cache=use_cache
             )

@@ -278,7 +278,7 @@ async def _run_ctx(request: Request, who: Viewer, run_id: int) -> dict[str, Any]
     ordered = data.ordered_steps(row.graph, steps)
     svg = await data.graph_svg(row.graph, by_id, title=f"Run #{row.id}: {row.graph.name or row.source}")
     broker = svc.baton.bot.approvals
-    waiting = [s for _, s, _ in broker.pending(run_id)] if broker is not None else []
+    waiting = [s for _, s, _ in await broker.waiting(run_id)] if broker is not None else []
     can_act = who.can("runs:write")
     return {
         "run": row,

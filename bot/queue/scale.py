@@ -11,13 +11,21 @@ Front processes (``baton run --adapter slack``, Discord, ``baton serve``) only a
   and periodic sweeps may try again; a front that died between its commit and the
   deferral leaves a queued run the sweep finds).
 
-A worker (:class:`RunWorker`) claims the run in one ``UPDATE … RETURNING``
-(``queued``/``running`` → ``running``, ``attempts + 1``, its name and heartbeat),
-so a duplicate job is a no-op; it executes it with Baton's own executor from the
-run's checkpoints (a resumed run repeats no completed step), heartbeats every
-``[queue] heartbeat`` seconds, and polls the run's ``control`` column, where any
-process records ``/cancel``. A run claimed more than ``[queue] max_attempts`` times
-(its worker died each time: a poison run) is failed with that reason.
+A worker (:class:`RunWorker`) claims the run in one autocommitted ``UPDATE … FROM
+threads … RETURNING`` (``queued``/``running`` → ``running``, ``attempts + 1``, its
+name, heartbeat and start time), which also returns the graph, the thread's key and
+whether step records exist: a duplicate job is a no-op, and a fresh run needs no
+other read before it starts. It executes the run with Baton's own executor from the
+run's checkpoints (a resumed run repeats no completed step). One heartbeat loop per
+worker updates every run it executes in one statement (every ``min([queue] heartbeat,
+0.5)`` seconds) and reads their ``control`` column back, where any process records
+``/cancel``. A run claimed more than ``[queue] max_attempts`` times (its worker died
+each time: a poison run) is failed with that reason. An ``approve`` step waiting in a
+worker is decided from any process through ``approval_decisions`` (bot/approvals.py).
+
+Cost per run (bench/scale_out.py, 3 ``echo`` steps): the job's fetch and finish
+(procrastinate), the claim, the checkpoint group commit, the final status and the
+result message; about 13 ms of worker CPU on the 2-core CI machine.
 
 Stalled workers: every worker also runs a reaper (every second): jobs of workers
 whose procrastinate heartbeat is older than ``[queue] stalled_after`` are retried
@@ -42,11 +50,16 @@ from typing import Any
 
 import procrastinate
 from procrastinate import exceptions as pexc
-from sqlalchemy import String, and_, bindparam, cast, column, exists, func, literal, or_, select, table, update
+from sqlalchemy import BigInteger, String, and_, any_, bindparam, cast, column, exists, func, literal, or_, select, table, update
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.settings import QueueSettings
 from bot.store import RunStore, SessionStore, StoreError, ThreadKey
-from bot.store.tables import runs
+from bot.store.db import CONNECTION_ERRORS, store_error
+from bot.store.tables import runs, step_runs, threads
+from engine.graph import Graph
 
 log = logging.getLogger("baton.queue")
 
@@ -71,9 +84,15 @@ def thread_lock(key: ThreadKey) -> str:
     return f"baton:{key.platform}:{key.channel}:{key.thread}"
 
 
-def make_app(url: str) -> procrastinate.App:
-    """A procrastinate app on Baton's database, with the run task registered."""
-    app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=conninfo(url)))
+def make_app(url: str, *, pool_size: int = 4) -> procrastinate.App:
+    """A procrastinate app on Baton's database, with the run task registered.
+
+    ``pool_size``: the most connections its psycopg pool opens (a worker's LISTEN holds
+    one; fetching and finishing a job take one each, briefly).
+    """
+    size = max(2, pool_size)
+    connector = procrastinate.PsycopgConnector(conninfo=conninfo(url), min_size=min(2, size), max_size=size)
+    app = procrastinate.App(connector=connector)
     app.task(name=TASK, queue=QUEUE, pass_context=True)(_run_job)
     return app
 
@@ -118,6 +137,16 @@ class ScaleOut:
         self.app = make_app(url)
         self._open = False
         self._opening = asyncio.Lock()
+
+    def size_pool(self, pool_size: int) -> None:
+        """Use a procrastinate pool of at most ``pool_size`` connections (call before :meth:`open`).
+
+        Raises:
+            RuntimeError: the pool is open already.
+        """
+        if self._open:
+            raise RuntimeError("procrastinate's pool is open already")
+        self.app = make_app(self.url, pool_size=pool_size)
 
     async def open(self) -> None:
         """Open procrastinate's connection pool (once, however many admissions ask at once)."""
@@ -211,6 +240,7 @@ _CLAIM = (
     update(runs)
     .where(
         runs.c.id == bindparam("rid"),
+        runs.c.thread_id == threads.c.id,
         or_(
             runs.c.status == "queued",
             and_(
@@ -226,14 +256,18 @@ _CLAIM = (
         heartbeat_at=bindparam("now", type_=runs.c.heartbeat_at.type),
         started_at=func.coalesce(runs.c.started_at, bindparam("now", type_=runs.c.started_at.type)),
     )
-    .returning(runs.c.attempts, runs.c.thread_id, runs.c.control, runs.c.fired_by)
+    .returning(
+        runs.c.attempts, runs.c.control, runs.c.fired_by, runs.c.graph, runs.c.rerun_of,
+        threads.c.platform, threads.c.channel, threads.c.thread,
+        exists().where(step_runs.c.run_id == runs.c.id).correlate(runs).label("has_steps"),
+    )
 )
 _STATE = select(runs.c.status, runs.c.heartbeat_at).where(runs.c.id == bindparam("rid"))
 _BEAT = (
     update(runs)
-    .where(runs.c.id == bindparam("rid"), runs.c.worker == bindparam("me"))
+    .where(runs.c.id == any_(bindparam("ids", type_=ARRAY(BigInteger))), runs.c.worker == bindparam("me"))
     .values(heartbeat_at=bindparam("now", type_=runs.c.heartbeat_at.type))
-    .returning(runs.c.control)
+    .returning(runs.c.id, runs.c.control)
 )
 
 
@@ -245,6 +279,10 @@ async def request_cancel(store: RunStore, run_id: int) -> bool:
 class RunWorker:
     """Executes claimed runs in a ``baton worker`` process.
 
+    One claim statement per run returns everything needed to start it (the graph, the
+    thread's key, whether step records exist); one :meth:`heartbeat` loop per process
+    beats all the runs it executes in one statement and acts on recorded cancels.
+
     Args:
         app: the worker's :class:`bot.app.App` (stores, executor, run manager, outlets).
         settings: ``[queue]``.
@@ -255,66 +293,86 @@ class RunWorker:
         self.app = app
         self.settings = settings
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
+        self.running: set[int] = set()
+        """Ids of the runs this worker executes now (heartbeated by :meth:`heartbeat`)."""
+        self._autocommit: AsyncEngine | None = None
 
     async def execute(self, run_id: int) -> None:
         """Claim run ``run_id`` and execute it to the end (or to a cancel); see the module docs."""
         runs_, manager = self.app.runs, self.app.manager
         claimed = await self._claim(run_id)
-        if not claimed:
+        if claimed is None:
             return  # finished, cancelled, or executed by a duplicate job before
-        attempts, thread_id, control, fired_by = claimed[0]
-        key = await self.app.sessions.key_for(thread_id)
+        attempts, control, fired_by, graph_json, rerun_of, platform, channel, thread, has_steps = claimed
+        key = ThreadKey(platform, channel, thread)
         if control == "cancel":
             await runs_.set_status(run_id, "cancelled", error="cancelled by request")
             await manager._tell(key, f"Run #{run_id} cancelled before it started.")
             return
+        graph = Graph.from_json(graph_json)
         if attempts > self.settings.max_attempts:
             reason = f"gave up after {attempts - 1} attempts: the worker executing it stopped each time (a poison run)"
             await runs_.set_status(run_id, "failed", error=reason)
             await manager._tell(key, f"Run #{run_id} failed: {reason}.")
             return
-        got = await runs_.get(run_id)
-        assert got is not None
-        row, steps = got
+        prior = await runs_.load(str(run_id)) if has_steps else {}
         if attempts > 1:
-            done = sum(1 for s in steps if s.status in ("succeeded", "failed"))
-            await manager._tell(key, f"Resuming run #{run_id} on worker {self.name} ({done} of {len(row.graph.steps)} steps already done).")
-        active = manager._launch(run_id, key, row.graph, {s.node_id: s for s in steps}, fired_by, use_cache=row.rerun_of is None)
-        beat = asyncio.create_task(self._beat(run_id), name=f"heartbeat-{run_id}")
+            done = sum(1 for s in prior.values() if s.status in ("succeeded", "failed"))
+            await manager._tell(key, f"Resuming run #{run_id} on worker {self.name} ({done} of {len(graph.steps)} steps already done).")
+        self.running.add(run_id)
         try:
+            active = manager._launch(run_id, key, graph, prior, fired_by, use_cache=rerun_of is None, claimed=True)
             await asyncio.gather(active.task, return_exceptions=True)
         finally:
-            beat.cancel()
-            await asyncio.gather(beat, return_exceptions=True)
+            self.running.discard(run_id)
 
-    async def _claim(self, run_id: int) -> list[tuple[Any, ...]]:
+    async def _claim(self, run_id: int) -> tuple[Any, ...] | None:
         """Claim the run; a ``running`` run is taken over only once its heartbeat is older than
         ``stalled_after`` (a worker declared dead by procrastinate may merely be slow: the
-        job waits, holding the thread's lock, until the run ends or its heartbeat stops)."""
+        job waits, holding the thread's lock, until the run ends or its heartbeat stops).
+        Returns the claim's row, ``None`` when the run is not to be executed."""
         db = self.app.runs.db
         while True:
             now = datetime.now(UTC)
             stale = now - timedelta(seconds=self.settings.stalled_after)
-            got = await db.execute(_CLAIM, {"rid": run_id, "me": self.name, "now": now, "stale": stale}, what=f"claiming run {run_id}")
+            got = await self._one(_CLAIM, {"rid": run_id, "me": self.name, "now": now, "stale": stale}, f"claiming run {run_id}")
             if got:
-                return got
+                return got[0]
             state = await db.execute(_STATE, {"rid": run_id}, what=f"reading run {run_id}")
             if not state or state[0][0] != "running":
-                return []
+                return None
             await asyncio.sleep(min(self.settings.heartbeat, 0.5))
 
-    async def _beat(self, run_id: int) -> None:
-        """Heartbeat the run and act on a recorded cancel."""
+    async def _one(self, stmt: Any, params: Mapping[str, Any], what: str) -> list[tuple[Any, ...]]:
+        """Run one statement in autocommit mode (no BEGIN/COMMIT round trips); returns its rows.
+
+        Raises:
+            StoreError: the database failed; the message names ``what``.
+        """
+        db = self.app.runs.db
+        if self._autocommit is None:
+            self._autocommit = db.engine.execution_options(isolation_level="AUTOCOMMIT")
+        try:
+            async with self._autocommit.connect() as conn:
+                return [tuple(r) for r in (await conn.execute(stmt, params)).all()]
+        except (OperationalError, DBAPIError, *CONNECTION_ERRORS) as e:
+            raise store_error(what, e) from e
+
+    async def heartbeat(self) -> None:
+        """Forever: every ``min([queue] heartbeat, 0.5)`` seconds, heartbeat every run this worker
+        executes (one statement) and cancel those whose ``control`` says ``cancel``."""
         while True:
             await asyncio.sleep(min(self.settings.heartbeat, 0.5))
-            try:
-                got = await self.app.runs.db.execute(_BEAT, {"rid": run_id, "me": self.name, "now": datetime.now(UTC)}, what="heartbeat")
-            except StoreError as e:
-                log.warning("run %s: heartbeat failed: %s", run_id, e)
+            if not self.running:
                 continue
-            if got and got[0][0] == "cancel":
-                await self.app.manager.cancel(run_id)
-                return
+            try:
+                got = await self._one(_BEAT, {"ids": list(self.running), "me": self.name, "now": datetime.now(UTC)}, "heartbeat")
+            except StoreError as e:
+                log.warning("heartbeat of %d runs failed: %s", len(self.running), e)
+                continue
+            cancels = [int(rid) for rid, control in got if control == "cancel"]
+            if cancels:
+                await asyncio.gather(*(self.app.manager.cancel(rid) for rid in cancels))
 
     async def reap(self, proc: procrastinate.App, scale: ScaleOut) -> None:
         """Forever: retry jobs of dead workers, and defer jobs for queued runs without one."""
@@ -353,15 +411,21 @@ async def serve_worker(
 
     url = settings.db_url
     conninfo(url)  # fails early for SQLite
-    settings = settings.model_copy(update={"queue": settings.queue.model_copy(update={"mode": "workers"})})
+    # a worker routes no chat: no encoder loaded, no route examples embedded (a replacement for
+    # a dead worker is up in a second or two)
+    settings = settings.model_copy(
+        update={"queue": settings.queue.model_copy(update={"mode": "workers"}), "routing": settings.routing.model_copy(update={"enabled": False})}
+    )
     app = await App.start(settings, dict(outlets or {}), migrate=False)
     scale = app.bot.queue
     assert isinstance(scale, ScaleOut)
     worker = RunWorker(app, settings.queue, name)
+    scale.size_pool(8)  # LISTEN, fetching and finishing jobs, procrastinate's heartbeat, the reaper
     proc = scale.app
     try:
         await scale.open()
         reaper = asyncio.create_task(worker.reap(proc, scale), name="baton-reaper")
+        beat = asyncio.create_task(worker.heartbeat(), name="baton-heartbeat")
         try:
             await proc.run_worker_async(
                 queues=[QUEUE],
@@ -376,7 +440,8 @@ async def serve_worker(
             )
         finally:
             reaper.cancel()
-            await asyncio.gather(reaper, return_exceptions=True)
+            beat.cancel()
+            await asyncio.gather(reaper, beat, return_exceptions=True)
     finally:
         await asyncio.shield(app.aclose())
 

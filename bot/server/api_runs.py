@@ -264,7 +264,8 @@ async def list_runs(
 async def get_run(run_id: int, request: Request, who: TokenInfo = Depends(require("runs:read"))) -> dict[str, Any]:
     row, steps, key = await _load(services(request), run_id)
     d = run_json(row, key, steps)
-    d["waiting"] = [{"step": s, "question": q} for _, s, q in (services(request).baton.bot.approvals.pending(run_id) if services(request).baton.bot.approvals else [])]
+    broker = services(request).baton.bot.approvals
+    d["waiting"] = [{"step": s, "question": q} for _, s, q in (await broker.waiting(run_id) if broker else [])]
     return d
 
 
@@ -316,13 +317,13 @@ async def _decide(request: Request, run_id: int, body: DecisionBody | None, who:
     if broker is None or not broker.may_decide(who.principal, ()):
         await _audit(svc, who, "permission.denied", outcome="denied", target=f"run:{run_id}", detail=f"{action}: not an approver", key=key)
         raise Problem(403, "permission-denied", f"{who.principal} may not approve or reject (set [permissions] approve in config/baton.toml)")
-    waiting = [s for _, s, _ in broker.pending(run_id)]
+    waiting = [s for _, s, _ in await broker.waiting(run_id)]
     step = body.step if body else None
     if not waiting or (step and step not in waiting) or (not step and len(waiting) > 1):
         await _audit(svc, who, action, outcome="failed", target=f"run:{run_id}", detail="nothing to decide", key=key)
         detail = f"run {run_id} has no step waiting for approval" if not waiting else f"say which step: waiting are {', '.join(waiting)}"
         raise Problem(409, "not-waiting", detail, waiting=waiting)
-    text = broker.decide(run_id, step, who.principal, approve)
+    text = await broker.decide_async(run_id, step, who.principal, approve)
     await _audit(svc, who, action, target=f"run:{run_id}", detail=text, key=key)
     return {"id": run_id, "decision": "approved" if approve else "rejected", "step": step or waiting[0], "message": text}
 

@@ -77,7 +77,9 @@ def make_engine(url: str) -> AsyncEngine:
         engine = create_async_engine(url, connect_args={"timeout": 30})
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
-    return create_async_engine(url, pool_pre_ping=True)
+    # 10 kept open: a `baton worker` executing 20 runs at once would otherwise open and
+    # close an overflow connection (a PostgreSQL backend) for most of its transactions
+    return create_async_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
 
 
 def _aware(dt: datetime | None) -> datetime | None:

@@ -9,6 +9,7 @@ Tables:
     summaries         stored conversation summaries (level, message span, text, tokens).
     processed_events  platform event ids already handled (redelivery dedupe).
     schedules         chat-created schedules (migration 0003; used by bot.scheduling).
+    approval_decisions  /approve and /reject recorded for the process whose run waits (migration 0008_scaleperf_approvals).
     step_cache        results of ``cache: {ttl}`` steps by cache key, until expires_at (migration 0006_graphs_step_cache).
     messages_fts      (SQLite only, created by migration 0002) FTS5 index over messages.text;
                       PostgreSQL uses a GIN index on to_tsvector('english', text).
@@ -117,6 +118,16 @@ step_runs = Table(
     Column("cost_usd", Float, nullable=False, default=0.0),
     Column("reused", Boolean, nullable=False, default=False),
     Column("cached", Boolean, nullable=False, default=False, server_default=false()),
+)
+
+approval_decisions = Table(
+    "approval_decisions",
+    metadata,
+    Column("run_id", _Id, ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
+    Column("node_id", String(255), primary_key=True),
+    Column("approve", Boolean, nullable=False),
+    Column("decided_by", String(255), nullable=False),
+    Column("decided_at", DateTime(timezone=True), nullable=False),
 )
 
 step_cache = Table(
