@@ -9,7 +9,7 @@ Tables:
     summaries         stored conversation summaries (level, message span, text, tokens).
     processed_events  platform event ids already handled (redelivery dedupe).
     schedules         chat-created schedules (migration 0003; used by bot.scheduling).
-    approval_decisions  /approve and /reject recorded for the process whose run waits (migration 0008_scaleperf_approvals).
+    approval_decisions  /approve and /reject recorded for the process whose run waits (migration 0009_scaleperf_approvals).
     step_cache        results of ``cache: {ttl}`` steps by cache key, until expires_at (migration 0006_graphs_step_cache).
     messages_fts      (SQLite only, created by migration 0002) FTS5 index over messages.text;
                       PostgreSQL uses a GIN index on to_tsvector('english', text).

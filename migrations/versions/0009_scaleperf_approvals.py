@@ -1,7 +1,7 @@
 """approval decisions recorded for the process that executes the run
 
-Revision ID: 0008_scaleperf_approvals
-Revises: 0007_spine_run_queue
+Revision ID: 0009_scaleperf_approvals
+Revises: 0008_spinefeat_schedule_roles
 Create Date: 2026-12-07
 
 ``/approve`` and ``/reject`` may come from any process (a front's chat command, the
@@ -13,8 +13,8 @@ decision win); the waiting step reads and deletes it (bot/approvals.py).
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0008_scaleperf_approvals"
-down_revision = "0007_spine_run_queue"
+revision = "0009_scaleperf_approvals"
+down_revision = "0008_spinefeat_schedule_roles"
 branch_labels = None
 depends_on = None
 
