@@ -240,10 +240,11 @@ class App:
             **(scheduler_options or {}),
         }
         scheduler = SchedulerService(db, sessions, manager, compiler.compile, clock=scheduler_clock, **options)
+        tasks = TaskOwner("app", logger=log)  # also owns the bot's per-thread lanes
         bot = Bot(
             settings, sessions, runs, manager, catalog,
             memory=memory, approvals=approvals, chat=Chat(llm, memory, sessions), router=router,
-            scheduler=scheduler, compiler=compiler, audit=AuditStore(db),
+            scheduler=scheduler, compiler=compiler, audit=AuditStore(db), tasks=tasks,
         )  # fmt: skip
         queue: Any
         if settings.queue.mode == "workers":  # runs go to `baton worker` processes (PostgreSQL, README "Scale out")
@@ -257,7 +258,7 @@ class App:
         manager.queue = bot.queue = queue
         retention = Retention(db, sessions, memory, settings.retention)
         app = cls(
-            settings, db, sessions, runs, catalog, manager, bot, memory, retention, llm, scheduler, TaskOwner("app", logger=log),
+            settings, db, sessions, runs, catalog, manager, bot, memory, retention, llm, scheduler, tasks,
             admission=bot.admission,
         )  # fmt: skip
         app.tasks.start(retention.loop(), name="baton-retention")
