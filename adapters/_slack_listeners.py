@@ -13,10 +13,10 @@ message can arrive both as ``app_mention`` and as ``message``) travel with it as
 ``Message.dedupe_ids``; the core records them in the durable ``processed_events``
 table in the same transaction that stores the message
 (``SessionStore.append_once``), so a crash cannot record a delivery without
-storing it. A delivery whose id is already recorded is dropped, whatever its retry
-number (a read-only check drops most of them early, before the thread's status
-is set); a retry whose first delivery was never stored (the process died first)
-is processed. Retries are never dropped on the header alone. The record survives
+storing it. The core decides: :meth:`~bot.core.CoreAPI.accept` returns ``None``
+for a delivery whose id is already recorded, whatever its retry number, and the
+listener drops it; a retry whose first delivery was never stored (the process
+died first) is processed. Retries are never dropped on the header alone. The record survives
 restarts (same database).
 
 Order. The core decides it: it processes a thread's deliveries in the order
