@@ -12,7 +12,14 @@ import discord.http
 import yarl
 import pytest
 
-from adapters.discord_adapter import DiscordConfigError, DiscordOutlet, DiscordSettings, gateway_intents, serve_discord
+from adapters.discord_adapter import (
+    DiscordConfigError,
+    DiscordOutlet,
+    DiscordSettings,
+    build_discord_client,
+    gateway_intents,
+    serve_discord,
+)
 from bot.app import App
 from tests.discord.support import CHANNEL_ID, GUILD_ID, TOKEN, DiscordEnv, load, make_settings
 from tests.fakes.discord_api import FakeDiscordAPI
@@ -129,3 +136,50 @@ async def test_tokens_never_reach_logs_or_messages(env: DiscordEnv, caplog: pyte
     assert all(TOKEN not in str(b) for b in bodies)
     assert all(c.authorized for c in env.api.calls if c.route.startswith(("POST /channels", "PATCH /channels")))
     assert env.api.find("POST /channels/{channel_id}/messages/{message_id}/threads", channel_id=CHANNEL_ID)
+
+
+async def test_the_proxy_setting_carries_discord_traffic(sqlite_url: str, api: FakeDiscordAPI) -> None:
+    """``BATON_DISCORD_PROXY``: discord.py's own ``proxy`` option; REST goes through an HTTP CONNECT proxy."""
+    tunnels: list[str] = []
+    target = yarl.URL(api.url)
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+
+    async def proxy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        method, where, _ = head.split(b"\r\n", 1)[0].decode().split(" ", 2)
+        if method != "CONNECT":
+            writer.write(b"HTTP/1.1 405 Method Not Allowed\r\n\r\n")
+            writer.close()
+            return
+        tunnels.append(where)
+        up_reader, up_writer = await asyncio.open_connection(target.host, target.port)  # the fake "is" discord.com
+        writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        await writer.drain()
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    server = await asyncio.start_server(proxy, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    settings, dsettings = make_settings(api, sqlite_url, {"proxy": f"http://127.0.0.1:{port}", "sync_commands": False})
+    app = await App.start(settings, {}, migrate=True)
+    try:
+        client, _ = build_discord_client(app, dsettings, connector=api.connector())
+        try:
+            await client.login(TOKEN)
+            assert client.user is not None and str(client.user.id) == api.user["id"]
+        finally:
+            await client.close()
+    finally:
+        await app.aclose()
+        server.close()
+        await server.wait_closed()
+    assert tunnels and set(tunnels) == {"discord.com:443"}  # discord.py asked the proxy for Discord itself
+    assert api.find("GET /users/@me")
