@@ -25,6 +25,7 @@ from adapters._discord_text import render_status, split_message, split_plain
 from adapters.base import RunView, StatusBoard, ThrottledStatusMessage
 from bot.core import Ability, ThreadKey
 from bot.store import StoreError
+from bot.tasks import TaskOwner
 from engine.events import RunEvent
 
 if TYPE_CHECKING:
@@ -143,7 +144,8 @@ class DiscordReplyStream:
         self._final = False
         self._handle: discord.Message | None = None
         self._dirty = asyncio.Event()
-        self._task: asyncio.Task[None] = asyncio.create_task(self._loop(), name=f"discord-reply-{key.thread}")
+        # awaited by finish(); a failure is logged
+        self._task: asyncio.Task[None] = TaskOwner("discord", logger=log).start(self._loop(), name=f"discord-reply-{key.thread}")
 
     def update(self, text: str) -> None:
         """The reply so far (sync, cheap; the message is edited soon)."""

@@ -62,9 +62,10 @@ class DiscordSettings(BaseSettings):
             gateway intent requested, which must be enabled in the Developer Portal
             (and, for bots in 100+ servers, approved by Discord). Without it Discord
             still delivers the content of messages that mention the bot and of DMs.
-        api_base: REST base URL (default Discord's ``https://discord.com/api/v10``);
-            tests point it at a local fake. Process-wide (``discord.http.Route.BASE``).
-        gateway_url: gateway websocket URL override (tests); process-wide.
+        proxy: an HTTP proxy URL for all Discord traffic (REST and gateway), passed
+            to discord.py's public ``proxy`` option; ``None``: connect directly to
+            ``https://discord.com`` and ``wss://gateway.discord.gg``. (Tests reach a
+            local fake through the client's ``connector`` option, not a setting.)
         status_min_interval: seconds between edits of a run's status message.
         sync_commands: bulk-overwrite the application commands at start-up.
         thread_archive_minutes: auto-archive duration of threads the bot opens
@@ -76,8 +77,7 @@ class DiscordSettings(BaseSettings):
     token: SecretStr | None = Field(None, description="bot token (BATON_DISCORD_TOKEN)")
     dev_guild_id: int | None = Field(None, description="sync commands to this guild only (development)")
     chat_in_channels: bool = Field(False, description="read plain messages in session threads (privileged intent)")
-    api_base: str | None = Field(None, description="REST base URL, e.g. http://127.0.0.1:8999/api/v10 (tests)")
-    gateway_url: str | None = Field(None, description="gateway websocket URL (tests)")
+    proxy: str | None = Field(None, description="HTTP proxy for Discord traffic, e.g. http://proxy.internal:3128")
     status_min_interval: float = Field(1.5, gt=0, description="seconds between status message edits")
     sync_commands: bool = Field(True, description="bulk-overwrite the slash commands at start-up")
     thread_archive_minutes: Literal[60, 1440, 4320, 10080] = 1440

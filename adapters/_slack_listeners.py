@@ -13,14 +13,15 @@ message can arrive both as ``app_mention`` and as ``message``) travel with it as
 ``Message.dedupe_ids``; the core records them in the durable ``processed_events``
 table in the same transaction that stores the message
 (``SessionStore.append_once``), so a crash cannot record a delivery without
-storing it. A delivery whose id is already recorded is dropped, whatever its retry
-number (a read-only check drops most of them early, before the thread's status
-is set); a retry whose first delivery was never stored (the process died first)
-is processed. Retries are never dropped on the header alone. The record survives
+storing it. The core decides: :meth:`~bot.core.CoreAPI.accept` returns ``None``
+for a delivery whose id is already recorded, whatever its retry number, and the
+listener drops it; a retry whose first delivery was never stored (the process
+died first) is processed. Retries are never dropped on the header alone. The record survives
 restarts (same database).
 
-Order. Deliveries of one thread are handed to the core in arrival order (one
-FIFO lock per thread), so the core's per-thread lanes see them in that order.
+Order. The core decides it: it processes a thread's deliveries in the order
+:meth:`~bot.core.CoreAPI.accept` stored them (``bot.lanes``), so the listeners hand
+deliveries on from independent tasks and keep no lock or dedupe of their own.
 """
 
 from __future__ import annotations
@@ -31,8 +32,6 @@ import dataclasses
 import logging
 import re
 from collections import deque
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -130,25 +129,6 @@ class AcksFirst:
                 return
 
 
-class _PerThread:
-    """One FIFO lock per thread key, dropped when nobody holds or waits for it."""
-
-    def __init__(self) -> None:
-        self._locks: dict[ThreadKey, tuple[asyncio.Lock, list[int]]] = {}
-
-    @asynccontextmanager
-    async def __call__(self, key: ThreadKey) -> AsyncIterator[None]:
-        lock, users = self._locks.setdefault(key, (asyncio.Lock(), [0]))
-        users[0] += 1
-        try:
-            async with lock:
-                yield
-        finally:
-            users[0] -= 1
-            if users[0] == 0:
-                self._locks.pop(key, None)
-
-
 def _header(request: Any, name: str) -> str | None:
     values = (getattr(request, "headers", None) or {}).get(name) or []
     return values[0] if values else None
@@ -172,7 +152,6 @@ class SlackListeners:
         self.outlet = outlet
         self.command = command
         self.assistant = assistant
-        self._per_thread = _PerThread()
         self.acks_first = AcksFirst()
 
     def register(self, bolt: AsyncApp) -> None:
@@ -290,12 +269,11 @@ class SlackListeners:
         self.outlet.spawn(self._deliver(accepted, set_status=set_status), name=f"slack-event-{event_id or msg.thread}")
 
     async def _deliver(self, accepted: Accepted, *, set_status: Any = None) -> None:
-        """Hand a stored delivery to the core (in thread order)."""
-        async with self._per_thread(accepted.msg.key):
-            await self.acks_first.turn()
-            if set_status is not None:
-                await self._best_effort(set_status("is working on it…"))
-            await self.core.process(accepted, self.outlet)
+        """Hand a stored delivery to the core (which keeps the thread's order)."""
+        await self.acks_first.turn()
+        if set_status is not None:
+            await self._best_effort(set_status("is working on it…"))
+        await self.core.process(accepted, self.outlet)
 
     async def _knows(self, key: ThreadKey) -> bool:
         """Baton takes part in ``key``: it spoke there or has stored messages of it."""
@@ -305,16 +283,6 @@ class SlackListeners:
             return await self.core.knows(key)
         except StoreError as e:
             log.error("checking thread %s failed: %s", key, e)
-            return False
-
-    async def _seen(self, ids: list[str]) -> bool:
-        """A cheap early drop of a delivery already handled (before the thread's status is set);
-        the core decides atomically when it stores the message. When the database fails, the
-        message goes on (the core reports the failure)."""
-        try:
-            return await self.core.seen(PLATFORM, ids)
-        except StoreError as e:
-            log.error("checking events %s failed: %s", ids, e)
             return False
 
     async def _run_command(self, command: dict[str, Any], respond: Any) -> None:
@@ -331,9 +299,8 @@ class SlackListeners:
             await self._best_effort(respond(text=f"I can't post in this conversation ({_api_error(e)}); {hint}, or DM me."))
             return
         msg = Message(PLATFORM, channel, str(anchor["ts"]), user, command_text(args), author_name=command.get("user_name"))
-        async with self._per_thread(msg.key):
-            await self.acks_first.turn()
-            await self.core.handle(msg, self.outlet)
+        await self.acks_first.turn()
+        await self.core.handle(msg, self.outlet)
 
     async def _run_button(self, msg: Message, body: dict[str, Any], action: dict[str, Any]) -> None:
         original = body.get("message") or {}
@@ -357,9 +324,8 @@ class SlackListeners:
                     blocks=without_actions(original["blocks"], f"↻ Retry requested by <@{msg.author}>"),
                 )
             )
-        async with self._per_thread(msg.key):
-            await self.acks_first.turn()
-            await self.core.handle(msg, self.outlet)
+        await self.acks_first.turn()
+        await self.core.handle(msg, self.outlet)
 
     @staticmethod
     async def _best_effort(call: Any) -> None:

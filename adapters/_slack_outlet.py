@@ -43,6 +43,7 @@ from adapters._slack_settings import SlackSettings, create_web_client
 from adapters._slack_translate import PLATFORM
 from adapters.base import RunView, StatusBoard, ThrottledReply, ThrottledStatusMessage
 from bot.core import Ability, ThreadKey
+from bot.tasks import TaskOwner
 from engine.events import RunEvent
 
 log = logging.getLogger("baton.slack")
@@ -146,7 +147,7 @@ class SlackOutlet:
         self.status_min_interval = status_min_interval
         self.inline_limit = min(inline_limit, SECTION_LIMIT)
         self._session = session
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = TaskOwner("slack", logger=log)  # handler tasks: kept, failures logged, stopped by aclose()
         self._ended: OrderedDict[int, tuple[ThreadKey, str, str | None]] = OrderedDict()
         self.known_threads: OrderedDict[ThreadKey, None] = OrderedDict()
 
@@ -282,32 +283,21 @@ class SlackOutlet:
 
     def spawn(self, coro: Coroutine[Any, Any, Any], *, name: str) -> asyncio.Task[Any]:
         """Run ``coro`` as a task this outlet keeps until it ends; failures are logged."""
-        task = asyncio.create_task(coro, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-        return task
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("%s failed", task.get_name(), exc_info=task.exception())
+        return self._tasks.start(coro, name)
 
     @property
     def pending(self) -> int:
         """Background tasks still running."""
-        return len(self._tasks)
+        return len(self._tasks.pending)
 
     async def drain(self) -> None:
         """Wait until no background task is left (tasks started meanwhile are waited for too)."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await self._tasks.settle()
 
     async def aclose(self, timeout: float = 5.0) -> None:
         """Let background tasks finish (up to ``timeout`` seconds), cancel the rest, close the HTTP session."""
-        if self._tasks:
-            _, pending = await asyncio.wait(list(self._tasks), timeout=timeout)
-            for t in pending:
-                t.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+        if running := self._tasks.pending:
+            await asyncio.wait(running, timeout=timeout)
+        await self._tasks.cancel_all()
         if self._session is not None and not self._session.closed:
             await self._session.close()

@@ -15,6 +15,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from bot.core import Ability, Message, Outlet, ReplyStream, RunView, ThreadKey
+from bot.tasks import TaskOwner
 from bot.texts import ICONS, step_line
 from engine.events import RunEvent, StepRecord
 
@@ -96,7 +97,7 @@ class ThrottledMessage:
         self._handle: object | None = None
         self._dirty = asyncio.Event()
         self._closed = False
-        self._task: asyncio.Task[None] = asyncio.create_task(self._loop(), name=name)
+        self._task: asyncio.Task[None] = TaskOwner(name).start(self._loop(), name=name)  # awaited by aclose(); a failure is logged
         self.edits = 0
 
     def touch(self) -> None:

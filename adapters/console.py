@@ -25,6 +25,7 @@ from rich.text import Text
 
 from adapters.base import ICONS, Message, RunView, StatusBoard
 from bot.core import Ability, ThreadKey
+from bot.tasks import TaskOwner
 from bot.texts import step_error
 from engine.events import RunEvent, StepRecord
 
@@ -310,8 +311,9 @@ def _on_sigint(loop: asyncio.AbstractEventLoop, interrupted: asyncio.Event) -> b
 
 async def _first(aw, interrupted: asyncio.Event):  # type: ignore[no-untyped-def]
     """``await aw``, unless ``interrupted`` is set first (then ``aw`` is cancelled and ``None`` returned)."""
-    task = asyncio.ensure_future(aw)
-    stop = asyncio.ensure_future(interrupted.wait())
+    owner = TaskOwner("console")
+    task = owner.start(_awaited(aw), name="console-input")
+    stop = owner.start(interrupted.wait(), name="console-interrupt")
     try:
         await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
     finally:
@@ -320,6 +322,10 @@ async def _first(aw, interrupted: asyncio.Event):  # type: ignore[no-untyped-def
                 t.cancel()
         await asyncio.gather(task, stop, return_exceptions=True)
     return task.result() if task.done() and not task.cancelled() else None  # an error in ``aw`` is raised
+
+
+async def _awaited(aw):  # type: ignore[no-untyped-def]
+    return await aw
 
 
 def _user() -> str:

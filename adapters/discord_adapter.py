@@ -56,12 +56,10 @@ import logging
 import time
 from collections.abc import Awaitable, Coroutine
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import discord
-import discord.gateway
-import discord.http
-import yarl
 from discord import app_commands
 
 from adapters._discord_buttons import BUTTON_ACTIONS, ActionButton, ButtonsMixin
@@ -115,8 +113,9 @@ class BatonDiscordClient(CommandsMixin, ButtonsMixin, discord.Client):
             :class:`~bot.core.CoreAPI` only (``handle``, ``preflight``, ``run_info`` …).
         settings: adapter settings.
         outlet: the outlet registered with the app for ``discord``.
-        **options: passed to :class:`discord.Client` (tests pass e.g.
-            ``guild_ready_timeout``).
+        **options: passed to :class:`discord.Client` (its public options: tests pass
+            ``connector`` (an aiohttp connector that reaches a local fake Discord) and
+            ``guild_ready_timeout``). ``settings.proxy`` becomes ``proxy`` unless given.
 
     Attributes:
         tree: the application command tree.
@@ -125,6 +124,8 @@ class BatonDiscordClient(CommandsMixin, ButtonsMixin, discord.Client):
 
     def __init__(self, app: Any, settings: DiscordSettings, outlet: DiscordOutlet, **options: Any) -> None:
         options.setdefault("chunk_guilds_at_startup", False)
+        if settings.proxy:
+            options.setdefault("proxy", settings.proxy)
         super().__init__(intents=gateway_intents(settings), allowed_mentions=NO_MENTIONS, **options)
         self.app = app
         self.core: CoreAPI = app.bot
@@ -135,7 +136,6 @@ class BatonDiscordClient(CommandsMixin, ButtonsMixin, discord.Client):
         self.tasks = TaskOwner("discord", logger=log)  # handler tasks: kept, failures logged, cancelled by close()
         self._resumed = False
         self._index: NameIndex | None = None
-        self._restore: list[tuple[object, str, object]] = []
         define_commands(self)
 
     # -- tasks ---------------------------------------------------------------
@@ -155,16 +155,6 @@ class BatonDiscordClient(CommandsMixin, ButtonsMixin, discord.Client):
         await self.tasks.settle()
 
     # -- lifecycle -----------------------------------------------------------
-
-    def patch_endpoints(self) -> None:
-        """Point discord.py at ``settings.api_base`` / ``gateway_url`` (restored by :meth:`close`)."""
-        if self.settings.api_base:
-            self._restore.append((discord.http.Route, "BASE", discord.http.Route.BASE))
-            discord.http.Route.BASE = self.settings.api_base.rstrip("/")
-        if self.settings.gateway_url:
-            ws = discord.gateway.DiscordWebSocket
-            self._restore.append((ws, "DEFAULT_GATEWAY", ws.DEFAULT_GATEWAY))
-            ws.DEFAULT_GATEWAY = yarl.URL(self.settings.gateway_url)
 
     async def setup_hook(self) -> None:
         """After login: register the persistent buttons, sync commands, resume unfinished runs (once)."""
@@ -204,13 +194,10 @@ class BatonDiscordClient(CommandsMixin, ButtonsMixin, discord.Client):
         return synced
 
     async def close(self) -> None:
-        """Cancel the handler tasks, close the gateway and HTTP session, restore patched endpoints."""
+        """Cancel the handler tasks, close the gateway and HTTP session."""
         await self.tasks.cancel_all()
         self.outlet.closed = True
         await super().close()
-        while self._restore:
-            obj, attr, value = self._restore.pop()
-            setattr(obj, attr, value)
 
     # -- helpers ---------------------------------------------------------------
 
@@ -409,6 +396,13 @@ def _unparsed_event(e: BaseException) -> str:
 # --------------------------------------------------------------------------- entry points
 
 
+def _safe_url(url: str) -> str:
+    """``url`` without any ``user:password@`` part (proxy URLs may carry credentials)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    return f"{parts.scheme}://{host}{f':{parts.port}' if parts.port else ''}"
+
+
 def build_discord_client(
     app: Any, settings: DiscordSettings | None = None, *, outlet: DiscordOutlet | None = None, **client_options: Any
 ) -> tuple[BatonDiscordClient, DiscordOutlet]:
@@ -416,9 +410,10 @@ def build_discord_client(
 
     The outlet is ``outlet``, else the :class:`DiscordOutlet` already registered in
     ``app.outlet_for("discord")``, else a new one; it is registered with ``app.add_outlet`` so
-    run results reach Discord. ``settings.api_base``/``gateway_url`` are applied
-    process-wide and restored by ``client.close()``. The token (if set) is added to
-    the log redaction filter.
+    run results reach Discord. ``client_options`` go to :class:`discord.Client` (e.g.
+    ``connector``); nothing process-wide is changed: the client talks to
+    ``https://discord.com`` and ``wss://gateway.discord.gg`` (through ``settings.proxy``
+    if set). The token (if set) is added to the log redaction filter.
 
     Returns:
         ``(client, outlet)``.
@@ -434,13 +429,14 @@ def build_discord_client(
     if settings.token:
         REDACT.add(settings.token.get_secret_value())
     client = BatonDiscordClient(app, settings, outlet, **client_options)
-    client.patch_endpoints()
     outlet.attach(client)
     return client, outlet
 
 
-async def serve_discord(app: Any, settings: DiscordSettings | None = None) -> None:
+async def serve_discord(app: Any, settings: DiscordSettings | None = None, **client_options: Any) -> None:
     """Serve ``app`` on Discord until cancelled (or the connection fails for good).
+
+    ``client_options`` go to :class:`discord.Client` (tests pass ``connector``).
 
     Logs in (``GET /users/@me``), syncs the commands, resumes unfinished Discord
     runs, then holds the gateway connection (discord.py reconnects and resumes).
@@ -454,14 +450,14 @@ async def serve_discord(app: Any, settings: DiscordSettings | None = None) -> No
     """
     settings = settings or DiscordSettings()
     token = settings.require_token()
-    client, _ = build_discord_client(app, settings)
+    client, _ = build_discord_client(app, settings, **client_options)
     try:
         try:
             await client.login(token)
         except (aiohttp.ClientError, OSError) as e:  # at start: one clear line, not a traceback
-            where = settings.api_base or "https://discord.com/api/v10"
+            via = f" through the proxy {_safe_url(settings.proxy)}" if settings.proxy else ""
             raise DiscordConfigError(
-                f"cannot reach Discord at {where} ({type(e).__name__}); check the network, a proxy, or BATON_DISCORD_API_BASE"
+                f"cannot reach Discord at https://discord.com{via} ({type(e).__name__}); check the network or BATON_DISCORD_PROXY"
             ) from None
         await client.connect(reconnect=True)  # discord.py reconnects with backoff
     except discord.LoginFailure:

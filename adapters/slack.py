@@ -44,6 +44,7 @@ from adapters._slack_listeners import SlackListeners
 from adapters._slack_outlet import _DELIVERY_ERRORS, SlackOutlet, SlackRunView, _api_error
 from adapters._slack_settings import _ENV, SlackConfigError, SlackSettings, _secret, create_web_client
 from adapters._slack_translate import PLATFORM
+from bot.tasks import TaskOwner
 
 if TYPE_CHECKING:
     from bot.app import App
@@ -290,7 +291,7 @@ async def serve_slack(app: App, settings: SlackSettings, *, socket_mode: bool = 
                 log.info("Slack: serving events at %s", srv.url)
                 await asyncio.Event().wait()
     finally:
-        await _finish(asyncio.create_task(_wind_down(app, outlet, settings, owned), name="slack-wind-down"))
+        await _finish(TaskOwner("slack", logger=log).start(_wind_down(app, outlet, settings, owned), name="slack-wind-down"))
 
 
 async def _serve_socket_mode(bolt: AsyncApp, settings: SlackSettings) -> None:
@@ -302,7 +303,7 @@ async def _serve_socket_mode(bolt: AsyncApp, settings: SlackSettings) -> None:
     try:
         await asyncio.Event().wait()
     finally:
-        await _finish(asyncio.create_task(handler.close_async(), name="slack-socket-close"))
+        await _finish(TaskOwner("slack", logger=log).start(handler.close_async(), name="slack-socket-close"))
 
 
 async def _finish(task: asyncio.Task[Any]) -> None:

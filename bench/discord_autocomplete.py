@@ -164,10 +164,10 @@ async def main() -> dict[str, Any]:
     cfg = write_config(tmp, names)
     async with FakeDiscordAPI(token=TOKEN, user_id=BOT_ID, application_id=APP_ID, guild_id=GUILD_ID) as api:
         settings = Settings(config_dir=cfg, database_url=f"sqlite+aiosqlite:///{tmp / 'bench.db'}")
-        dsettings = DiscordSettings(token=TOKEN, api_base=api.api_base, sync_commands=False)
+        dsettings = DiscordSettings(token=TOKEN, sync_commands=False)
         outlet = DiscordOutlet(dsettings)
         app = await App.start(settings, {"discord": outlet}, migrate=True)
-        client, _ = build_discord_client(app, dsettings, guild_ready_timeout=0.01)
+        client, _ = build_discord_client(app, dsettings, connector=api.connector(), guild_ready_timeout=0.01)
         try:
             await client.login(TOKEN)
             parsers = client._connection.parsers

@@ -241,12 +241,12 @@ class App:
             "overlap": sc.overlap,
             **(scheduler_options or {}),
         }
-        tasks = TaskOwner("app", logger=log)
+        tasks = TaskOwner("app", logger=log)  # also owns the bot's per-thread lanes and the scheduler's tasks
         scheduler = SchedulerService(db, sessions, manager, compiler.compile, clock=scheduler_clock, tasks=tasks, **options)
         bot = Bot(
             settings, sessions, runs, manager, catalog,
             memory=memory, approvals=approvals, chat=Chat(llm, memory, sessions), router=router,
-            scheduler=scheduler, compiler=compiler, audit=AuditStore(db),
+            scheduler=scheduler, compiler=compiler, audit=AuditStore(db), tasks=tasks,
         )  # fmt: skip
         queue: Any
         if settings.queue.mode == "workers":  # runs go to `baton worker` processes (PostgreSQL, README "Scale out")

@@ -297,7 +297,13 @@ class CoreAPI(Protocol):
         ...
 
     async def process(self, accepted: Accepted, outlet: Outlet) -> None:
-        """Act on a delivery :meth:`accept` stored (answer it, start its admitted run)."""
+        """Act on a delivery :meth:`accept` stored (answer it, start its admitted run).
+
+        The core keeps each thread's order: deliveries are processed in the order
+        :meth:`accept` stored them, whichever task calls this, so adapters keep no
+        per-thread locks. Every accepted delivery must be processed (a later one of its
+        thread waits for it).
+        """
         ...
 
     async def preflight(self, msg: Message, text: str) -> str | None:

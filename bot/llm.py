@@ -106,6 +106,7 @@ class LLM:
     ) -> None:
         self.registry = registry
         self.prices = prices
+        registry.prices = prices  # provider spans report cost with the same prices
         self.counter = counter
         self.max_tokens = max_tokens
         self.max_cost = max_cost_per_workflow

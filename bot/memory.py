@@ -39,6 +39,7 @@ from bot.sessions import (
     make_strategy,
 )
 from bot.store.sessions import Forgotten, SessionStore, StoredMessage
+from bot.tasks import TaskOwner
 
 log = logging.getLogger("baton.memory")
 
@@ -267,6 +268,7 @@ class Memory:
         self._null = NullSessionStore()
         self._strategies: dict[int, Any] = {}
         self._summarizing: dict[SessionKey, asyncio.Task[None]] = {}
+        self._summary_tasks = TaskOwner("memory", logger=log)  # cancelled and awaited by aclose() (via _summarizing)
         self._summary_slots = asyncio.Semaphore(MAX_CONCURRENT_SUMMARIES)
         sessions.listeners.append(self.observe)
         for name, cfg in [("default", self.default), *self.channels.items()]:
@@ -345,7 +347,7 @@ class Memory:
         """Start the thread's background summarization unless one is running (the next turn plans again)."""
         if key in self._summarizing:
             return
-        task = asyncio.create_task(self._summarize(key, store, strategy, list(history), list(stored)), name=f"summaries {key}")
+        task = self._summary_tasks.start(self._summarize(key, store, strategy, list(history), list(stored)), name=f"summaries {key}")
         self._summarizing[key] = task
         task.add_done_callback(lambda t: self._summarizing.pop(key, None) if self._summarizing.get(key) is t else None)
 

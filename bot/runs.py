@@ -23,6 +23,7 @@ from bot import texts
 from bot.core import Outlet, send_run_result
 from bot.texts import final_outputs, result_text
 from bot.store import RunStore, SessionStore, StoreError, ThreadKey
+from bot.tasks import TaskOwner
 from engine.children import ChildRegistry, Orphan
 from engine.events import StepRecord
 from engine.graph import Graph, split_instance
@@ -63,6 +64,7 @@ class RunManager:
         *,
         children: ChildRegistry | None = None,
     ) -> None:
+        self._run_tasks = TaskOwner("runs", logger=log)
         self.runs = runs
         self.children = children
         self._orphans: dict[str, dict[str, Orphan]] | None = None  # run id → step id → orphan (reaped once)
@@ -117,7 +119,8 @@ class RunManager:
     ) -> ActiveRun:
         """``claimed``: the run row is ``running`` already (a worker's claim wrote it)."""
         title = graph.name or graph.source
-        task = asyncio.create_task(self._drive(run_id, key, graph, prior, fired_by, use_cache, claimed), name=f"run-{run_id}")
+        # the manager owns run tasks (ActiveRun.task; shutdown() cancels them); TaskOwner logs a failure
+        task = self._run_tasks.start(self._drive(run_id, key, graph, prior, fired_by, use_cache, claimed), name=f"run-{run_id}")
         active = ActiveRun(run_id, key, title, task)
         self.active[run_id] = active
         self._idle.clear()

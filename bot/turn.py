@@ -1,6 +1,8 @@
 """One turn: store the message, decide what it is, act, reply — in the thread's order.
 
-Ordering: every message is stored the moment it arrives (nothing typed is lost).
+Ordering: every message is stored the moment it arrives (nothing typed is lost),
+and a thread's messages are processed in the order they were stored, whichever
+adapter task hands them on (:mod:`bot.lanes`; adapters keep no locks of their own).
 Everything that starts work (a run, a rerun, chat) goes through the thread's *lane*,
 a FIFO served by one task, so a thread's requests are handled in arrival order.
 Commands that only read (``/why``, ``/run show``, ``/runs``, ``/history`` …) answer
@@ -16,12 +18,13 @@ arrives while a run is active in the same thread follows ``workflow.busy_policy`
 from __future__ import annotations
 
 import asyncio
-import contextvars
+import contextlib
 import logging
 import re
-from collections import deque
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, cast
+
+from opentelemetry import trace
 
 from bot import texts
 from bot.approvals import ApprovalBroker
@@ -29,7 +32,8 @@ from bot.chat import Chat
 from bot.commands import FORGET_WINDOW_S, CoreAPIMethods, ReadOnlyCommands, _UsageError
 from bot.compiler import WorkflowCompiler
 from bot.core import Ability, ChoicesOutlet, Message, Outlet, has_ability
-from bot.intake import COMMANDS, Accepted, Command, RunIntake, _ancestors, _find_step, _reused_steps, parse_command
+from bot.intake import COMMANDS, Accepted, Command, _ancestors, _find_step, _reused_steps, parse_command
+from bot.lanes import TURN, ThreadLanes
 from bot.memory import Memory
 from bot.queue.admission import Admission, permission_problem
 from bot.queue.local import LocalWorker
@@ -39,11 +43,14 @@ from bot.routing import Decision, Outcome, Router, bind_arguments
 from bot.routing.args import placeholders, value_problem
 from bot.routing.types import Param
 from bot.runs import RunManager
+from bot.server import tracing
+from bot.server.tracing import route_attributes
 from bot.texts import result_text
 from bot.settings import Settings, permits
 from bot.store import RunStore, SessionStore, StoreError, ThreadKey
 from bot.store.audit import AuditStore
 from bot.store.sessions import COMMAND
+from bot.tasks import TaskOwner
 from engine.catalog import Catalog, close_names
 from engine.errors import DefinitionError, EngineError, UnknownWorkflowError, WorkflowSyntaxError
 from engine.graph import Graph, split_instance
@@ -68,11 +75,10 @@ _NO = {"no", "n", "nope", "cancel", "stop", "don't", "dont", "never mind", "neve
 _NEVER_WAIT = {"cancel", "approve", "reject"}
 """Commands answered the moment they arrive; every other command waits until the thread's
 earlier messages are answered (a run started or queued, a question asked, a reply sent)."""
-_TURN: contextvars.ContextVar[asyncio.Event | None] = contextvars.ContextVar("baton_turn", default=None)
-"""The event of the lane item being handled (set once it is answered; see :meth:`Bot.handle`)."""
+_TURN = TURN
 
 
-class Bot(RunIntake, CoreAPIMethods, ReadOnlyCommands):
+class Bot(ThreadLanes, CoreAPIMethods, ReadOnlyCommands):
     """The core: takes the :class:`Message` objects adapters hand in and answers through their outlet.
 
     Args:
@@ -85,6 +91,7 @@ class Bot(RunIntake, CoreAPIMethods, ReadOnlyCommands):
         scheduler: the schedule commands' service (``None``: no schedule commands).
         compiler: the shared workflow compiler (default: a new one over ``catalog``).
         audit: where audit rows go (``None``: not recorded).
+        tasks: the owner of the lanes' tasks (the App's; default a new one).
     """
 
     def __init__(
@@ -102,6 +109,7 @@ class Bot(RunIntake, CoreAPIMethods, ReadOnlyCommands):
         scheduler: SchedulerService | None = None,
         compiler: WorkflowCompiler | None = None,
         audit: AuditStore | None = None,
+        tasks: TaskOwner | None = None,
     ) -> None:
         self.settings = settings
         self.sessions = sessions
@@ -119,13 +127,10 @@ class Bot(RunIntake, CoreAPIMethods, ReadOnlyCommands):
         self.audit = audit  # who started, cancelled, approved… (bot.store.audit)
         self._forget_pending: dict[ThreadKey, float] = {}
         self._schedule_pending: dict[ThreadKey, tuple[float, str]] = {}
-        self._lanes: dict[ThreadKey, deque[tuple[Message, Outlet, Command | None, int, int | None, asyncio.Event]]] = {}
         self.admission: Admission | None = None  # set by the App (bot.queue): runs are admitted through it
         self.queue: LocalWorker | ScaleOut | None = None
         self._admitted: dict[int, tuple[Graph, dict, bool] | None] = {}  # admitted run → (graph, reused steps, is a rerun)
-        self._lane_tasks: dict[ThreadKey, asyncio.Task[None]] = {}
-        self._unanswered: dict[ThreadKey, list[asyncio.Event]] = {}  # per thread, in arrival order
-        self._waiting_answers: set[asyncio.Task[None]] = set()
+        self._init_lanes(tasks)  # bot.lanes: intake order, lanes (tasks started through ``tasks``), turn spans
 
     # -- entry -------------------------------------------------------------
 
@@ -146,7 +151,23 @@ class Bot(RunIntake, CoreAPIMethods, ReadOnlyCommands):
             await self.process(accepted, outlet)
 
     async def process(self, accepted: Accepted, outlet: Outlet) -> None:
-        """Act on an accepted message: read-only commands at once, the rest in thread order."""
+        """Act on an accepted message: read-only commands at once, the rest in thread order.
+
+        Messages of one thread are processed in the order :meth:`accept` stored them
+        (:mod:`bot.lanes`), whatever task calls this; a ``turn`` span covers the message
+        until it is answered.
+        """
+        async with self._intake_turn(accepted) as span:
+            handed_on = False
+            try:
+                with trace.use_span(span, end_on_exit=False):
+                    handed_on = await self._process(accepted, outlet, span)
+            finally:
+                if not handed_on:
+                    span.end()
+
+    async def _process(self, accepted: Accepted, outlet: Outlet, span: trace.Span) -> bool:
+        """:meth:`process`'s body; ``True`` when ``span`` was handed to a lane or answer task (which ends it)."""
         msg, stored, admitted = accepted.msg, accepted.stored, accepted.admitted
         if admitted is not None:
             if admitted.run_id is None:
@@ -158,116 +179,30 @@ class Bot(RunIntake, CoreAPIMethods, ReadOnlyCommands):
                 action = "run.rerun" if parse_command(msg.text) and parse_command(msg.text).name == "rerun" else "run.start"  # type: ignore[union-attr]
                 await self.record(msg, action, target=f"run:{admitted.run_id}", detail=(graph.name or graph.source)[:200] if graph else None)
                 self._admitted[admitted.run_id] = (*accepted.plan, action == "run.rerun") if accepted.plan else None
-                await self._enqueue(msg, outlet, Command("admitted", str(admitted.run_id)), stored.id, stored.tokens)
-            return
+                await self._enqueue(msg, outlet, Command("admitted", str(admitted.run_id)), stored.id, stored.tokens, span)
+                return True
+            return False
         sc = parse_schedule_command(msg.text) if self.scheduler is not None else None
         if sc is None and self.scheduler is not None:
             sc = await self._schedule_phrase(msg, outlet)
             if sc == ("", ""):  # asked to confirm a schedule: nothing runs now
-                return
+                return False
         if sc is not None:  # schedule …, /schedules, /pause ID, /resume ID, /unschedule ID
             await self._safely(lambda m, o, c: handle_schedule_command(self.scheduler, self, m, o, *sc), msg, outlet, None)
             if sc[0] != "schedules":
                 await self.record(msg, f"schedule.{sc[0]}", detail=sc[1][:200] or None)
-            return
+            return False
         cmd = parse_command(msg.text)
         if cmd is not None and cmd.name in _IMMEDIATE:
             earlier = [e for e in self._unanswered.get(msg.key, ()) if not e.is_set()]
             if cmd.name in _NEVER_WAIT or not earlier:
                 await self._safely(self._immediate, msg, outlet, cmd)
-                return
+                return False
             # answered in the thread's order, without holding up the adapter (a /cancel typed next must act now)
-            task = asyncio.create_task(self._in_turn(earlier, self._turn(msg.key), msg, outlet, cmd), name=f"answer-{msg.key}")
-            self._waiting_answers.add(task)
-            task.add_done_callback(self._waiting_answers.discard)
-            return
-        await self._enqueue(msg, outlet, cmd, stored.id, stored.tokens)
-
-    async def _enqueue(self, msg: Message, outlet: Outlet, cmd: Command | None, message_id: int, tokens: int | None) -> None:
-        """Put a stored message in its thread's lane (answered in arrival order)."""
-        turn = self._turn(msg.key)
-        if cmd is not None and cmd.name in ("run", "rerun", "admitted") and msg.key in self._lane_tasks:
-            busy = self.manager.in_thread(msg.key)
-            if busy and self.settings.workflow.busy_policy == "queue":  # say so at once, not when the thread frees up
-                await self._command_answer(msg.key, outlet, f"Queued behind {self._describe(busy)}; it starts when that is done.")
-                self._answered(msg.key, turn)
-        lane = self._lanes.get(msg.key)
-        if lane is None:
-            lane = self._lanes[msg.key] = deque()
-        lane.append((msg, outlet, cmd, message_id, tokens, turn))
-        if msg.key not in self._lane_tasks:
-            self._lane_tasks[msg.key] = asyncio.create_task(self._serve_lane(msg.key), name=f"lane-{msg.key}")
-
-    async def _serve_lane(self, key: ThreadKey) -> None:
-        lane = self._lanes[key]
-        try:
-            while lane:
-                msg, outlet, cmd, message_id, tokens, turn = lane.popleft()
-                queue = self._unanswered.get(key, [])
-                earlier = queue[: queue.index(turn)] if turn in queue else []
-                await asyncio.gather(*(e.wait() for e in earlier))  # commands that arrived before it are answered first
-                token = _TURN.set(turn)
-                try:
-                    await self._safely(lambda m, o, c: self._ordered(m, o, c, message_id, tokens), msg, outlet, cmd)
-                finally:
-                    _TURN.reset(token)
-                    self._answered(key, turn)
-        except asyncio.CancelledError:
-            self._lane_tasks.pop(key, None)
-            raise
-        self._lane_tasks.pop(key, None)
-        if not lane:
-            self._lanes.pop(key, None)
-        else:  # raced with a put after the loop ended
-            self._lane_tasks[key] = asyncio.create_task(self._serve_lane(key), name=f"lane-{key}")
-
-    def _turn(self, key: ThreadKey) -> asyncio.Event:
-        """A new message's place in its thread's order: set once the message is answered."""
-        turn = asyncio.Event()
-        self._unanswered.setdefault(key, []).append(turn)
-        return turn
-
-    def _answered(self, key: ThreadKey, turn: asyncio.Event) -> None:
-        turn.set()
-        got = self._unanswered.get(key)
-        if got is not None:
-            if turn in got:
-                got.remove(turn)
-            if not got:
-                self._unanswered.pop(key, None)
-
-    async def _in_turn(self, earlier: list[asyncio.Event], turn: asyncio.Event, msg: Message, outlet: Outlet, cmd: Command) -> None:
-        try:
-            await asyncio.gather(*(e.wait() for e in earlier))
-            await self._safely(self._immediate, msg, outlet, cmd)
-        finally:
-            self._answered(msg.key, turn)
-
-    def _describe(self, busy: list) -> str:  # type: ignore[type-arg]
-        """"run #3 (waiting for approval)" / "runs #3 (running), #4 (running)"."""
-        def state(run_id: int) -> str:
-            return "waiting for approval" if self.approvals is not None and self.approvals.pending(run_id) else "running"
-
-        return ("run " if len(busy) == 1 else "runs ") + ", ".join(f"#{r.id} ({state(r.id)})" for r in busy)
-
-    async def drain(self) -> None:
-        """Wait until every lane is empty, every command waiting its turn is answered, every
-        queued run has been served and every run has finished."""
-        while self._lane_tasks or self._waiting_answers or self.manager.active or (self.queue is not None and self.queue.busy):
-            await asyncio.gather(*self._lane_tasks.values(), *self._waiting_answers, return_exceptions=True)
-            if self.queue is not None:
-                await self.queue.wait_idle()
-            await self.manager.wait_idle()
-
-    async def aclose(self) -> None:
-        """Stop serving lanes (queued requests are stored; they are not acted on)."""
-        tasks = [*self._lane_tasks.values(), *self._waiting_answers]
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        self._lane_tasks.clear()
-        self._lanes.clear()
-        self._unanswered.clear()
+            self._answer_in_turn(earlier, msg, outlet, cmd, span)
+            return True
+        await self._enqueue(msg, outlet, cmd, stored.id, stored.tokens, span)
+        return True
 
     async def _schedule_phrase(self, msg: Message, outlet: Outlet) -> tuple[str, str] | None:
         """A plain message that parses as a schedule ("every weekday at 9am run standup-report")
@@ -324,8 +259,14 @@ class Bot(RunIntake, CoreAPIMethods, ReadOnlyCommands):
     async def _ordered(self, msg: Message, outlet: Outlet, cmd: Command | None, message_id: int = 0, tokens: int | None = None) -> None:
         key = msg.key
         args: dict[str, str] | None = None
+        route_span: trace.Span | None = None
         if cmd is None:
-            routed = await self._route(msg, outlet)
+            before = self._decisions.get(key)
+            route_span = tracing.start_span("route", {"baton.thread": ":".join(key)})
+            with trace.use_span(route_span, end_on_exit=True):
+                routed = await self._route(msg, outlet)
+                decided = self._decisions.get(key)
+                route_attributes(route_span, routed, decided[1] if decided is not None and decided is not before else None)
             if routed is None:
                 return
             target, args = routed
@@ -339,7 +280,9 @@ class Bot(RunIntake, CoreAPIMethods, ReadOnlyCommands):
         if cmd.name == "admitted":
             await self._start_admitted(msg.key, int(cmd.arg))
         elif cmd.name == "run":
-            await self._run(msg, outlet, cmd.arg, args)
+            # a routed run's span is a child of the route span that chose it (bot.server.tracing)
+            with trace.use_span(route_span, end_on_exit=False) if route_span is not None else contextlib.nullcontext():
+                await self._run(msg, outlet, cmd.arg, args)
         elif cmd.name == "rerun":
             await self._rerun(msg, outlet, cmd.arg)
 
@@ -559,6 +502,7 @@ class Bot(RunIntake, CoreAPIMethods, ReadOnlyCommands):
         later messages wait for it (thread order)."""
         assert self.queue is not None
         plan = self._admitted.pop(run_id, None)
+        tracing.remember_run_parent(run_id)  # its run span's parent: the current route or turn span
         done = self.queue.submit(run_id, key, graph=plan[0] if plan else None, prior=plan[1] if plan else None, rerun=plan[2] if plan else False)
         turn = _TURN.get()
         if turn is not None:

@@ -8,12 +8,15 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Sequence
 from contextlib import aclosing
-from typing import ClassVar, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, ClassVar, Protocol, runtime_checkable
 
+from opentelemetry.trace import Span, Status, StatusCode
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
 import httpx
 import httpx2
+
+from bot.server import tracing
 
 from ._redact import safe_url
 from .errors import (
@@ -25,6 +28,9 @@ from .errors import (
 )
 from .resilience import BreakerPermit, CircuitBreaker, Clock, RetryPolicy, Sleep
 from .types import ChatMessage, Completion, StreamEnd, StreamEvent, TextDelta
+
+if TYPE_CHECKING:
+    from .cost import PriceTable
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +181,9 @@ class ResilientProvider(ABC):
         if not self.breaker.name:
             self.breaker.name = name  # its messages name the provider
         self._sleep = sleep
+        self.prices: PriceTable | None = None
+        """Prices for the ``baton.cost_usd`` of this provider's spans (set by the registry;
+        ``None``: genai-prices' bundled table, :func:`bot.providers.cost.default_price_table`)."""
 
     @property
     def name(self) -> str:
@@ -234,20 +243,35 @@ class ResilientProvider(ABC):
         max_tokens: int | None = None,
         system: str | None = None,
     ) -> AsyncIterator[StreamEvent]:
-        """Stream one reply; see :class:`Provider` for events and errors."""
+        """Stream one reply; see :class:`Provider` for events and errors.
+
+        Each call is an ``llm <name>`` span (:mod:`bot.server.tracing`; nothing when tracing
+        is off), a child of the caller's current span, from the call to the final event:
+        provider, model, tokens in/out and cost USD, or the error.
+        """
         msgs = check_messages(messages)
         resolved_model = model or self._model
         cap = self.max_tokens if max_tokens is None else max_tokens
         if cap < 1:
             raise ValueError("max_tokens must be >= 1")
 
-        events, first, permit = await self._open(msgs, model=resolved_model, max_tokens=cap, system=system)
+        span = tracing.start_span(
+            f"llm {self._name}",
+            {"baton.provider": self._name, "gen_ai.system": self.kind, "gen_ai.request.model": resolved_model, "gen_ai.request.max_tokens": cap},
+        )
+        try:
+            events, first, permit = await self._open(msgs, model=resolved_model, max_tokens=cap, system=system)
+        except BaseException as exc:
+            _span_failed(span, exc)
+            raise
         parts: list[str] = []
         event: StreamEvent = first
         try:
             while True:
                 if isinstance(event, StreamEnd):
                     permit.success()
+                    if span.is_recording():
+                        self._span_usage(span, event)
                     yield event
                     return
                 parts.append(event.text)
@@ -270,9 +294,28 @@ class ResilientProvider(ABC):
             # The caller stopped reading (or was cancelled) mid-reply; the server was answering.
             permit.success()
             raise
+        except BaseException as exc:
+            _span_failed(span, exc)
+            raise
         finally:
+            span.end()
             permit.release()  # no-op once settled; frees a half-open probe on cancellation
             await events.aclose()
+
+    def _span_usage(self, span: Span, end: StreamEnd) -> None:
+        """Tokens and cost of a finished reply on its span."""
+        from .cost import default_price_table
+
+        table = self.prices or default_price_table()
+        span.set_attributes(
+            {
+                "gen_ai.response.model": end.model or "",
+                "gen_ai.usage.input_tokens": end.usage.input_tokens,
+                "gen_ai.usage.output_tokens": end.usage.output_tokens,
+                "baton.cost_usd": table.cost_usd(end.model or self._model, end.usage),
+                "baton.finish_reason": str(end.finish_reason),
+            }
+        )
 
     async def complete(
         self,
@@ -341,6 +384,14 @@ class ResilientProvider(ABC):
             exc,
             state.upcoming_sleep,
         )
+
+
+def _span_failed(span: Span, exc: BaseException) -> None:
+    """Mark a provider span failed (cancellation is not a failure)."""
+    if isinstance(exc, asyncio.CancelledError | GeneratorExit) or not span.is_recording():
+        return
+    span.record_exception(exc)
+    span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
 
 
 async def collect(events: AsyncIterator[StreamEvent]) -> Completion:

@@ -19,6 +19,8 @@ if TYPE_CHECKING:  # the SDKs are imported only when a provider is built (they t
     import httpx
     import httpx2
 
+    from .cost import PriceTable
+
 NO_PROVIDERS_MESSAGE = (
     "no LLM providers are configured. Add one to config/baton.toml, e.g.\n"
     "  [providers.primary]\n"
@@ -170,6 +172,7 @@ class ProviderRegistry:
         self._sleep = sleep
         self._clock = clock
         self._built: dict[str, ResilientProvider] = {}
+        self.prices: PriceTable | None = None  # for the cost on provider spans (set by bot.llm.LLM)
 
     @classmethod
     def from_toml(
@@ -236,6 +239,7 @@ class ProviderRegistry:
             sleep=self._sleep,
             clock=self._clock,
         )
+        provider.prices = self.prices
         self._built[resolved] = provider
         return provider
 

@@ -37,6 +37,7 @@ from bot.server.problems import MEDIA_TYPE, Problem, install_handlers, problem_r
 from bot.server import tracing
 from bot.server.tracing import setup_tracing
 from bot.server.webhooks import Dispatcher
+from bot.tasks import TaskOwner
 from bot.settings import Settings
 
 log = logging.getLogger("baton.server")
@@ -66,7 +67,7 @@ class Services:
     hook: ServiceHook
     dispatcher: Dispatcher
     slack_endpoint: Any = None
-    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+    tasks: TaskOwner = field(default_factory=lambda: TaskOwner("server", logger=log))
 
 
 def create_app(
@@ -118,13 +119,11 @@ def create_app(
             platforms = {"api"} | ({"slack"} if svc.slack_endpoint else set())
             if resume:
                 await running.manager.resume_unfinished(platforms)
-            svc.tasks.append(asyncio.create_task(dispatcher.run(), name="baton-webhooks"))
-            svc.tasks.append(asyncio.create_task(_prune_loop(svc, settings), name="baton-audit-retention"))
+            svc.tasks.start(dispatcher.run(), name="baton-webhooks")
+            svc.tasks.start(_prune_loop(svc, settings), name="baton-audit-retention")
             yield
         finally:
-            for t in svc.tasks:
-                t.cancel()
-            await asyncio.gather(*svc.tasks, return_exceptions=True)
+            await svc.tasks.aclose()
             await asyncio.shield(_close(svc, owned))
 
     app = FastAPI(

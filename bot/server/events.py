@@ -269,7 +269,8 @@ class ServiceHook:
             attrs = {"baton.run_id": run_id, "baton.workflow": info.workflow if info else "adhoc"}
             if info and info.thread:
                 attrs["baton.thread"] = ":".join(info.thread.values())
-            self._spans[run_id] = tracing.tracer().start_span("run", start_time=_ns(now), attributes=attrs)
+            parent = tracing.run_parent(run_id)  # the route/turn span that started it, if this process has it
+            self._spans[run_id] = tracing.tracer().start_span("run", context=parent, start_time=_ns(now), attributes=attrs)
         elif status in ("succeeded", "failed", "cancelled"):
             span = self._spans.pop(run_id, None)
             if span is not None:

@@ -72,14 +72,14 @@ def test_a_configuration_mistake_is_one_line_and_exit_2(tmp_path: Path, case: st
 def test_discord_that_cannot_be_reached_is_one_line(tmp_path: Path) -> None:
     cfg = _config(tmp_path)
     p = _baton(
-        tmp_path, cfg, "run", "--adapter", "discord", env={"BATON_DISCORD_TOKEN": "not-a-real-token", "BATON_DISCORD_API_BASE": "http://127.0.0.1:9/api/v10"}
+        tmp_path, cfg, "run", "--adapter", "discord", env={"BATON_DISCORD_TOKEN": "not-a-real-token", "BATON_DISCORD_PROXY": "http://proxyuser:proxy-secret@127.0.0.1:9"}
     )
     assert p.returncode == 2, p.stderr[-3000:]
     # discord.py itself warns that voice support is not installed; ours is the one error line
     lines = [line for line in p.stderr.splitlines() if line.strip() and "voice will NOT be supported" not in line]
     assert len(lines) == 1 and "Traceback" not in p.stderr, p.stderr[-3000:]
-    assert lines[0].startswith("baton: cannot reach Discord") and "BATON_DISCORD_API_BASE" in lines[0]
-    assert "not-a-real-token" not in p.stderr
+    assert lines[0].startswith("baton: cannot reach Discord") and "BATON_DISCORD_PROXY" in lines[0] and "127.0.0.1:9" in lines[0]
+    assert "not-a-real-token" not in p.stderr and "proxy-secret" not in p.stderr
 
 
 def test_the_shipped_config_still_starts(tmp_path: Path) -> None:

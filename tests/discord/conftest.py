@@ -1,7 +1,7 @@
 """Fixtures for the Discord adapter: a real discord.py client against the local fake API.
 
 The client logs in over REST to :class:`tests.fakes.discord_api.FakeDiscordAPI`
-(``discord.http.Route.BASE`` points there) and receives gateway events through its
+(served as ``discord.com`` through the client's ``connector`` option, nothing patched) and receives gateway events through its
 own parsers (see :mod:`tests.discord.support`).
 """
 

@@ -162,7 +162,7 @@ def make_settings(api: FakeDiscordAPI, sqlite_url: str, overrides: dict[str, Any
     core = {k: v for k, v in overrides.items() if k in Settings.model_fields}
     disc = {k: v for k, v in overrides.items() if k in DiscordSettings.model_fields}
     settings = Settings(config_dir=REPO / "config", database_url=sqlite_url, **core)
-    dsettings = DiscordSettings(**{"token": TOKEN, "api_base": api.api_base, "status_min_interval": 0.05, **disc})
+    dsettings = DiscordSettings(**{"token": TOKEN, "status_min_interval": 0.05, **disc})
     return settings, dsettings
 
 
@@ -174,7 +174,7 @@ async def start_env(api: FakeDiscordAPI, sqlite_url: str, overrides: dict[str, A
     settings, dsettings = make_settings(api, sqlite_url, overrides or {})
     outlet = DiscordOutlet(dsettings)
     app = await App.start(settings, {"discord": outlet}, migrate=True)
-    client, registered = build_discord_client(app, dsettings, guild_ready_timeout=0.05)
+    client, registered = build_discord_client(app, dsettings, connector=api.connector(), guild_ready_timeout=0.05)
     assert registered is outlet and app.manager.outlets["discord"] is outlet
     e = DiscordEnv(app, client, outlet, api, dsettings)
     try:

@@ -177,3 +177,22 @@ async def test_a_routing_question_has_reply_buttons_and_a_click_answers_it(env: 
     [run] = await env.app.runs.list()
     assert run.requested_by == BOB["id"] and run.status == "succeeded"
     assert env.api.channel_messages(thread_id)[-1]["content"].startswith("```\nRun #1 succeeded")
+
+
+@pytest.mark.parametrize("discord_overrides", [{"permissions": {"*": ["*"], "approve": ["role:admin"]}}], indirect=True)
+async def test_approval_button_clicks_are_audited_like_the_commands(env: DiscordEnv) -> None:
+    """Who clicked, where (platform, channel, thread), what and the outcome: the rows ``/approve``/``/reject`` leave."""
+    thread_id, status = await start_approval_run(env)
+    env.feed(env.click(status, "baton:reject:1:s2", user=BOB, roles=()))  # not an approver: refused, and audited
+    await env.settle_handlers()
+    env.feed(env.click(status, "baton:approve:1:s2", user=ALICE))
+    await env.settle()
+    audit = env.app.bot.audit
+    assert audit is not None
+    [denied] = await audit.recent(actor=BOB["id"])
+    assert (denied.platform, denied.channel, denied.thread) == ("discord", CHANNEL_ID, thread_id)
+    assert (denied.action, denied.outcome, denied.target) == ("permission.denied", "denied", "run:1")
+    assert denied.detail and "reject" in denied.detail
+    [approved] = await audit.recent(actor=ALICE["id"], action="run.approve")
+    assert (approved.platform, approved.channel, approved.thread, approved.target, approved.outcome) == ("discord", CHANNEL_ID, thread_id, "run:1", "ok")
+    assert approved.detail == "Approved step s2 of run #1."

@@ -34,11 +34,11 @@ async def _ask_workflows(api: FakeDiscordAPI, app: App, dsettings) -> str:  # ty
 async def test_an_unparsable_gateway_event_is_logged_once_and_skipped(
     sqlite_url: str, api: FakeDiscordAPI, caplog: pytest.LogCaptureFixture
 ) -> None:
-    settings, dsettings = make_settings(api, sqlite_url, {"gateway_url": api.gateway_url, "dev_guild_id": int(GUILD_ID)})
+    settings, dsettings = make_settings(api, sqlite_url, {"dev_guild_id": int(GUILD_ID)})
     api.on_identify(load("gateway/Ready.json"), load("gateway/GuildCreate.json"))
     app = await App.start(settings, {}, migrate=True)
     caplog.set_level(logging.INFO)
-    task = asyncio.create_task(serve_discord(app, dsettings))
+    task = asyncio.create_task(serve_discord(app, dsettings, connector=api.connector()))
     try:
         await api.wait_identify()
         assert "disk-check" in await _ask_workflows(api, app, dsettings)

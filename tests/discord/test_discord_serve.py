@@ -9,9 +9,17 @@ from typing import Any
 import discord
 import discord.gateway
 import discord.http
+import yarl
 import pytest
 
-from adapters.discord_adapter import DiscordConfigError, DiscordOutlet, DiscordSettings, gateway_intents, serve_discord
+from adapters.discord_adapter import (
+    DiscordConfigError,
+    DiscordOutlet,
+    DiscordSettings,
+    build_discord_client,
+    gateway_intents,
+    serve_discord,
+)
 from bot.app import App
 from tests.discord.support import CHANNEL_ID, GUILD_ID, TOKEN, DiscordEnv, load, make_settings
 from tests.fakes.discord_api import FakeDiscordAPI
@@ -35,7 +43,7 @@ async def test_serve_without_token_fails_before_any_connection(sqlite_url: str, 
     app = await App.start(settings, {}, migrate=True)
     try:
         with pytest.raises(DiscordConfigError, match="BATON_DISCORD_TOKEN is not set"):
-            await serve_discord(app, DiscordSettings(api_base=api.api_base))
+            await serve_discord(app, DiscordSettings(), connector=api.connector())
     finally:
         await app.aclose()
     assert api.calls == []
@@ -61,12 +69,12 @@ def test_message_content_intent_only_with_chat_in_channels() -> None:
 @pytest.mark.parametrize("chat_in_channels", [False, True])
 async def test_serve_discord_over_the_gateway_until_cancelled(sqlite_url: str, api: FakeDiscordAPI, chat_in_channels: bool) -> None:
     settings, dsettings = make_settings(
-        api, sqlite_url, {"gateway_url": api.gateway_url, "dev_guild_id": int(GUILD_ID), "chat_in_channels": chat_in_channels}
+        api, sqlite_url, {"dev_guild_id": int(GUILD_ID), "chat_in_channels": chat_in_channels}
     )
     api.on_identify(load("gateway/Ready.json"), load("gateway/GuildCreate.json"))
     app = await App.start(settings, {}, migrate=True)  # serve_discord registers its outlet
     original_base, original_gateway = discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY
-    task = asyncio.create_task(serve_discord(app, dsettings))
+    task = asyncio.create_task(serve_discord(app, dsettings, connector=api.connector()))
     try:
         identify = await api.wait_identify()
         assert identify["token_valid"] is True
@@ -86,17 +94,20 @@ async def test_serve_discord_over_the_gateway_until_cancelled(sqlite_url: str, a
         with pytest.raises(asyncio.CancelledError):
             await task
         await app.aclose()
-    assert discord.http.Route.BASE == original_base and discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY == original_gateway
+    # nothing process-wide was patched: discord.py talked to Discord's own URLs, which the connector resolved to the fake
+    assert discord.http.Route.BASE == original_base == "https://discord.com/api/v10"
+    assert discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY == original_gateway == yarl.URL("wss://gateway.discord.gg/")
+    assert api.find("GET /users/@me") and all(c.authorized for c in api.find("GET /users/@me"))
 
 
 async def test_privileged_intent_not_enabled_is_a_clear_error(sqlite_url: str, api: FakeDiscordAPI) -> None:
     api.disallowed_intents = MESSAGE_CONTENT  # "Message Content Intent" off in the Developer Portal
-    settings, dsettings = make_settings(api, sqlite_url, {"gateway_url": api.gateway_url, "chat_in_channels": True})
+    settings, dsettings = make_settings(api, sqlite_url, {"chat_in_channels": True})
     app = await App.start(settings, {}, migrate=True)
     try:
         with pytest.raises(DiscordConfigError, match="BATON_DISCORD_CHAT_IN_CHANNELS needs the privileged Message Content intent"):
             async with asyncio.timeout(20):
-                await serve_discord(app, dsettings)
+                await serve_discord(app, dsettings, connector=api.connector())
     finally:
         await app.aclose()
     assert api.identifies and api.identifies[0]["intents"] & MESSAGE_CONTENT
@@ -107,7 +118,7 @@ async def test_rejected_token_is_a_clear_error(sqlite_url: str, api: FakeDiscord
     app = await App.start(settings, {}, migrate=True)
     try:
         with pytest.raises(DiscordConfigError, match="rejected BATON_DISCORD_TOKEN") as info:
-            await serve_discord(app, dsettings)
+            await serve_discord(app, dsettings, connector=api.connector())
     finally:
         await app.aclose()
     assert "not-the-right-token" not in str(info.value)
@@ -125,3 +136,50 @@ async def test_tokens_never_reach_logs_or_messages(env: DiscordEnv, caplog: pyte
     assert all(TOKEN not in str(b) for b in bodies)
     assert all(c.authorized for c in env.api.calls if c.route.startswith(("POST /channels", "PATCH /channels")))
     assert env.api.find("POST /channels/{channel_id}/messages/{message_id}/threads", channel_id=CHANNEL_ID)
+
+
+async def test_the_proxy_setting_carries_discord_traffic(sqlite_url: str, api: FakeDiscordAPI) -> None:
+    """``BATON_DISCORD_PROXY``: discord.py's own ``proxy`` option; REST goes through an HTTP CONNECT proxy."""
+    tunnels: list[str] = []
+    target = yarl.URL(api.url)
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+
+    async def proxy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        method, where, _ = head.split(b"\r\n", 1)[0].decode().split(" ", 2)
+        if method != "CONNECT":
+            writer.write(b"HTTP/1.1 405 Method Not Allowed\r\n\r\n")
+            writer.close()
+            return
+        tunnels.append(where)
+        up_reader, up_writer = await asyncio.open_connection(target.host, target.port)  # the fake "is" discord.com
+        writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        await writer.drain()
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    server = await asyncio.start_server(proxy, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    settings, dsettings = make_settings(api, sqlite_url, {"proxy": f"http://127.0.0.1:{port}", "sync_commands": False})
+    app = await App.start(settings, {}, migrate=True)
+    try:
+        client, _ = build_discord_client(app, dsettings, connector=api.connector())
+        try:
+            await client.login(TOKEN)
+            assert client.user is not None and str(client.user.id) == api.user["id"]
+        finally:
+            await client.close()
+    finally:
+        await app.aclose()
+        server.close()
+        await server.wait_closed()
+    assert tunnels and set(tunnels) == {"discord.com:443"}  # discord.py asked the proxy for Discord itself
+    assert api.find("GET /users/@me")

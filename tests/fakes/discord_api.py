@@ -1,18 +1,21 @@
 """An in-process fake of Discord's REST API and gateway that records every call.
 
 Runs on ``127.0.0.1`` with a random port inside the test's event loop (aiohttp),
-so the *real* discord.py client can be pointed at it: REST through
-``discord.http.Route.BASE = server.api_base`` (``BATON_DISCORD_API_BASE``), the
-gateway through ``server.gateway_url`` (``BATON_DISCORD_GATEWAY_URL``)::
+serving HTTPS as ``discord.com`` and ``gateway.discord.gg`` with a certificate of a
+test CA (trustme). The *real* discord.py client reaches it through its own public
+``connector`` option: :meth:`FakeDiscordAPI.connector` is an
+:class:`aiohttp.TCPConnector` whose resolver sends those two host names to the fake
+and which trusts the test CA. Nothing process-wide is patched: discord.py still
+requests ``https://discord.com/api/v10/…`` and ``wss://gateway.discord.gg/``::
 
     async with FakeDiscordAPI(token="bot-token") as api:
-        settings = DiscordSettings(token="bot-token", api_base=api.api_base)
+        client, _ = build_discord_client(app, settings, connector=api.connector())
 
 REST routes (all under ``/api/v10``; bodies are JSON or multipart with ``payload_json``)
 ------------------------------------------------------------------------------------------
 ``GET  /users/@me``                                        the bot user
 ``GET  /oauth2/applications/@me``                          the application (``id`` = ``application_id``)
-``GET  /gateway``, ``/gateway/bot``                        ``{"url": <gateway_url>, ...}``
+``GET  /gateway``, ``/gateway/bot``                        ``{"url": "wss://gateway.discord.gg", ...}``
 ``PUT/GET /applications/{app}/commands``                   global command bulk overwrite / list
 ``PUT/GET /applications/{app}/guilds/{guild}/commands``    guild command bulk overwrite / list
 ``POST /interactions/{id}/{token}/callback``               interaction response; with ``with_response``
@@ -34,7 +37,7 @@ Faults: :meth:`fail` answers the next calls of a route with a Discord error
 and Discord's body and headers (``retry_after`` seconds, ``X-RateLimit-*``, and a
 ``Via`` header: discord.py treats a 429 without one as a Cloudflare ban).
 
-Gateway: ``GET /gateway-ws`` speaks the gateway protocol with uncompressed text
+Gateway: ``GET /`` (``wss://gateway.discord.gg/``; also ``/gateway-ws``) speaks the gateway protocol with uncompressed text
 frames: Hello (op 10) → the client's Identify (op 2, recorded in
 :attr:`identifies` without the token) → the frames queued with
 :meth:`on_identify` (e.g. READY, GUILD_CREATE) → Heartbeat ACK (op 11) for every
@@ -50,16 +53,50 @@ import asyncio
 import itertools
 import json
 import socket
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import aiohttp
+import trustme
 from aiohttp import WSMsgType, web
+from aiohttp.abc import AbstractResolver, ResolveResult
 
 API_PREFIX = "/api/v10"
 _FIRST_SNOWFLAKE = 1_300_000_000_000_000_000
+
+
+DISCORD_HOSTS = ("discord.com", "gateway.discord.gg")
+"""The host names discord.py talks to (``Route.BASE`` and ``DiscordWebSocket.DEFAULT_GATEWAY``)."""
+
+_CA: trustme.CA | None = None
+
+
+def test_ca() -> trustme.CA:
+    """The test CA (made once per process) that signs the fake's certificate."""
+    global _CA
+    if _CA is None:
+        _CA = trustme.CA()
+    return _CA
+
+
+class ToFakeResolver(AbstractResolver):
+    """aiohttp resolver: :data:`DISCORD_HOSTS` → ``127.0.0.1:<port>``; any other host fails (no real network)."""
+
+    def __init__(self, port: int, host: str = "127.0.0.1") -> None:
+        self._port = port
+        self._host = host
+
+    async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
+        if host not in DISCORD_HOSTS:
+            raise OSError(f"the fake Discord serves only {', '.join(DISCORD_HOSTS)}, not {host}")
+        return [ResolveResult(hostname=host, host=self._host, port=self._port, family=socket.AF_INET, proto=0, flags=socket.AI_NUMERICHOST)]
+
+    async def close(self) -> None:
+        return None
 
 
 def _json(body: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -165,6 +202,7 @@ class FakeDiscordAPI:
         r.add_post(f"{p}/channels/{{channel_id}}/threads", self._thread_without_message)
         r.add_post(f"{p}/channels/{{channel_id}}/messages/{{message_id}}/threads", self._thread_from_message)
         r.add_get("/gateway-ws", self._gateway_ws)
+        r.add_get("/", self._gateway_ws)  # wss://gateway.discord.gg/?v=10&encoding=json…
         r.add_route("*", "/{tail:.*}", self._unknown)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.25)
         await self._runner.setup()
@@ -172,8 +210,22 @@ class FakeDiscordAPI:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((self._host, 0))
         self._port = sock.getsockname()[1]
-        await web.SockSite(self._runner, sock).start()
+        cert = test_ca().issue_cert(*DISCORD_HOSTS, self._host)
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        cert.configure_cert(tls)
+        await web.SockSite(self._runner, sock, ssl_context=tls).start()
         return self
+
+    def connector(self) -> aiohttp.TCPConnector:
+        """A new connector for ``discord.Client(connector=…)``: Discord's hosts resolve to this fake, its CA is trusted.
+
+        discord.py closes the connector with the client, so each client needs its own.
+        Must be called with an event loop running.
+        """
+        assert self._port is not None, "server not started"
+        tls = ssl.create_default_context()
+        test_ca().configure_trust(tls)
+        return aiohttp.TCPConnector(limit=0, resolver=ToFakeResolver(self._port, self._host), ssl=tls)
 
     async def stop(self) -> None:
         """Close gateway connections and stop serving (idempotent)."""
@@ -191,19 +243,19 @@ class FakeDiscordAPI:
 
     @property
     def url(self) -> str:
-        """``http://127.0.0.1:<port>``."""
+        """``https://127.0.0.1:<port>`` (its certificate is signed by :func:`test_ca`)."""
         assert self._port is not None, "server not started"
-        return f"http://{self._host}:{self._port}"
+        return f"https://{self._host}:{self._port}"
 
     @property
     def api_base(self) -> str:
-        """The REST base for ``discord.http.Route.BASE`` (``…/api/v10``)."""
+        """The REST base on this server (``…/api/v10``)."""
         return f"{self.url}{API_PREFIX}"
 
     @property
     def gateway_url(self) -> str:
-        """The gateway websocket URL (``ws://…/gateway-ws``)."""
-        return f"ws://{self._host}:{self._port}/gateway-ws"
+        """The gateway websocket URL (``wss://…/gateway-ws``)."""
+        return f"wss://{self._host}:{self._port}/gateway-ws"
 
     # ------------------------------------------------------------------ test helpers
     def snowflake(self) -> str:
@@ -455,7 +507,7 @@ class FakeDiscordAPI:
         if err:
             return err
         limit = {"total": 1000, "remaining": 999, "reset_after": 0, "max_concurrency": 1}
-        return _json({"url": self.gateway_url, "shards": 1, "session_start_limit": limit})
+        return _json({"url": "wss://gateway.discord.gg", "shards": 1, "session_start_limit": limit})
 
     async def _commands(self, request: web.Request) -> web.Response:
         call, err = await self._record(request, auth=True)

@@ -205,3 +205,40 @@ async def test_a_routing_question_has_reply_buttons_and_a_click_answers_it(harne
     assert any(t.startswith("Run #1 succeeded") for t in texts)
     (edit,) = harness.slack.calls_to("chat.update", lambda c: c.args["ts"] == question.response["ts"])
     assert not [b for b in edit.args["blocks"] if b["type"] == "actions"] and "by <@W333>" in json.dumps(edit.args["blocks"])
+
+
+async def test_approve_and_reject_buttons_leave_the_same_audit_row_as_the_commands(harness: Harness) -> None:
+    """A signed block_actions click is audited like ``/approve`` typed in the thread: who, where, what, outcome."""
+    thread, status_ts = await _waiting_for_approval(harness, "echo plan THEN approve deploy to prod? THEN echo deployed")
+    status, _, _ = await harness.form(click_stored(harness, "C111", status_ts, "baton_approve", user="W333", name="carol"))
+    assert status == 200
+    await harness.settle()
+    audit = harness.app.bot.audit  # type: ignore[union-attr]
+    [row] = await audit.recent(actor="W333", action="run.approve")
+    assert (row.platform, row.channel, row.thread, row.target, row.outcome) == ("slack", "C111", thread, "run:1", "ok")
+    assert row.detail and row.detail.startswith("Approved step s2 of run #1")
+
+    thread2, status2 = await _waiting_for_approval_again(harness, "approve go? THEN echo never", 2)
+    await harness.form(click_stored(harness, "C111", status2, "baton_reject", user="W444", name="bob"))
+    await harness.settle()
+    [row] = await audit.recent(actor="W444", action="run.reject")
+    assert (row.platform, row.channel, row.thread, row.target, row.outcome) == ("slack", "C111", thread2, "run:2", "ok")
+
+
+async def _waiting_for_approval_again(harness: Harness, workflow: str, run_id: int) -> tuple[str, str]:
+    """Like :func:`_waiting_for_approval` for run ``run_id`` in a new thread."""
+    body = mention(f"run: {workflow}")
+    thread = body["event"]["ts"]
+    await harness.event(body)
+
+    def status_with_buttons() -> str | None:
+        for p in harness.posts(thread_ts=thread):
+            ts = p.response["ts"]
+            if p.args["text"].startswith(f"Run #{run_id} running") and "baton_approve" in json.dumps(harness.slack.messages[("C111", ts)].get("blocks", [])):
+                return ts
+        return None
+
+    async with asyncio.timeout(10):
+        while (ts := status_with_buttons()) is None:
+            await asyncio.sleep(0.02)
+    return thread, ts
