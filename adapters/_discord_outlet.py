@@ -324,14 +324,16 @@ class DiscordOutlet:
         return None
 
 
-async def open_rest_outlet(settings: DiscordSettings) -> tuple[DiscordOutlet, Callable[[], Awaitable[None]]]:
+async def open_rest_outlet(settings: DiscordSettings, **client_options: Any) -> tuple[DiscordOutlet, Callable[[], Awaitable[None]]]:
     """A :class:`DiscordOutlet` that talks to Discord's REST API only, for a ``baton worker``
     (scale-out): it posts the live status message of the runs it executes, edits it, and
     posts their results (with Retry/Show log buttons, which the front's gateway client
     answers), as the front would. No gateway connection: a worker receives nothing.
 
-    Logs in with ``GET /users/@me`` (``settings.api_base`` applied process-wide until the
-    returned ``close`` restores it). Returns ``(outlet, close)``; await ``close()`` at exit.
+    Logs in with ``GET /users/@me``. Nothing process-wide is changed: the client talks to
+    ``https://discord.com`` (through ``settings.proxy`` when set, discord.py's own ``proxy``
+    option); ``client_options`` go to :class:`discord.Client` (tests pass ``connector``).
+    Returns ``(outlet, close)``; await ``close()`` at exit.
 
     Raises:
         DiscordConfigError: no token (``BATON_DISCORD_TOKEN``).
@@ -340,24 +342,19 @@ async def open_rest_outlet(settings: DiscordSettings) -> tuple[DiscordOutlet, Ca
     token = settings.require_token()
     REDACT.attach(_LOGGERS)
     REDACT.add(token)
-    restore = discord.http.Route.BASE
-    if settings.api_base:
-        discord.http.Route.BASE = settings.api_base.rstrip("/")
-    client = discord.Client(intents=discord.Intents(guilds=True), allowed_mentions=NO_MENTIONS)  # intents: never sent
+    if settings.proxy:
+        client_options.setdefault("proxy", settings.proxy)
+    client = discord.Client(intents=discord.Intents(guilds=True), allowed_mentions=NO_MENTIONS, **client_options)  # intents: never sent
     try:
         await client.login(token)
     except BaseException:
         await client.close()
-        discord.http.Route.BASE = restore
         raise
     outlet = DiscordOutlet(settings)
     outlet.attach(client)  # type: ignore[arg-type]  # post/edit/send_file use the public REST calls only
 
     async def close() -> None:
         outlet.closed = True
-        try:
-            await client.close()
-        finally:
-            discord.http.Route.BASE = restore
+        await client.close()
 
     return outlet, close

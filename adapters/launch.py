@@ -60,11 +60,11 @@ async def serve(settings: Settings, adapter: str, *, socket_mode: bool = False) 
 
 
 @asynccontextmanager
-async def worker_outlets() -> AsyncIterator[dict[str, Any]]:
+async def worker_outlets(**discord_options: Any) -> AsyncIterator[dict[str, Any]]:
     """The outlets a ``baton worker`` posts through, as the front would (status message edits
     and results): Slack's Web API when ``SLACK_BOT_TOKEN`` is set, Discord's REST API when
     ``BATON_DISCORD_TOKEN`` is (:func:`adapters._discord_outlet.open_rest_outlet`; no
-    gateway). Closed on exit.
+    gateway; ``discord_options`` go to its :class:`discord.Client`). Closed on exit.
 
     Raises:
         discord.LoginFailure: Discord rejected the token (at start, before any run).
@@ -82,7 +82,7 @@ async def worker_outlets() -> AsyncIterator[dict[str, Any]]:
         if discord_settings.token is not None and discord_settings.token.get_secret_value().strip():
             from adapters._discord_outlet import open_rest_outlet
 
-            outlet, close = await open_rest_outlet(discord_settings)
+            outlet, close = await open_rest_outlet(discord_settings, **discord_options)
             stack.push_async_callback(close)
             outlets["discord"] = outlet
         yield outlets

@@ -22,7 +22,7 @@ from adapters.discord_adapter import (
 )
 from bot.app import App
 from tests.discord.support import CHANNEL_ID, GUILD_ID, TOKEN, DiscordEnv, load, make_settings
-from tests.fakes.discord_api import FakeDiscordAPI
+from tests.fakes.discord_api import ConnectProxy, FakeDiscordAPI
 
 MESSAGE_CONTENT = 1 << 15  # https://discord.com/developers/docs/events/gateway#list-of-intents
 GUILD_COMMANDS = "PUT /applications/{application_id}/guilds/{guild_id}/commands"
@@ -140,46 +140,17 @@ async def test_tokens_never_reach_logs_or_messages(env: DiscordEnv, caplog: pyte
 
 async def test_the_proxy_setting_carries_discord_traffic(sqlite_url: str, api: FakeDiscordAPI) -> None:
     """``BATON_DISCORD_PROXY``: discord.py's own ``proxy`` option; REST goes through an HTTP CONNECT proxy."""
-    tunnels: list[str] = []
-    target = yarl.URL(api.url)
-
-    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async with ConnectProxy(api) as proxy:
+        settings, dsettings = make_settings(api, sqlite_url, {"proxy": proxy.url, "sync_commands": False})
+        app = await App.start(settings, {}, migrate=True)
         try:
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-        except (ConnectionError, asyncio.CancelledError):
-            pass
+            client, _ = build_discord_client(app, dsettings, connector=api.connector())
+            try:
+                await client.login(TOKEN)
+                assert client.user is not None and str(client.user.id) == api.user["id"]
+            finally:
+                await client.close()
         finally:
-            writer.close()
-
-    async def proxy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = await reader.readuntil(b"\r\n\r\n")
-        method, where, _ = head.split(b"\r\n", 1)[0].decode().split(" ", 2)
-        if method != "CONNECT":
-            writer.write(b"HTTP/1.1 405 Method Not Allowed\r\n\r\n")
-            writer.close()
-            return
-        tunnels.append(where)
-        up_reader, up_writer = await asyncio.open_connection(target.host, target.port)  # the fake "is" discord.com
-        writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
-        await writer.drain()
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-
-    server = await asyncio.start_server(proxy, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    settings, dsettings = make_settings(api, sqlite_url, {"proxy": f"http://127.0.0.1:{port}", "sync_commands": False})
-    app = await App.start(settings, {}, migrate=True)
-    try:
-        client, _ = build_discord_client(app, dsettings, connector=api.connector())
-        try:
-            await client.login(TOKEN)
-            assert client.user is not None and str(client.user.id) == api.user["id"]
-        finally:
-            await client.close()
-    finally:
-        await app.aclose()
-        server.close()
-        await server.wait_closed()
-    assert tunnels and set(tunnels) == {"discord.com:443"}  # discord.py asked the proxy for Discord itself
+            await app.aclose()
+    assert proxy.tunnels and set(proxy.tunnels) == {"discord.com:443"}  # discord.py asked the proxy for Discord itself
     assert api.find("GET /users/@me")

@@ -58,10 +58,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import trustme
+import yarl
 from aiohttp import WSMsgType, web
 from aiohttp.abc import AbstractResolver, ResolveResult
 
@@ -652,3 +654,73 @@ class FakeDiscordAPI:
         if mid not in self.messages:
             return self._not_found("Message")
         return _json(self._thread(call.params["channel_id"], mid, call.json), status=201)
+
+
+class ConnectProxy:
+    """An HTTP ``CONNECT`` proxy on ``127.0.0.1`` whose every tunnel leads to ``api`` (the fake
+    "is" discord.com and gateway.discord.gg): what ``BATON_DISCORD_PROXY`` reaches in tests,
+    including from another process (which trusts the test CA through ``SSL_CERT_FILE``,
+    see :meth:`write_ca`). :attr:`tunnels` records the ``host:port`` each tunnel asked for."""
+
+    def __init__(self, api: FakeDiscordAPI) -> None:
+        self.api = api
+        self.tunnels: list[str] = []
+        self._server: asyncio.Server | None = None
+        self._pipes: set[asyncio.Task[None]] = set()
+
+    @property
+    def url(self) -> str:
+        """``http://127.0.0.1:<port>``."""
+        assert self._server is not None, "proxy not started"
+        return f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+
+    @staticmethod
+    def write_ca(path: Path) -> Path:
+        """Write the test CA's certificate (PEM) to ``path`` (for ``SSL_CERT_FILE``); returns it."""
+        test_ca().cert_pem.write_to_path(str(path))
+        return path
+
+    async def __aenter__(self) -> ConnectProxy:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for t in list(self._pipes):
+            t.cancel()
+        await asyncio.gather(*self._pipes, return_exceptions=True)
+        await self._server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._pipes.add(task)
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            method, where, _ = head.split(b"\r\n", 1)[0].decode().split(" ", 2)
+            if method != "CONNECT":
+                writer.write(b"HTTP/1.1 405 Method Not Allowed\r\n\r\n")
+                return
+            self.tunnels.append(where)
+            target = yarl.URL(self.api.url)
+            up_reader, up_writer = await asyncio.open_connection(target.host, target.port)
+            writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            await writer.drain()
+            await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+            self._pipes.discard(task)
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    except ConnectionError:
+        pass
+    finally:
+        writer.close()

@@ -9,6 +9,8 @@ PostgreSQL (scale-out).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import discord
 import pytest
 
@@ -17,7 +19,7 @@ from bot.app import App
 from bot.settings import Settings
 from bot.store import ThreadKey
 from tests.conftest import REPO
-from tests.fakes.discord_api import FakeDiscordAPI
+from tests.fakes.discord_api import ConnectProxy, FakeDiscordAPI
 from tests.queue.test_scale_out import Cluster, _wait_status, cluster  # noqa: F401  (the fixture)
 
 pytestmark = pytest.mark.timeout(150)
@@ -37,10 +39,10 @@ def _posted(api: FakeDiscordAPI) -> list[str]:
 
 async def test_worker_outlets_post_status_and_results_over_rest(api: FakeDiscordAPI, sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BATON_DISCORD_TOKEN", api.token)
-    monkeypatch.setenv("BATON_DISCORD_API_BASE", api.api_base)
     monkeypatch.delenv("SLACK_BOT_TOKEN", raising=False)
+    monkeypatch.delenv("BATON_DISCORD_PROXY", raising=False)
     default_base = discord.http.Route.BASE
-    async with worker_outlets() as outlets:
+    async with worker_outlets(connector=api.connector()) as outlets:
         assert set(outlets) == {"discord"}
         app = await App.start(Settings(config_dir=REPO / "config", database_url=sqlite_url), outlets, migrate=True)
         try:
@@ -53,7 +55,7 @@ async def test_worker_outlets_post_status_and_results_over_rest(api: FakeDiscord
             await app.bot.drain()
         finally:
             await app.aclose()
-    assert discord.http.Route.BASE == default_base  # restored on close
+    assert discord.http.Route.BASE == default_base == "https://discord.com/api/v10"  # nothing process-wide changed
     assert [c.route for c in api.calls][0] == "GET /users/@me"  # logged in over REST …
     assert api.identifies == [] and not api.gateway_connected.is_set()  # … and never on the gateway
     assert all(c.authorized for c in api.calls)
@@ -76,19 +78,24 @@ async def api() -> FakeDiscordAPI:  # type: ignore[misc]
         yield server
 
 
-async def test_a_scale_out_worker_posts_a_discord_runs_result(cluster: Cluster, api: FakeDiscordAPI) -> None:  # noqa: F811
-    cluster.env.update(BATON_DISCORD_TOKEN=api.token, BATON_DISCORD_API_BASE=api.api_base)
-    cluster.env.pop("SLACK_BOT_TOKEN", None)
-    cluster.start_worker("w1")
-    app = await App.start(cluster.settings(), {})  # the front: admission only, no outlet here
-    try:
-        got = await app.admission.admit(KEY, app.bot.compile("echo from-a-worker"), requested_by="U1")  # type: ignore[union-attr]
-        assert got.run_id is not None
-        await _wait_status(app, [got.run_id], {"succeeded"})
-        (result,) = await api.wait_for(
-            lambda c: c.route == "POST /channels/{channel_id}/messages" and _text(c.json["content"]).startswith(f"Run #{got.run_id} "), timeout=30
-        )
-        assert result.params["channel_id"] == THREAD and "from-a-worker" in result.json["content"]
-        assert result.authorized and api.identifies == []
-    finally:
-        await app.aclose()
+async def test_a_scale_out_worker_posts_a_discord_runs_result(cluster: Cluster, api: FakeDiscordAPI, tmp_path: Path) -> None:  # noqa: F811
+    """The worker process reaches "discord.com" through ``BATON_DISCORD_PROXY`` (a CONNECT proxy
+    to the fake) and trusts the fake's test CA through ``SSL_CERT_FILE``."""
+    async with ConnectProxy(api) as proxy:
+        ca = ConnectProxy.write_ca(tmp_path / "test-ca.pem")
+        cluster.env.update(BATON_DISCORD_TOKEN=api.token, BATON_DISCORD_PROXY=proxy.url, SSL_CERT_FILE=str(ca))
+        cluster.env.pop("SLACK_BOT_TOKEN", None)
+        cluster.start_worker("w1")
+        app = await App.start(cluster.settings(), {})  # the front: admission only, no outlet here
+        try:
+            got = await app.admission.admit(KEY, app.bot.compile("echo from-a-worker"), requested_by="U1")  # type: ignore[union-attr]
+            assert got.run_id is not None
+            await _wait_status(app, [got.run_id], {"succeeded"})
+            (result,) = await api.wait_for(
+                lambda c: c.route == "POST /channels/{channel_id}/messages" and _text(c.json["content"]).startswith(f"Run #{got.run_id} "), timeout=30
+            )
+            assert result.params["channel_id"] == THREAD and "from-a-worker" in result.json["content"]
+            assert result.authorized and api.identifies == []
+            assert proxy.tunnels and set(proxy.tunnels) == {"discord.com:443"}
+        finally:
+            await app.aclose()
