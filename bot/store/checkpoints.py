@@ -5,7 +5,7 @@ table (upsert on ``(run_id, node_id)``) and ``runs.status``; both pass
 ``tests/store/test_checkpoint_conformance.py``, like the in-memory backend.
 
 * :class:`SqliteCheckpointStore`: the statements are compiled once
-  (:class:`bot.store.compiled.Compiled`) and run on the database's one writer
+  (:meth:`bot.store.db.Database.compiled`) and run on the database's one writer
   thread, whose group commit puts checkpoints that arrive together (a 50-way
   fan-out finishing at once) into one transaction.
 * :class:`PostgresCheckpointStore`: a writer task holds one connection and commits
@@ -28,7 +28,6 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from bot.store.compiled import Compiled
 from bot.store.db import CONNECTION_ERRORS, Database, _aware, store_error
 from bot.store.errors import StoreError
 from bot.store.tables import runs, step_runs
@@ -104,7 +103,7 @@ def step_upsert(dialect: str):  # type: ignore[no-untyped-def]
     return ins.on_conflict_do_update(index_elements=["run_id", "node_id"], set_={c: getattr(ins.excluded, c) for c in STEP_COLS})
 
 
-_LOAD = select(*[step_runs.c[c] for c in _ALL]).where(step_runs.c.run_id == bindparam("run_id"))
+STEPS_OF_RUN = select(*[step_runs.c[c] for c in _ALL]).where(step_runs.c.run_id == bindparam("run_id"))
 _MARK = (
     update(runs)
     .where(runs.c.id == bindparam("rid"))
@@ -121,10 +120,7 @@ class SqliteCheckpointStore:
 
     def __init__(self, db: Database) -> None:
         self.db = db
-        dialect = db.engine.sync_engine.dialect
-        self._upsert = Compiled(step_upsert("sqlite"), dialect)
-        self._load = Compiled(_LOAD, dialect)
-        self._mark = Compiled(_MARK, dialect)
+        self._upsert = step_upsert("sqlite")
 
     async def save_steps(self, records: Sequence[StepRecord]) -> None:
         """Upsert; returns once committed (group commit with writes queued meanwhile).
@@ -132,19 +128,16 @@ class SqliteCheckpointStore:
         Raises:
             StoreError: the write failed.
         """
-        up = self._upsert
-        await self.db.worker.write(up.sql, [up.params(step_row(r)) for r in records], "checkpointing steps")
+        await self.db.execute(self._upsert, [step_row(r) for r in records], what="checkpointing steps")
 
     async def load(self, run_id: str) -> dict[str, StepRecord]:
         """The stored record of every step of ``run_id``."""
-        q = self._load
-        raw = await self.db.worker.call(lambda c: c.execute(q.sql, q.params({"run_id": int(run_id)})).fetchall(), f"loading run {run_id}")
-        return {r.node_id: r for r in map(step_record, q.rows(raw))}
+        rows = await self.db.execute(STEPS_OF_RUN, {"run_id": int(run_id)}, what=f"loading run {run_id}")
+        return {r.node_id: r for r in map(step_record, rows)}
 
     async def mark_running(self, run_id: str) -> None:
         """``runs.status = running`` (``started_at`` kept from the first attempt)."""
-        m = self._mark
-        await self.db.worker.write(m.sql, [m.params({"rid": int(run_id), "now": datetime.now(UTC)})], f"marking run {run_id} running")
+        await self.db.execute(_MARK, [{"rid": int(run_id), "now": datetime.now(UTC)}], what=f"marking run {run_id} running")
 
     async def aclose(self) -> None:
         """Nothing to flush: every write was committed before its call returned."""
@@ -181,7 +174,7 @@ class PostgresCheckpointStore:
     async def load(self, run_id: str) -> dict[str, StepRecord]:
         """The stored record of every step of ``run_id``."""
         async with self.db.begin(f"loading run {run_id}") as conn:
-            rows = (await conn.execute(_LOAD, {"run_id": int(run_id)})).mappings().all()
+            rows = (await conn.execute(STEPS_OF_RUN, {"run_id": int(run_id)})).mappings().all()
         return {r["node_id"]: step_record(r) for r in rows}
 
     async def mark_running(self, run_id: str) -> None:
@@ -246,4 +239,4 @@ def checkpoint_store(db: Database) -> SqliteCheckpointStore | PostgresCheckpoint
     return SqliteCheckpointStore(db) if db.dialect == "sqlite" else PostgresCheckpointStore(db)
 
 
-__all__ = ["CheckpointStore", "PostgresCheckpointStore", "SqliteCheckpointStore", "checkpoint_store", "step_record", "step_row"]
+__all__ = ["STEPS_OF_RUN", "CheckpointStore", "PostgresCheckpointStore", "SqliteCheckpointStore", "checkpoint_store", "step_record", "step_row"]
