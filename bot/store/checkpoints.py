@@ -30,7 +30,8 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from bot.store.db import CONNECTION_ERRORS, Database, _aware, store_error
 from bot.store.errors import StoreError
-from bot.store.tables import runs, step_runs
+from bot.store.tables import runs, step_runs, webhook_outbox
+from bot.store.tx import Body, one
 from engine.checkpoints import CheckpointStore
 from engine.events import StepRecord
 
@@ -104,6 +105,9 @@ def step_upsert(dialect: str):  # type: ignore[no-untyped-def]
 
 
 STEPS_OF_RUN = select(*[step_runs.c[c] for c in _ALL]).where(step_runs.c.run_id == bindparam("run_id"))
+OUTBOX_COLS = ("event_id", "webhook", "event_type", "payload", "status", "attempts", "created_at", "next_attempt_at")
+OUTBOX_INSERT = webhook_outbox.insert().values(**{c: bindparam(c) for c in OUTBOX_COLS})
+"""A ``webhook_outbox`` row (every column of :data:`OUTBOX_COLS`), written with the change it describes."""
 _MARK = (
     update(runs)
     .where(runs.c.id == bindparam("rid"))
@@ -128,12 +132,24 @@ class SqliteCheckpointStore:
         Raises:
             StoreError: the write failed.
         """
-        await self.db.execute(self._upsert, [step_row(r) for r in records], what="checkpointing steps")
+        await self.save(records)
+
+    async def save(self, records: Sequence[StepRecord], outbox: Sequence[dict[str, Any]] = ()) -> None:
+        """:meth:`save_steps`, with ``webhook_outbox`` rows committed in the same transaction."""
+        rows = [step_row(r) for r in records]
+        if not outbox:  # group commit with other writes queued meanwhile
+            await self.db.execute(self._upsert, rows, what="checkpointing steps")
+            return
+
+        def body() -> Body[None]:
+            yield self._upsert, rows
+            yield OUTBOX_INSERT, list(outbox)
+
+        await self.db.run(body, "checkpointing steps")
 
     async def load(self, run_id: str) -> dict[str, StepRecord]:
         """The stored record of every step of ``run_id``."""
-        rows = await self.db.execute(STEPS_OF_RUN, {"run_id": int(run_id)}, what=f"loading run {run_id}")
-        return {r.node_id: r for r in map(step_record, rows)}
+        return await _load(self.db, run_id)
 
     async def mark_running(self, run_id: str) -> None:
         """``runs.status = running`` (``started_at`` kept from the first attempt)."""
@@ -153,7 +169,7 @@ class PostgresCheckpointStore:
     def __init__(self, db: Database) -> None:
         self.db = db
         self._stmt = step_upsert(db.dialect)
-        self._queue: list[tuple[Sequence[StepRecord], asyncio.Future[None]]] = []
+        self._queue: list[tuple[Sequence[StepRecord], Sequence[dict[str, Any]], asyncio.Future[None]]] = []
         self._wake = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
         self._closing = False
@@ -164,8 +180,12 @@ class PostgresCheckpointStore:
         Raises:
             StoreError: the write failed (after retries of transient errors).
         """
+        await self.save(records)
+
+    async def save(self, records: Sequence[StepRecord], outbox: Sequence[dict[str, Any]] = ()) -> None:
+        """:meth:`save_steps`, with ``webhook_outbox`` rows committed in the same transaction."""
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.append((records, fut))
+        self._queue.append((records, outbox, fut))
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write_loop(), name="baton-checkpoint-writer")
         self._wake.set()
@@ -173,16 +193,12 @@ class PostgresCheckpointStore:
 
     async def load(self, run_id: str) -> dict[str, StepRecord]:
         """The stored record of every step of ``run_id``."""
-        async with self.db.begin(f"loading run {run_id}") as conn:
-            rows = (await conn.execute(STEPS_OF_RUN, {"run_id": int(run_id)})).mappings().all()
-        return {r["node_id"]: step_record(r) for r in rows}
+        return await _load(self.db, run_id)
 
     async def mark_running(self, run_id: str) -> None:
         """``runs.status = running`` (``started_at`` kept from the first attempt)."""
-        async for attempt in self.db.retrying():
-            with attempt:
-                async with self.db.begin(f"marking run {run_id} running") as conn:
-                    await conn.execute(_MARK, {"rid": int(run_id), "now": datetime.now(UTC)})
+        params = {"rid": int(run_id), "now": datetime.now(UTC)}
+        await self.db.run(lambda: one(_MARK, params), f"marking run {run_id} running", retry=True)
 
     async def _write_loop(self) -> None:
         conn = None
@@ -195,7 +211,8 @@ class PostgresCheckpointStore:
                         return
                     continue
                 batch, self._queue = self._queue, []
-                rows = [step_row(r) for recs, _ in batch for r in recs]
+                rows = [step_row(r) for recs, _, _ in batch for r in recs]
+                outbox = [o for _, extra, _ in batch for o in extra]
                 try:
                     async for attempt in self.db.retrying():
                         with attempt:
@@ -203,6 +220,8 @@ class PostgresCheckpointStore:
                                 if conn is None or conn.closed:
                                     conn = await self.db.engine.connect()
                                 await conn.execute(self._stmt, rows)
+                                if outbox:  # the events commit with the checkpoints, or neither does
+                                    await conn.execute(OUTBOX_INSERT, outbox)
                                 await conn.commit()
                             except (OperationalError, DBAPIError, *CONNECTION_ERRORS) as e:
                                 if conn is not None:
@@ -213,11 +232,11 @@ class PostgresCheckpointStore:
                                     conn = None
                                 raise store_error("checkpointing steps", e) from e
                 except Exception as e:
-                    for _, fut in batch:
+                    for _, _, fut in batch:
                         if not fut.done():
                             fut.set_exception(e)
                     continue
-                for _, fut in batch:
+                for _, _, fut in batch:
                     if not fut.done():
                         fut.set_result(None)
                 if self._closing:
@@ -234,9 +253,14 @@ class PostgresCheckpointStore:
             await self._writer
 
 
+async def _load(db: Database, run_id: str) -> dict[str, StepRecord]:
+    rows = await db.execute(STEPS_OF_RUN, {"run_id": int(run_id)}, what=f"loading run {run_id}")
+    return {r.node_id: r for r in map(step_record, rows)}
+
+
 def checkpoint_store(db: Database) -> SqliteCheckpointStore | PostgresCheckpointStore:
     """The checkpoint backend for ``db``'s dialect."""
     return SqliteCheckpointStore(db) if db.dialect == "sqlite" else PostgresCheckpointStore(db)
 
 
-__all__ = ["STEPS_OF_RUN", "CheckpointStore", "PostgresCheckpointStore", "SqliteCheckpointStore", "checkpoint_store", "step_record", "step_row"]
+__all__ = ["OUTBOX_INSERT", "STEPS_OF_RUN", "CheckpointStore", "PostgresCheckpointStore", "SqliteCheckpointStore", "checkpoint_store", "step_record", "step_row"]

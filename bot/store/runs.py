@@ -1,14 +1,15 @@
 """Runs and their step checkpoints.
 
-:class:`RunStore` implements the engine's ``CheckpointStore`` with *group commit*:
-concurrent ``save_steps`` calls (a 50-way fan-out finishing together) are written
-by one writer task in one transaction, and each caller returns only after the
-transaction that holds its records committed. A lone step pays one commit.
+:class:`RunStore` implements the engine's ``CheckpointStore`` with *group commit*
+(:mod:`bot.store.checkpoints`): concurrent ``save_steps`` calls (a 50-way fan-out
+finishing together) are committed in one transaction, and each caller returns only
+after the transaction that holds its records committed. A lone step pays one commit.
+Every statement is SQLAlchemy Core, run by :meth:`bot.store.db.Database.run` (on
+SQLite on the file's one writer thread).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,12 +17,10 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from sqlalchemy import bindparam, or_, select, update
-from sqlalchemy.exc import DBAPIError, OperationalError
 
-from bot.store.checkpoints import STEPS_OF_RUN, checkpoint_store, step_record, step_row, step_upsert
-from bot.store.db import CONNECTION_ERRORS, Database, _aware, store_error
-from bot.store.errors import StoreError
-from bot.store.tables import runs, webhook_outbox
+from bot.store.checkpoints import OUTBOX_INSERT, STEPS_OF_RUN, checkpoint_store, step_record
+from bot.store.db import Database, _aware
+from bot.store.tables import runs
 from bot.store.tx import Body
 from engine.events import StepRecord
 from engine.graph import Graph
@@ -29,8 +28,6 @@ from engine.graph import Graph
 log = logging.getLogger("baton.store")
 
 _FIRED_BY = select(runs.c.fired_by).where(runs.c.id == bindparam("rid"))
-_OUTBOX_COLS = ("event_id", "webhook", "event_type", "payload", "status", "attempts", "created_at", "next_attempt_at")
-_OUTBOX = webhook_outbox.insert().values(**{c: bindparam(c) for c in _OUTBOX_COLS})
 _CREATE = (
     runs.insert()
     .values(
@@ -134,16 +131,10 @@ class RunStore:
 
     def __init__(self, db: Database) -> None:
         self.db = db
-        self._queue: list[tuple[Sequence[StepRecord], list[dict[str, Any]], asyncio.Future[None]]] = []
-        self._wake = asyncio.Event()
-        self._writer: asyncio.Task[None] | None = None
-        self._closing = False
-        self._sqlite = db.dialect == "sqlite"
-        self._stmt = step_upsert(self.db.dialect)
         self.hooks: list[RunHook] = []
         self.checkpoints = checkpoint_store(db)
-        """The checkpoint backend of this database (bot.store.checkpoints): load and mark running;
-        step writes go through :meth:`save_steps` here so the webhook outbox rows commit with them."""
+        """The checkpoint backend of this database (bot.store.checkpoints); step writes go through
+        :meth:`save_steps` here so the webhook outbox rows commit with them (group commit on both backends)."""
 
     # -- runs ------------------------------------------------------------
 
@@ -175,7 +166,7 @@ class RunStore:
         def body() -> Body[None]:
             yield stmt, params
             if extra:  # the events commit with the status change, or neither does
-                yield _OUTBOX, extra
+                yield OUTBOX_INSERT, extra
 
         await self.db.run(body, f"marking run {run_id} {status}", retry=True)
         for h in self.hooks:
@@ -232,77 +223,10 @@ class RunStore:
             StoreError: the write failed (after retries); the step's caller reports it.
         """
         extra = [r for h in self.hooks for r in h.step_rows(records)] if self.hooks else []
-        if self._sqlite:
-            rows = [step_row(r) for r in records]
-            if extra:  # the outbox rows commit with the checkpoint, or neither does
-
-                def body() -> Body[None]:
-                    yield self._stmt, rows
-                    yield _OUTBOX, extra
-
-                await self.db.run(body, "checkpointing steps")
-            else:  # group commit with other writes queued meanwhile
-                await self.db.execute(self._stmt, rows, what="checkpointing steps")
-        else:
-            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._queue.append((records, extra, fut))
-            if self._writer is None or self._writer.done():
-                self._writer = asyncio.create_task(self._write_loop(), name="baton-checkpoint-writer")
-            self._wake.set()
-            await asyncio.shield(fut)
+        await self.checkpoints.save(records, extra)  # the outbox rows commit with the checkpoint, or neither does
         for h in self.hooks:
             h.steps_committed(records)
 
-    async def _write_loop(self) -> None:
-        """PostgreSQL: one held connection, everything queued goes in one transaction."""
-        conn = None
-        try:
-            while True:
-                await self._wake.wait()
-                self._wake.clear()
-                if not self._queue:
-                    if self._closing:
-                        return
-                    continue
-                batch, self._queue = self._queue, []
-                rows = [step_row(r) for recs, _, _ in batch for r in recs]
-                outbox = [o for _, extra, _ in batch for o in extra]
-                try:
-                    async for attempt in self.db.retrying():
-                        with attempt:
-                            try:
-                                if conn is None or conn.closed:
-                                    conn = await self.db.engine.connect()
-                                await conn.execute(self._stmt, rows)
-                                if outbox:
-                                    await conn.execute(webhook_outbox.insert(), outbox)
-                                await conn.commit()
-                            except (OperationalError, DBAPIError, *CONNECTION_ERRORS) as e:
-                                if conn is not None:
-                                    try:
-                                        await conn.close()
-                                    except (OperationalError, DBAPIError, *CONNECTION_ERRORS):
-                                        pass  # the connection is gone already; it was what failed
-                                    conn = None
-                                raise store_error("checkpointing steps", e) from e
-                except Exception as e:
-                    for _, _, fut in batch:
-                        if not fut.done():
-                            fut.set_exception(e)
-                    continue
-                for _, _, fut in batch:
-                    if not fut.done():
-                        fut.set_result(None)
-                if self._closing:
-                    self._wake.set()
-        finally:
-            if conn is not None:
-                await asyncio.shield(conn.close())
-
     async def aclose(self) -> None:
-        """Stop the writer once everything queued is committed."""
-        self._closing = True
-        if self._writer is not None and not self._writer.done():
-            self._wake.set()
-            await self._writer
+        """Stop the checkpoint writer once everything queued is committed."""
         await self.checkpoints.aclose()
