@@ -1,10 +1,16 @@
 """Database engine, migrations and the retry policy for transactions.
 
-SQLite (aiosqlite) is the embedded default: WAL journal, ``synchronous=NORMAL``
+SQLite is the embedded default: WAL journal, ``synchronous=NORMAL``
 (a committed transaction survives a killed process; only a power loss can lose
 the last commits, see https://www.sqlite.org/wal.html), foreign keys on, and a
 busy timeout. PostgreSQL (asyncpg) is the scaled-out backend; the same Alembic
 history serves both.
+
+The stores run their SQLAlchemy Core statements through :meth:`Database.run` and
+:meth:`Database.execute` (:mod:`bot.store.tx`): on SQLite on the file's one writer
+thread (:class:`bot.store.sqlite_worker.SqliteWorker`), elsewhere through the async
+engine. On SQLite the aiosqlite engine serves migrations and the remaining callers of
+:meth:`Database.begin`.
 """
 
 from __future__ import annotations
