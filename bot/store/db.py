@@ -213,7 +213,7 @@ class Database:
         Raises:
             StoreError: the database failed; the message names ``what``.
         """
-        if self.dialect == "sqlite" and isinstance(params, Sequence) and not isinstance(params, Mapping):
+        if self.dialect == "sqlite" and (type(params) is list or (isinstance(params, Sequence) and not isinstance(params, Mapping))):
             comp = self.compiled(stmt)
             await self.worker.write(comp.sql, [comp.params(p) for p in params], what)
             return []

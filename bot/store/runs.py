@@ -35,7 +35,6 @@ _CREATE = (
         status="queued", requested_by=bindparam("requested_by"), rerun_of=bindparam("rerun_of"),
         created_at=bindparam("created_at"), message_id=bindparam("message_id"), fired_by=bindparam("fired_by"),
     )
-    .returning(runs.c.id)
 )
 _TERMINAL = ("succeeded", "failed", "cancelled")
 _STATUS = update(runs).where(runs.c.id == bindparam("rid"))
@@ -155,7 +154,11 @@ class RunStore:
             "thread_id": thread_id, "source": source, "name": name, "graph": graph.to_json(), "requested_by": requested_by,
             "rerun_of": rerun_of, "created_at": datetime.now(UTC), "message_id": message_id, "fired_by": fired_by,
         }
-        return int((await self.db.execute(_CREATE, params, what="creating a run"))[0][0])
+
+        def body() -> Body[int]:
+            return (yield _CREATE, params).inserted_id
+
+        return await self.db.run(body, "creating a run", atomic=False)
 
     async def set_status(self, run_id: int, status: str, *, error: str | None = None) -> None:
         """Move a run to ``status``; ``running`` sets started_at, terminal states set finished_at."""

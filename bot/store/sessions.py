@@ -33,7 +33,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.sessions.records import MemoryMessage, SessionKey, SummaryRecord, safe_text
-from bot.store.db import Database, _aware
+from bot.store.db import Database
 from bot.store.errors import ConstraintError
 from bot.store.tables import messages, processed_events, summaries, threads
 from bot.store.tx import Body, Raw
@@ -52,9 +52,10 @@ never returned by ``/recall`` (:meth:`SessionStore.search`) nor put in an LLM co
 (``tail(conversation_only=True)``)."""
 
 def _dt(value: Any) -> datetime:
-    if isinstance(value, datetime):
-        return _aware(value)  # type: ignore[return-value]
-    return datetime.fromisoformat(value).replace(tzinfo=UTC)
+    """A stored instant as an aware UTC datetime (SQLite gives naive ones, or text read raw)."""
+    if type(value) is not datetime:
+        value = datetime.fromisoformat(value) if isinstance(value, str) else value
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,8 +150,7 @@ class _Sql:
             .values(thread_id=bindparam("tid"), role=bindparam("role"), author=bindparam("author"), text=bindparam("text"),
                     created_at=bindparam("created_at"), event_id=bindparam("event_id"), tokens=bindparam("tokens"),
                     encoding=bindparam("encoding"), kind=bindparam("kind"))
-            .returning(messages.c.id)
-        )
+        )  # the new id: Result.inserted_id
         self.touch = (
             update(threads)
             .where(threads.c.id == bindparam("tid"), threads.c.updated_at < bindparam("before"))
@@ -376,7 +376,7 @@ class SessionStore:
         kind: str | None = None,
         then: TxHook | None = None,
     ) -> StoredMessage | None:
-        now = created_at or datetime.now(UTC)
+        now = datetime.now(UTC) if created_at is None else created_at.astimezone(UTC)  # stored as UTC
         text_, author = safe_text(text_), safe_text(author)  # never a UnicodeEncodeError from the driver
         if tokens is None:
             tokens, encoding = await self._count_tokens(role, text_)
@@ -390,7 +390,7 @@ class SessionStore:
                 if (yield q.record_event, {"platform": key.platform, "event_id": did, "now": now}).rowcount != 1:
                     raise _Redelivery(did)
             tid = yield from self._thread_tx(key, now)
-            mid = int((yield q.add_message, {**row, "tid": tid}).scalar())
+            mid = (yield q.add_message, {**row, "tid": tid}).inserted_id
             if then is not None:
                 yield Raw(lambda c: then.sqlite(c, tid, mid), lambda c: then.sa(c, tid, mid))  # type: ignore[arg-type]
             # threads.updated_at (idle expiry, counted in days) moves at most once a
@@ -404,7 +404,7 @@ class SessionStore:
         def fast(tid: int) -> Body[tuple[int, int]]:
             # the usual case (a known thread, touched within the minute): one statement
             # (on SQLite in autocommit; the FTS trigger runs in its implicit transaction)
-            return int((yield q.add_message, {**row, "tid": tid}).scalar()), tid
+            return (yield q.add_message, {**row, "tid": tid}).inserted_id, tid
 
         try:
             for attempt in range(2):

@@ -9,7 +9,7 @@ count checked)::
         row = (yield select_thread, {"platform": "slack", ...}).first()
         if row is None:
             return None
-        return (yield insert_message, {"tid": row[0], ...}).scalar()
+        return (yield insert_message, {"tid": row[0], ...}).inserted_id
 
     message_id = await db.run(body, "storing a message")
 
@@ -54,11 +54,19 @@ class Result:
         rowcount: rows changed (``-1`` when the driver does not know).
     """
 
-    __slots__ = ("rowcount", "rows")
+    __slots__ = ("_id", "rowcount", "rows")
 
-    def __init__(self, rows: list[tuple[Any, ...]], rowcount: int) -> None:
+    def __init__(self, rows: list[tuple[Any, ...]], rowcount: int, inserted: Any = None) -> None:
         self.rows = rows
         self.rowcount = rowcount
+        self._id = inserted
+
+    @property
+    def inserted_id(self) -> int:
+        """The primary key of the row a single-row ``INSERT`` (without ``ON CONFLICT``) just wrote:
+        SQLite's ``lastrowid`` (cheaper than ``RETURNING``), SQLAlchemy's ``inserted_primary_key`` elsewhere."""
+        got = self._id
+        return int(got if type(got) is int else got.inserted_primary_key[0])
 
     def first(self) -> tuple[Any, ...] | None:
         """The first row, or ``None``."""
@@ -113,7 +121,7 @@ def drive_sqlite(conn: sqlite3.Connection, body: Body[T], compiled: Callable[[An
                 else:
                     cur = conn.execute(c.sql, c.params(params or _NONE))
                     raw = cur.fetchall()
-                    res = Result(c.rows(raw) if raw else [], cur.rowcount)
+                    res = Result(c.rows(raw) if raw else [], cur.rowcount, cur.lastrowid)
             op = body.send(res)
     except StopIteration as stop:
         return stop.value  # type: ignore[no-any-return]
@@ -131,7 +139,7 @@ async def drive_sa(conn: AsyncConnection, body: Body[T]) -> T:
             else:
                 stmt, params = op
                 cr = await conn.execute(stmt, params)
-                res = Result([tuple(r) for r in cr.all()] if cr.returns_rows else [], cr.rowcount)
+                res = Result([tuple(r) for r in cr.all()] if cr.returns_rows else [], cr.rowcount, cr)
             op = body.send(res)
     except StopIteration as stop:
         return stop.value  # type: ignore[no-any-return]
