@@ -225,8 +225,10 @@ class RunStore:
         Raises:
             StoreError: the write failed (after retries); the step's caller reports it.
         """
-        extra = [r for h in self.hooks for r in h.step_rows(records)] if self.hooks else []
-        await self.checkpoints.save(records, extra)  # the outbox rows commit with the checkpoint, or neither does
+        if self.hooks:  # the outbox rows commit with the checkpoint, or neither does
+            await self.checkpoints.save(records, [r for h in self.hooks for r in h.step_rows(records)])
+        else:
+            await self.checkpoints.save(records)
         for h in self.hooks:
             h.steps_committed(records)
 
