@@ -32,16 +32,22 @@ import statistics
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from sqlalchemy import bindparam  # noqa: E402
+
 from bot.memory import Memory  # noqa: E402
 from bot.sessions import MemorySessionStore, MessageDraft, SessionKey, TokenCounter  # noqa: E402
 from bot.store import Database, SessionStore, upgrade  # noqa: E402
-from bot.store.sessions import _ts  # noqa: E402
+from bot.store.tables import messages  # noqa: E402
 
 STRATEGIES = ("sliding_window", "summary", "hierarchical")
+_GROW = messages.insert().values(
+    **{c: bindparam(c) for c in ("thread_id", "role", "author", "text", "created_at", "event_id", "tokens", "encoding")}
+)
 
 
 def utterances(root: Path, limit: int) -> list[tuple[str, str]]:
@@ -69,24 +75,15 @@ def pct(xs: list[float], p: float) -> float:
 
 
 async def grow(sessions: SessionStore, key: SessionKey, texts: list[tuple[str, str]], counts: dict[str, int], n: int, encoding: str) -> None:
-    """Bulk-insert ``n`` messages (cached counts) through the database's worker thread."""
+    """Bulk-insert ``n`` messages (cached counts) in one executemany (on SQLite: the worker thread)."""
     tid = await sessions.thread_id(key)
     now = time.time()
     rows = []
     for i in range(n):
         role, text = texts[i % len(texts)]
-        rows.append((tid, role, "bench", text, _ts_at(now - (n - i)), None, counts[text], encoding))
-    await sessions.db.worker.write(
-        "INSERT INTO messages(thread_id, role, author, text, created_at, event_id, tokens, encoding) VALUES (?,?,?,?,?,?,?,?)",
-        rows,
-        "growing a thread",
-    )
-
-
-def _ts_at(epoch: float) -> str:
-    from datetime import UTC, datetime
-
-    return _ts(datetime.fromtimestamp(epoch, UTC))
+        rows.append({"thread_id": tid, "role": role, "author": "bench", "text": text, "created_at": datetime.fromtimestamp(now - (n - i), UTC),
+                     "event_id": None, "tokens": counts[text], "encoding": encoding})
+    await sessions.db.execute(_GROW, rows, what="growing a thread")
 
 
 async def main() -> dict[str, object]:

@@ -111,12 +111,11 @@ edges:
         res["fan_cp"].append(await timed(with_cp, fan))
         res["loop_nocp"].append(await timed(without_cp, loop) / args.iterations)
         res["loop_cp"].append(await timed(with_cp, loop) / args.iterations)
-    async with db.begin("counting") as conn:
-        from sqlalchemy import func, select
+    from sqlalchemy import func, select
 
-        from bot.store.tables import step_runs
+    from bot.store.tables import step_runs
 
-        rows = (await conn.execute(select(func.count()).select_from(step_runs))).scalar_one()
+    rows = (await db.execute(select(func.count()).select_from(step_runs), what="counting"))[0][0]
     await runs.aclose()
     await db.dispose()
 

@@ -17,15 +17,39 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import and_, delete, func, select
+from sqlalchemy import and_, bindparam, delete, func, literal, select
 
 from bot.memory import Memory
 from bot.sessions import SummarySpan, summarize_span, summary_cover
+from bot.sessions.records import MemoryMessage
 from bot.settings import RetentionSettings
 from bot.store import Database, SessionStore
 from bot.store.tables import messages, processed_events, runs, step_cache, summaries, threads
+from bot.store.tx import Body
 
 log = logging.getLogger("baton.retention")
+
+# Every statement once (SQLAlchemy Core; on SQLite they run on the file's one writer thread).
+_IDLE = select(threads.c.id).where(threads.c.updated_at < bindparam("cut", type_=threads.c.updated_at.type))
+_IDLE_THREADS_WITH_MESSAGES = select(messages.c.thread_id).where(messages.c.thread_id.in_(_IDLE)).group_by(messages.c.thread_id)
+_DELETE_IDLE_MESSAGES = delete(messages).where(messages.c.thread_id.in_(_IDLE))
+_DELETE_IDLE_SUMMARIES = delete(summaries).where(summaries.c.thread_id.in_(_IDLE))
+_LONG_THREADS = select(messages.c.thread_id, func.count()).group_by(messages.c.thread_id).having(func.count() > bindparam("cap"))
+_OLDEST = (
+    select(
+        messages.c.id, messages.c.thread_id, messages.c.role, messages.c.author, messages.c.text,
+        messages.c.created_at, messages.c.tokens, messages.c.encoding, messages.c.kind,
+    )
+    .where(messages.c.thread_id == bindparam("tid"))
+    .order_by(messages.c.id)
+    .limit(bindparam("n"))
+)
+_PRUNE = delete(messages).where(messages.c.thread_id == bindparam("tid"), messages.c.id <= bindparam("last"))
+_DELETE_OLD_RUNS = delete(runs).where(
+    and_(runs.c.finished_at < bindparam("cut", type_=runs.c.finished_at.type), runs.c.status.in_([literal(x) for x in ("succeeded", "failed", "cancelled")]))
+)
+_DELETE_OLD_EVENTS = delete(processed_events).where(processed_events.c.received_at < bindparam("cut", type_=processed_events.c.received_at.type))
+_DELETE_EXPIRED_CACHE = delete(step_cache).where(step_cache.c.expires_at <= bindparam("now", type_=step_cache.c.expires_at.type))
 
 
 @dataclass(frozen=True)
@@ -72,26 +96,30 @@ class Retention:
         idle = deleted = created = gone_runs = 0
         if s.idle_session_days > 0:
             cut = now - timedelta(days=s.idle_session_days)
-            async with self.db.begin("expiring idle sessions") as conn:
-                idle_ids = select(threads.c.id).where(threads.c.updated_at < cut)
-                idle = len((await conn.execute(select(func.count()).select_from(messages).where(messages.c.thread_id.in_(idle_ids)).group_by(messages.c.thread_id))).all())
-                deleted += (await conn.execute(delete(messages).where(messages.c.thread_id.in_(idle_ids)))).rowcount or 0
-                await conn.execute(delete(summaries).where(summaries.c.thread_id.in_(idle_ids)))
+
+            def expire() -> Body[tuple[int, int]]:
+                n = len((yield _IDLE_THREADS_WITH_MESSAGES, {"cut": cut}).rows)
+                gone = (yield _DELETE_IDLE_MESSAGES, {"cut": cut}).rowcount or 0
+                yield _DELETE_IDLE_SUMMARIES, {"cut": cut}
+                return n, gone
+
+            idle, gone = await self.db.run(expire, "expiring idle sessions")
+            deleted += gone
         if s.max_messages_per_thread > 0:
             d, c = await self._cap(s.max_messages_per_thread)
             deleted += d
             created += c
         if s.run_days > 0:
             cut = now - timedelta(days=s.run_days)
-            async with self.db.begin("deleting old runs") as conn:
-                gone_runs = (
-                    await conn.execute(
-                        delete(runs).where(and_(runs.c.finished_at < cut, runs.c.status.in_(("succeeded", "failed", "cancelled"))))
-                    )
-                ).rowcount or 0
-                await conn.execute(delete(processed_events).where(processed_events.c.received_at < cut))
-        async with self.db.begin("deleting expired step-cache entries") as conn:  # cache: {ttl} results past their TTL
-            await conn.execute(delete(step_cache).where(step_cache.c.expires_at <= now))
+
+            def old_runs() -> Body[int]:
+                n = (yield _DELETE_OLD_RUNS, {"cut": cut}).rowcount or 0
+                yield _DELETE_OLD_EVENTS, {"cut": cut}
+                return n
+
+            gone_runs = await self.db.run(old_runs, "deleting old runs")
+        # the step cache: {ttl} results past their TTL
+        await self.db.execute(_DELETE_EXPIRED_CACHE, {"now": now}, what="deleting expired step-cache entries")
         if idle or deleted:
             self.memory.invalidate()
         expired = self.memory.purge_expired()
@@ -102,12 +130,7 @@ class Retention:
 
     async def _cap(self, cap: int) -> tuple[int, int]:
         deleted = created = 0
-        async with self.db.begin("finding long threads") as conn:
-            over = (
-                await conn.execute(
-                    select(messages.c.thread_id, func.count()).group_by(messages.c.thread_id).having(func.count() > cap)
-                )
-            ).all()
+        over = await self.db.execute(_LONG_THREADS, {"cap": cap}, what="finding long threads")
         cfg = self.memory.default.context
         counter = self.memory.counter
         for thread_id, n in over:
@@ -124,28 +147,16 @@ class Retention:
                 rec = await summarize_span(span, self.memory.summarize, counter, cfg.summary_length)
                 await self.sessions.add_summary(key, rec)
                 created += 1
-            async with self.db.begin("pruning a long thread") as conn:
-                deleted += (
-                    await conn.execute(delete(messages).where(messages.c.thread_id == thread_id, messages.c.id <= oldest[-1].id))
-                ).rowcount or 0
+
+            def prune(tid: int = thread_id, last: int = oldest[-1].id) -> Body[int]:
+                return (yield _PRUNE, {"tid": tid, "last": last}).rowcount or 0
+
+            deleted += await self.db.run(prune, "pruning a long thread", atomic=False)
         return deleted, created
 
-    async def _oldest(self, thread_id: int, n: int):  # type: ignore[no-untyped-def]
-        from bot.store.sessions import SessionStore as _S
-
-        async with self.db.begin("reading old messages") as conn:
-            rows = (
-                await conn.execute(
-                    select(
-                        messages.c.id, messages.c.thread_id, messages.c.role, messages.c.author, messages.c.text,
-                        messages.c.created_at, messages.c.tokens, messages.c.encoding, messages.c.kind,
-                    )
-                    .where(messages.c.thread_id == thread_id)
-                    .order_by(messages.c.id)
-                    .limit(n)
-                )
-            ).all()
-        return [_S._row(r).to_memory() for r in rows]
+    async def _oldest(self, thread_id: int, n: int) -> list[MemoryMessage]:
+        rows = await self.db.execute(_OLDEST, {"tid": thread_id, "n": n}, what="reading old messages")
+        return [SessionStore._row(r).to_memory() for r in rows]
 
     async def loop(self) -> None:
         """Run a pass every ``interval`` seconds until cancelled; failures are logged and retried next time."""

@@ -17,8 +17,8 @@ from sqlalchemy import bindparam, case, delete, or_, select, update
 
 from bot.core import ThreadKey
 from bot.store import Database
-from bot.store.sqlite_worker import transaction
 from bot.store.tables import schedules, threads  # the table is defined once, in bot.store.tables
+from bot.store.tx import Body
 
 from .spec import ScheduleSpec
 
@@ -153,8 +153,55 @@ def _roles(raw: str | None) -> tuple[str, ...]:
     return tuple(str(r) for r in got) if isinstance(got, list) else ()
 
 
+_NAMES = tuple(c.name for c in _ROW_COLS) + ("platform", "channel", "thread")
+_SELECT = select(*_ROW_COLS, threads.c.platform, threads.c.channel, threads.c.thread).join(threads, threads.c.id == schedules.c.thread_id)
+_GET = _SELECT.where(schedules.c.id == bindparam("sid"))
+_INSERT = (
+    schedules.insert()
+    .values(**{c: bindparam(c) for c in (
+        "thread_id", "created_by", "phrase", "workflow", "kind", "expression", "start", "timezone", "description",
+        "status", "created_at", "last_fired_at", "next_fire_at", "overlap", "misfire_grace_s", "created_roles",
+    )})
+    .returning(schedules.c.id)
+)
+_STATE = update(schedules).where(schedules.c.id == bindparam("b_id"))
+_SET_STATE = {  # by whether a firing is recorded: last_fired_at only ever moves forward
+    False: _STATE.values(status=bindparam("b_status"), next_fire_at=bindparam("b_next")),
+    True: _STATE.values(status=bindparam("b_status"), next_fire_at=bindparam("b_next"), last_fired_at=_fired_forward(bindparam("b_last"))),
+}
+_CLAIM = (  # compare-and-set on the scheduled instant
+    update(schedules)
+    .where(schedules.c.id == bindparam("b_id"), schedules.c.status == "active", _unfired_at(bindparam("b_last")))
+    .values(status=bindparam("b_status"), next_fire_at=bindparam("b_next"), last_fired_at=bindparam("b_last"))
+)
+_DELETE = delete(schedules).where(schedules.c.id == bindparam("sid"))
+_LIST: dict[tuple[bool, bool, int | None], Any] = {}
+_INSERT_MANY: dict[tuple[str, ...], Any] = {}
+
+
+def _list_stmt(platform: bool, channel: bool, statuses: int | None) -> Any:
+    """The ``ScheduleStore.list`` query for one combination of filters (built once each)."""
+    got = _LIST.get((platform, channel, statuses))
+    if got is None:
+        q = _SELECT.order_by(schedules.c.id)
+        if platform:
+            q = q.where(threads.c.platform == bindparam("platform"))
+        if channel:
+            q = q.where(threads.c.channel == bindparam("channel"))
+        if statuses is not None:
+            q = q.where(schedules.c.status.in_([bindparam(f"s{i}") for i in range(statuses)]))
+        got = _LIST[(platform, channel, statuses)] = q
+    return got
+
+
+def _state(r: ScheduleRow) -> dict[str, Any]:
+    return {"b_id": r.id, "b_status": r.status, "b_next": _utc(r.next_fire_at), "b_last": _utc(r.last_fired_at)}
+
+
 class ScheduleStore:
-    """The ``schedules`` table through SQLAlchemy Core (SQLite and PostgreSQL alike).
+    """The ``schedules`` table through SQLAlchemy Core (SQLite and PostgreSQL alike: one
+    statement each, run by :meth:`bot.store.db.Database.run`, on SQLite on the file's one
+    writer thread).
 
     Every method is one transaction; database failures raise :class:`StoreError`.
     """
@@ -162,110 +209,67 @@ class ScheduleStore:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    def _select(self):  # type: ignore[no-untyped-def]
-        return select(*_ROW_COLS, threads.c.platform, threads.c.channel, threads.c.thread).join(
-            threads, threads.c.id == schedules.c.thread_id
-        )
-
     async def insert(self, *, thread_id: int, created_by: str, spec: ScheduleSpec, created_at: datetime,
                      next_fire_at: datetime | None, overlap: str, misfire_grace_s: int,
                      roles: Sequence[str] = ()) -> int:
         """Store a new active schedule (``roles``: the author's, kept for the permission check
         at each firing); returns its id."""
-        async with self.db.begin("storing a schedule") as conn:
-            res = await conn.execute(
-                schedules.insert().values(
-                    thread_id=thread_id, created_by=created_by, phrase=spec.source, workflow=spec.workflow,
-                    kind=spec.kind, expression=str(spec.expression), start=spec.start, timezone=spec.timezone,
-                    description=spec.description, status="active", created_at=_utc(created_at), last_fired_at=None,
-                    next_fire_at=_utc(next_fire_at), overlap=overlap, misfire_grace_s=int(misfire_grace_s),
-                    created_roles=json.dumps(list(roles)),
-                )
-            )
-            return int(res.inserted_primary_key[0])
+        params = {
+            "thread_id": thread_id, "created_by": created_by, "phrase": spec.source, "workflow": spec.workflow,
+            "kind": spec.kind, "expression": str(spec.expression), "start": spec.start, "timezone": spec.timezone,
+            "description": spec.description, "status": "active", "created_at": _utc(created_at), "last_fired_at": None,
+            "next_fire_at": _utc(next_fire_at), "overlap": overlap, "misfire_grace_s": int(misfire_grace_s),
+            "created_roles": json.dumps(list(roles)),
+        }
+        return int((await self.db.execute(_INSERT, params, what="storing a schedule"))[0][0])
 
     async def insert_many(self, rows: Iterable[dict[str, Any]]) -> None:
-        """Bulk insert raw column dicts (benchmarks, imports); one transaction."""
+        """Bulk insert raw column dicts, all with the same keys (benchmarks, imports); one transaction."""
         batch = list(rows)
         if not batch:
             return
-        async with self.db.begin("storing schedules") as conn:
-            await conn.execute(schedules.insert(), batch)
+        cols = tuple(batch[0])
+        stmt = _INSERT_MANY.get(cols)
+        if stmt is None:
+            stmt = _INSERT_MANY[cols] = schedules.insert().values(**{c: bindparam(c) for c in cols})
+
+        def body() -> Body[None]:
+            yield stmt, batch
+
+        await self.db.run(body, "storing schedules")
 
     async def get(self, schedule_id: int) -> ScheduleRow | None:
         """One schedule, or ``None``."""
-        async with self.db.begin(f"reading schedule {schedule_id}") as conn:
-            r = (await conn.execute(self._select().where(schedules.c.id == schedule_id))).mappings().first()
-        return None if r is None else _row(r)
+        rows = await self.db.execute(_GET, {"sid": schedule_id}, what=f"reading schedule {schedule_id}")
+        return _row(dict(zip(_NAMES, rows[0]))) if rows else None
 
     async def list(self, *, platform: str | None = None, channel: str | None = None,
                    statuses: Iterable[str] | None = None) -> list[ScheduleRow]:
         """Schedules (optionally of one platform/channel and with given statuses), by id."""
-        if self.db.dialect == "sqlite":
-            return await self._sqlite_list(platform, channel, statuses)
-        q = self._select().order_by(schedules.c.id)
-        if platform is not None:
-            q = q.where(threads.c.platform == platform)
-        if channel is not None:
-            q = q.where(threads.c.channel == channel)
-        if statuses is not None:
-            q = q.where(schedules.c.status.in_(tuple(statuses)))
-        async with self.db.begin("listing schedules") as conn:
-            rows = (await conn.execute(q)).mappings().all()
-        return [_row(r) for r in rows]
-
-    async def _sqlite_list(self, platform: str | None, channel: str | None,
-                           statuses: Iterable[str] | None) -> list[ScheduleRow]:
-        """The same query as raw SQL on the database's SQLite worker thread: reading
-        10,000 rows through SQLAlchemy's async adapter costs about a second."""
-        cols = ", ".join(f"s.{c.name}" for c in _ROW_COLS)
-        sql = f"SELECT {cols}, t.platform, t.channel, t.thread FROM schedules s JOIN threads t ON t.id = s.thread_id"
-        where, params = [], []
-        if platform is not None:
-            where.append("t.platform = ?")
-            params.append(platform)
-        if channel is not None:
-            where.append("t.channel = ?")
-            params.append(channel)
-        if statuses is not None:
-            st = tuple(statuses)
-            where.append(f"s.status IN ({', '.join('?' * len(st))})")
-            params.extend(st)
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY s.id"
-        rows = await self.db.worker.call(lambda c: c.execute(sql, params).fetchall(), "listing schedules")
-        names = [c.name for c in _ROW_COLS] + ["platform", "channel", "thread"]
-        return [_row(dict(zip(names, r))) for r in rows]
+        params: dict[str, Any] = {"platform": platform, "channel": channel}
+        st = None if statuses is None else tuple(statuses)
+        if st is not None:
+            params.update((f"s{i}", x) for i, x in enumerate(st))
+        stmt = _list_stmt(platform is not None, channel is not None, None if st is None else len(st))
+        rows = await self.db.execute(stmt, params, what="listing schedules")
+        return [_row(dict(zip(_NAMES, r))) for r in rows]
 
     async def set_state(self, schedule_id: int, *, status: str, next_fire_at: datetime | None,
                         last_fired_at: datetime | None) -> bool:
         """Write one schedule's status and times (``last_fired_at`` only forward); False when there is no such row."""
-        fired = _utc(last_fired_at)
-        async with self.db.begin(f"updating schedule {schedule_id}") as conn:
-            res = await conn.execute(
-                update(schedules).where(schedules.c.id == schedule_id).values(
-                    status=status,
-                    next_fire_at=_utc(next_fire_at),
-                    last_fired_at=schedules.c.last_fired_at if fired is None else _fired_forward(fired),
-                )
-            )
-        return bool(res.rowcount)
+        params = {"b_id": schedule_id, "b_status": status, "b_next": _utc(next_fire_at), "b_last": _utc(last_fired_at)}
+
+        def body() -> Body[int]:
+            return (yield _SET_STATE[last_fired_at is not None], params).rowcount
+
+        return bool(await self.db.run(body, f"updating schedule {schedule_id}", atomic=False))
 
     async def set_states(self, rows: Iterable[ScheduleRow]) -> None:
         """Write the status and times of many schedules in one transaction (group commit);
         ``last_fired_at`` only ever moves forward."""
-        params = [
-            {"b_id": r.id, "b_status": r.status, "b_next": _utc(r.next_fire_at), "b_last": _utc(r.last_fired_at)}
-            for r in rows
-        ]
-        if not params:
-            return
-        stmt = update(schedules).where(schedules.c.id == bindparam("b_id")).values(
-            status=bindparam("b_status"), next_fire_at=bindparam("b_next"), last_fired_at=_fired_forward(bindparam("b_last"))
-        )
-        async with self.db.begin("recording schedule firings") as conn:
-            await conn.execute(stmt, params)
+        params = [_state(r) for r in rows]
+        if params:
+            await self.db.execute(_SET_STATE[True], params, what="recording schedule firings")
 
     async def claim_firings(self, rows: Iterable[ScheduleRow]) -> set[int]:
         """Record firings (``last_fired_at`` = the scheduled instant), each only if it is still
@@ -276,40 +280,23 @@ class ScheduleStore:
         one SQLite file) each hold the schedules in memory and wake at the same instant; only
         the first to record a firing runs it. A schedule paused, removed or finished by another
         process is not claimed either."""
-        claimed: set[int] = set()
-        rows = list(rows)
-        if not rows:
+        params = [_state(r) for r in rows]
+        if not params:
+            return set()
+
+        def body() -> Body[set[int]]:
+            claimed = set()
+            for p in params:
+                if (yield _CLAIM, p).rowcount:
+                    claimed.add(p["b_id"])
             return claimed
-        if self.db.dialect == "sqlite":  # one hop to the worker thread, not one per statement
-            ts = schedules.c.last_fired_at.type.bind_processor(self.db.engine.dialect) or (lambda v: v)
-            params = [(r.status, ts(_utc(r.next_fire_at)), ts(_utc(r.last_fired_at)), r.id, ts(_utc(r.last_fired_at))) for r in rows]
 
-            def body(c: Any) -> set[int]:
-                return {
-                    p[3]
-                    for p in params
-                    if c.execute(
-                        "UPDATE schedules SET status=?, next_fire_at=?, last_fired_at=? "
-                        "WHERE id=? AND status='active' AND (last_fired_at IS NULL OR last_fired_at < ?)",
-                        p,
-                    ).rowcount
-                }
-
-            return await self.db.worker.call(lambda c: transaction(c, body), "recording schedule firings")
-        async with self.db.begin("recording schedule firings") as conn:
-            for r in rows:
-                instant = _utc(r.last_fired_at)
-                res = await conn.execute(
-                    update(schedules)
-                    .where(schedules.c.id == r.id, schedules.c.status == "active", _unfired_at(instant))
-                    .values(status=r.status, next_fire_at=_utc(r.next_fire_at), last_fired_at=instant)
-                )
-                if res.rowcount:
-                    claimed.add(r.id)
-        return claimed
+        return await self.db.run(body, "recording schedule firings")
 
     async def delete(self, schedule_id: int) -> bool:
         """Delete a schedule; False when there was none."""
-        async with self.db.begin(f"deleting schedule {schedule_id}") as conn:
-            res = await conn.execute(delete(schedules).where(schedules.c.id == schedule_id))
-        return bool(res.rowcount)
+
+        def body() -> Body[int]:
+            return (yield _DELETE, {"sid": schedule_id}).rowcount
+
+        return bool(await self.db.run(body, f"deleting schedule {schedule_id}", atomic=False))

@@ -16,12 +16,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, select
+from sqlalchemy.dialects import sqlite
 
+from bot.store.compiled import Compiled
 from bot.store.db import Database, _aware
 from bot.store.tables import audit_log, webhook_deliveries, webhook_outbox
-
-_TS = "%Y-%m-%d %H:%M:%S.%f"
+from bot.store.tx import Body
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,23 +62,43 @@ class AuditEntry:
         return d
 
 
-AUDIT_SQL = (
-    "INSERT INTO audit_log(at, actor, platform, channel, thread, action, target, outcome, detail) VALUES (?,?,?,?,?,?,?,?,?)"
+_COLS = ("at", "actor", "platform", "channel", "thread", "action", "target", "outcome", "detail")
+_RECORD = audit_log.insert().values(**{c: bindparam(c) for c in _COLS})
+_SQLITE_RECORD = Compiled(_RECORD, sqlite.dialect())
+_PRUNE = (
+    delete(audit_log).where(audit_log.c.at < bindparam("cut", type_=audit_log.c.at.type)),
+    delete(webhook_deliveries).where(webhook_deliveries.c.at < bindparam("cut", type_=webhook_deliveries.c.at.type)),
+    delete(webhook_outbox).where(webhook_outbox.c.created_at < bindparam("cut", type_=webhook_outbox.c.created_at.type), webhook_outbox.c.status != "pending"),
 )
+_RECENT: dict[tuple[bool, bool, bool], Any] = {}
+
+AUDIT_SQL = _SQLITE_RECORD.sql
+"""The audit row insert as SQLite SQL (``?`` placeholders, :func:`sqlite_params` order), compiled from
+the same Core statement :meth:`AuditStore.record` runs; for callers writing it inside their own
+transaction on the SQLite worker thread."""
 
 
 def sqlite_params(e: AuditEntry) -> tuple[Any, ...]:
-    """Parameters of :data:`AUDIT_SQL` (SQLite worker path; timestamps as SQLAlchemy stores them)."""
-    r = e.row()
-    return (_ts(r["at"]), r["actor"], r["platform"], r["channel"], r["thread"], r["action"], r["target"], r["outcome"], r["detail"])
+    """Parameters of :data:`AUDIT_SQL` (converted by the column types, as SQLAlchemy stores them)."""
+    return _SQLITE_RECORD.params(e.row())
 
 
-def _ts(dt: datetime) -> str:
-    return dt.astimezone(UTC).replace(tzinfo=None).strftime(_TS)
+def _recent_stmt(before: bool, actor: bool, action: bool) -> Any:
+    got = _RECENT.get((before, actor, action))
+    if got is None:
+        q = select(*(audit_log.c[c] for c in (*_COLS, "id"))).order_by(audit_log.c.id.desc()).limit(bindparam("limit"))
+        if before:
+            q = q.where(audit_log.c.id < bindparam("before"))
+        if actor:
+            q = q.where(audit_log.c.actor == bindparam("actor"))
+        if action:
+            q = q.where(audit_log.c.action == bindparam("action"))
+        got = _RECENT[(before, actor, action)] = q
+    return got
 
 
 class AuditStore:
-    """Audit rows in the ``audit_log`` table.
+    """Audit rows in the ``audit_log`` table (on SQLite through the file's one writer thread).
 
     Args:
         db: the database.
@@ -92,41 +113,33 @@ class AuditStore:
         Raises:
             StoreError: the database failed.
         """
-        if self.db.dialect == "sqlite":
-            params = sqlite_params(entry)
-            await self.db.worker.call(lambda c: c.execute(AUDIT_SQL, params), "recording an audit row")
-            return
-        async with self.db.begin("recording an audit row") as conn:
-            await conn.execute(audit_log.insert().values(**entry.row()))
+        await self.db.execute(_RECORD, entry.row(), what="recording an audit row")
 
     async def recent(self, limit: int = 20, *, before: int | None = None, actor: str | None = None, action: str | None = None) -> list[AuditEntry]:
         """Newest rows first; ``before`` is an id cursor."""
-        q = select(audit_log).order_by(audit_log.c.id.desc()).limit(limit)
-        if before is not None:
-            q = q.where(audit_log.c.id < before)
-        if actor:
-            q = q.where(audit_log.c.actor == actor)
-        if action:
-            q = q.where(audit_log.c.action == action)
-        async with self.db.begin("reading the audit trail") as conn:
-            rows = (await conn.execute(q)).mappings().all()
-        return [
-            AuditEntry(
-                r["actor"], r["platform"], r["action"], r["outcome"], r["channel"], r["thread"], r["target"], r["detail"], _aware(r["at"]), r["id"]
+        stmt = _recent_stmt(before is not None, bool(actor), bool(action))
+        rows = await self.db.execute(stmt, {"limit": limit, "before": before, "actor": actor, "action": action}, what="reading the audit trail")
+        out = []
+        for r in rows:
+            m = dict(zip((*_COLS, "id"), r))
+            out.append(
+                AuditEntry(m["actor"], m["platform"], m["action"], m["outcome"], m["channel"], m["thread"], m["target"], m["detail"], _aware(m["at"]), m["id"])
             )
-            for r in rows
-        ]
+        return out
 
     async def prune(self, days: float) -> int:
         """Delete audit rows, delivery records and settled outbox rows older than ``days``; returns audit rows deleted."""
         if days <= 0:
             return 0
-        cutoff = datetime.now(UTC) - timedelta(days=days)
-        async with self.db.begin("pruning the audit trail") as conn:
-            n = (await conn.execute(delete(audit_log).where(audit_log.c.at < cutoff))).rowcount
-            await conn.execute(delete(webhook_deliveries).where(webhook_deliveries.c.at < cutoff))
-            await conn.execute(delete(webhook_outbox).where(webhook_outbox.c.created_at < cutoff, webhook_outbox.c.status != "pending"))
-        return int(n or 0)
+        cut = datetime.now(UTC) - timedelta(days=days)
+
+        def body() -> Body[int]:
+            n = (yield _PRUNE[0], {"cut": cut}).rowcount
+            for stmt in _PRUNE[1:]:
+                yield stmt, {"cut": cut}
+            return int(n or 0)
+
+        return await self.db.run(body, "pruning the audit trail")
 
 
 def format_entries(entries: list[AuditEntry]) -> str:

@@ -5,7 +5,7 @@ table (upsert on ``(run_id, node_id)``) and ``runs.status``; both pass
 ``tests/store/test_checkpoint_conformance.py``, like the in-memory backend.
 
 * :class:`SqliteCheckpointStore`: the statements are compiled once
-  (:class:`bot.store.compiled.Compiled`) and run on the database's one writer
+  (:meth:`bot.store.db.Database.compiled`) and run on the database's one writer
   thread, whose group commit puts checkpoints that arrive together (a 50-way
   fan-out finishing at once) into one transaction.
 * :class:`PostgresCheckpointStore`: a writer task holds one connection and commits
@@ -28,10 +28,10 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from bot.store.compiled import Compiled
 from bot.store.db import CONNECTION_ERRORS, Database, _aware, store_error
 from bot.store.errors import StoreError
-from bot.store.tables import runs, step_runs
+from bot.store.tables import runs, step_runs, webhook_outbox
+from bot.store.tx import Body, one
 from engine.checkpoints import CheckpointStore
 from engine.events import StepRecord
 
@@ -104,7 +104,10 @@ def step_upsert(dialect: str):  # type: ignore[no-untyped-def]
     return ins.on_conflict_do_update(index_elements=["run_id", "node_id"], set_={c: getattr(ins.excluded, c) for c in STEP_COLS})
 
 
-_LOAD = select(*[step_runs.c[c] for c in _ALL]).where(step_runs.c.run_id == bindparam("run_id"))
+STEPS_OF_RUN = select(*[step_runs.c[c] for c in _ALL]).where(step_runs.c.run_id == bindparam("run_id"))
+OUTBOX_COLS = ("event_id", "webhook", "event_type", "payload", "status", "attempts", "created_at", "next_attempt_at")
+OUTBOX_INSERT = webhook_outbox.insert().values(**{c: bindparam(c) for c in OUTBOX_COLS})
+"""A ``webhook_outbox`` row (every column of :data:`OUTBOX_COLS`), written with the change it describes."""
 _MARK = (
     update(runs)
     .where(runs.c.id == bindparam("rid"))
@@ -121,10 +124,8 @@ class SqliteCheckpointStore:
 
     def __init__(self, db: Database) -> None:
         self.db = db
-        dialect = db.engine.sync_engine.dialect
-        self._upsert = Compiled(step_upsert("sqlite"), dialect)
-        self._load = Compiled(_LOAD, dialect)
-        self._mark = Compiled(_MARK, dialect)
+        self._upsert = step_upsert("sqlite")
+        self._up = db.compiled(self._upsert)  # the hot path: one step's checkpoint
 
     async def save_steps(self, records: Sequence[StepRecord]) -> None:
         """Upsert; returns once committed (group commit with writes queued meanwhile).
@@ -132,19 +133,29 @@ class SqliteCheckpointStore:
         Raises:
             StoreError: the write failed.
         """
-        up = self._upsert
-        await self.db.worker.write(up.sql, [up.params(step_row(r)) for r in records], "checkpointing steps")
+        await self.save(records)
+
+    async def save(self, records: Sequence[StepRecord], outbox: Sequence[dict[str, Any]] = ()) -> None:
+        """:meth:`save_steps`, with ``webhook_outbox`` rows committed in the same transaction."""
+        if not outbox:  # group commit with other writes queued meanwhile (Database.execute, one call less)
+            up = self._up
+            await self.db.worker.write(up.sql, [up.params(step_row(r)) for r in records], "checkpointing steps")
+            return
+        rows = [step_row(r) for r in records]
+
+        def body() -> Body[None]:
+            yield self._upsert, rows
+            yield OUTBOX_INSERT, list(outbox)
+
+        await self.db.run(body, "checkpointing steps")
 
     async def load(self, run_id: str) -> dict[str, StepRecord]:
         """The stored record of every step of ``run_id``."""
-        q = self._load
-        raw = await self.db.worker.call(lambda c: c.execute(q.sql, q.params({"run_id": int(run_id)})).fetchall(), f"loading run {run_id}")
-        return {r.node_id: r for r in map(step_record, q.rows(raw))}
+        return await _load(self.db, run_id)
 
     async def mark_running(self, run_id: str) -> None:
         """``runs.status = running`` (``started_at`` kept from the first attempt)."""
-        m = self._mark
-        await self.db.worker.write(m.sql, [m.params({"rid": int(run_id), "now": datetime.now(UTC)})], f"marking run {run_id} running")
+        await self.db.execute(_MARK, [{"rid": int(run_id), "now": datetime.now(UTC)}], what=f"marking run {run_id} running")
 
     async def aclose(self) -> None:
         """Nothing to flush: every write was committed before its call returned."""
@@ -160,7 +171,7 @@ class PostgresCheckpointStore:
     def __init__(self, db: Database) -> None:
         self.db = db
         self._stmt = step_upsert(db.dialect)
-        self._queue: list[tuple[Sequence[StepRecord], asyncio.Future[None]]] = []
+        self._queue: list[tuple[Sequence[StepRecord], Sequence[dict[str, Any]], asyncio.Future[None]]] = []
         self._wake = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
         self._closing = False
@@ -171,8 +182,12 @@ class PostgresCheckpointStore:
         Raises:
             StoreError: the write failed (after retries of transient errors).
         """
+        await self.save(records)
+
+    async def save(self, records: Sequence[StepRecord], outbox: Sequence[dict[str, Any]] = ()) -> None:
+        """:meth:`save_steps`, with ``webhook_outbox`` rows committed in the same transaction."""
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.append((records, fut))
+        self._queue.append((records, outbox, fut))
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write_loop(), name="baton-checkpoint-writer")
         self._wake.set()
@@ -180,16 +195,12 @@ class PostgresCheckpointStore:
 
     async def load(self, run_id: str) -> dict[str, StepRecord]:
         """The stored record of every step of ``run_id``."""
-        async with self.db.begin(f"loading run {run_id}") as conn:
-            rows = (await conn.execute(_LOAD, {"run_id": int(run_id)})).mappings().all()
-        return {r["node_id"]: step_record(r) for r in rows}
+        return await _load(self.db, run_id)
 
     async def mark_running(self, run_id: str) -> None:
         """``runs.status = running`` (``started_at`` kept from the first attempt)."""
-        async for attempt in self.db.retrying():
-            with attempt:
-                async with self.db.begin(f"marking run {run_id} running") as conn:
-                    await conn.execute(_MARK, {"rid": int(run_id), "now": datetime.now(UTC)})
+        params = {"rid": int(run_id), "now": datetime.now(UTC)}
+        await self.db.run(lambda: one(_MARK, params), f"marking run {run_id} running", retry=True)
 
     async def _write_loop(self) -> None:
         conn = None
@@ -202,7 +213,8 @@ class PostgresCheckpointStore:
                         return
                     continue
                 batch, self._queue = self._queue, []
-                rows = [step_row(r) for recs, _ in batch for r in recs]
+                rows = [step_row(r) for recs, _, _ in batch for r in recs]
+                outbox = [o for _, extra, _ in batch for o in extra]
                 try:
                     async for attempt in self.db.retrying():
                         with attempt:
@@ -210,6 +222,8 @@ class PostgresCheckpointStore:
                                 if conn is None or conn.closed:
                                     conn = await self.db.engine.connect()
                                 await conn.execute(self._stmt, rows)
+                                if outbox:  # the events commit with the checkpoints, or neither does
+                                    await conn.execute(OUTBOX_INSERT, outbox)
                                 await conn.commit()
                             except (OperationalError, DBAPIError, *CONNECTION_ERRORS) as e:
                                 if conn is not None:
@@ -220,11 +234,11 @@ class PostgresCheckpointStore:
                                     conn = None
                                 raise store_error("checkpointing steps", e) from e
                 except Exception as e:
-                    for _, fut in batch:
+                    for _, _, fut in batch:
                         if not fut.done():
                             fut.set_exception(e)
                     continue
-                for _, fut in batch:
+                for _, _, fut in batch:
                     if not fut.done():
                         fut.set_result(None)
                 if self._closing:
@@ -241,9 +255,14 @@ class PostgresCheckpointStore:
             await self._writer
 
 
+async def _load(db: Database, run_id: str) -> dict[str, StepRecord]:
+    rows = await db.execute(STEPS_OF_RUN, {"run_id": int(run_id)}, what=f"loading run {run_id}")
+    return {r.node_id: r for r in map(step_record, rows)}
+
+
 def checkpoint_store(db: Database) -> SqliteCheckpointStore | PostgresCheckpointStore:
     """The checkpoint backend for ``db``'s dialect."""
     return SqliteCheckpointStore(db) if db.dialect == "sqlite" else PostgresCheckpointStore(db)
 
 
-__all__ = ["CheckpointStore", "PostgresCheckpointStore", "SqliteCheckpointStore", "checkpoint_store", "step_record", "step_row"]
+__all__ = ["OUTBOX_INSERT", "STEPS_OF_RUN", "CheckpointStore", "PostgresCheckpointStore", "SqliteCheckpointStore", "checkpoint_store", "step_record", "step_row"]

@@ -37,7 +37,8 @@ class Compiled:
         self._procs = tuple(c.binds[k].type.dialect_impl(dialect).bind_processor(dialect) for k in self.keys)
         self._fixed = {k: c.binds[k].value for k in self.keys if c.binds[k].value is not None or not c.binds[k].required}
         cols = getattr(stmt, "exported_columns", None)  # select columns, or an insert's RETURNING
-        self._result = tuple(col.type.dialect_impl(dialect).result_processor(dialect, None) for col in cols) if cols is not None else ()
+        procs = [col.type.dialect_impl(dialect).result_processor(dialect, None) for col in cols] if cols is not None else []
+        self._result = tuple((i, p) for i, p in enumerate(procs) if p is not None)
 
     def params(self, values: Mapping[str, Any]) -> tuple[Any, ...]:
         """Positional parameters from ``values`` (by name), through the bind processors.
@@ -52,9 +53,20 @@ class Compiled:
         return tuple(out)
 
     def rows(self, raw: Sequence[Sequence[Any]]) -> list[tuple[Any, ...]]:
-        """Result rows through the selected columns' result processors."""
-        procs = self._result
-        return [tuple(p(v) if p is not None else v for p, v in zip(procs, r)) for r in raw]
+        """Result rows through the selected columns' result processors (a hot path: tail reads)."""
+        conv = self._result
+        if not conv:
+            return [tuple(r) for r in raw] if raw and type(raw[0]) is not tuple else list(raw)  # type: ignore[arg-type]
+        if len(conv) == 1:
+            (i, p), j = conv[0], conv[0][0] + 1
+            return [(*r[:i], p(r[i]), *r[j:]) for r in raw]
+        out = []
+        for r in raw:
+            row = list(r)
+            for i, p in conv:
+                row[i] = p(row[i])
+            out.append(tuple(row))
+        return out
 
 
 __all__ = ["Compiled"]

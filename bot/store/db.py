@@ -1,35 +1,48 @@
 """Database engine, migrations and the retry policy for transactions.
 
-SQLite (aiosqlite) is the embedded default: WAL journal, ``synchronous=NORMAL``
+SQLite is the embedded default: WAL journal, ``synchronous=NORMAL``
 (a committed transaction survives a killed process; only a power loss can lose
 the last commits, see https://www.sqlite.org/wal.html), foreign keys on, and a
 busy timeout. PostgreSQL (asyncpg) is the scaled-out backend; the same Alembic
 history serves both.
+
+The stores run their SQLAlchemy Core statements through :meth:`Database.run` and
+:meth:`Database.execute` (:mod:`bot.store.tx`): on SQLite on the file's one writer
+thread (:class:`bot.store.sqlite_worker.SqliteWorker`), elsewhere through the async
+engine. On SQLite the aiosqlite engine serves migrations and the remaining callers of
+:meth:`Database.begin`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import event
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 import migrations
-from bot.store.errors import StoreError
-from bot.store.sqlite_worker import SqliteWorker, apply_pragmas
+from bot.store.compiled import Compiled
+from bot.store.errors import ConstraintError, StoreError
+from bot.store.sqlite_worker import SqliteWorker, apply_pragmas, transaction
+from bot.store.tx import Body, drive_sa, drive_sqlite, one
 
 log = logging.getLogger("baton.store")
+
+T = TypeVar("T")
+
+COMPILED_CACHE_MAX = 1000
+"""Compiled statements kept per database (statements are module constants; this only bounds mistakes)."""
 
 
 # Errors that reach us *unwrapped* when the server cannot be reached: SQLAlchemy wraps what a
@@ -58,7 +71,7 @@ def store_error(what: str, exc: BaseException) -> StoreError:
     text = str(orig).strip() or type(orig).__name__
     if isinstance(orig, CONNECTION_ERRORS):
         text = f"cannot reach the database ({type(orig).__name__}: {text})"
-    err = StoreError(f"database error while {what}: {text}")
+    err = (ConstraintError if isinstance(exc, IntegrityError) else StoreError)(f"database error while {what}: {text}")
     err.__cause__ = exc
     return err
 
@@ -153,39 +166,60 @@ class Database:
         except (OperationalError, DBAPIError, *CONNECTION_ERRORS) as e:
             raise store_error(what, e) from e
 
+    def compiled(self, stmt: Any) -> Compiled:
+        """``stmt`` compiled for this SQLite database, once per statement object (a bounded cache:
+        build statements once, with ``bindparam``, not per call)."""
+        c = self._compiled.get(id(stmt))
+        if c is None or c[0] is not stmt:
+            if len(self._compiled) >= COMPILED_CACHE_MAX:
+                self._compiled.clear()
+            c = self._compiled[id(stmt)] = (stmt, Compiled(stmt, self.engine.sync_engine.dialect))
+        return c[1]  # type: ignore[no-any-return]
+
+    async def run(self, body: Callable[[], Body[T]], what: str, *, atomic: bool = True, retry: bool = False) -> T:
+        """Run a transaction body (:mod:`bot.store.tx`) and return what it returns.
+
+        ``body`` is called once per attempt (a generator function, or a lambda making one).
+        SQLite: the whole body runs on the worker thread (the file's one writer connection)
+        in one hop, inside ``BEGIN IMMEDIATE … COMMIT`` when ``atomic`` (pass ``False`` for
+        reads and single statements: autocommit). Elsewhere: one transaction on one
+        connection; ``retry`` repeats it after transient errors (only for bodies safe to repeat).
+
+        Raises:
+            ConstraintError: a statement broke a constraint (nothing was committed).
+            StoreError: the database failed; the message names ``what``.
+            Whatever the body raises (the transaction is rolled back).
+        """
+        if self.dialect == "sqlite":
+            compiled = self.compiled
+            if atomic:
+                return await self.worker.call(lambda c: transaction(c, lambda c: drive_sqlite(c, body(), compiled, what)), what)
+            return await self.worker.call(lambda c: drive_sqlite(c, body(), compiled, what), what)
+        if not retry:
+            async with self.begin(what) as conn:
+                return await drive_sa(conn, body())
+        async for attempt in self.retrying():
+            with attempt:
+                async with self.begin(what) as conn:
+                    return await drive_sa(conn, body())
+        raise AssertionError("unreachable: the retry policy re-raises the last error")
+
     async def execute(self, stmt: Any, params: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None, *, what: str) -> list[tuple[Any, ...]]:
         """Run one Core statement in its own transaction; returns its rows (``[]`` without rows).
 
         On SQLite it runs on the worker thread (the file's one writer connection),
-        compiled once per statement object (:class:`bot.store.compiled.Compiled`);
-        elsewhere through the engine. ``params``: one mapping, or a list of them
-        (executemany, no rows returned).
+        compiled once per statement object (:meth:`compiled`); a list of parameter
+        mappings is an executemany committed together with other writes queued meanwhile
+        (group commit). Elsewhere through the engine.
 
         Raises:
             StoreError: the database failed; the message names ``what``.
         """
-        if self.dialect == "sqlite":
-            from bot.store.compiled import Compiled
-
-            c = self._compiled.get(id(stmt))
-            if c is None or c[0] is not stmt:
-                c = self._compiled[id(stmt)] = (stmt, Compiled(stmt, self.engine.sync_engine.dialect))
-            comp = c[1]
-            if isinstance(params, Sequence) and not isinstance(params, Mapping):
-                rows = [comp.params(p) for p in params]
-                await self.worker.write(comp.sql, rows, what)
-                return []
-            args = comp.params(params or {})
-
-            def op(conn: Any) -> list[Any]:
-                cur = conn.execute(comp.sql, args)
-                return cur.fetchall() if cur.description else []
-
-            raw = await self.worker.call(op, what)
-            return comp.rows(raw) if raw else []
-        async with self.begin(what) as conn:
-            res = await conn.execute(stmt, params)
-            return [tuple(r) for r in res.all()] if res.returns_rows else []
+        if self.dialect == "sqlite" and (type(params) is list or (isinstance(params, Sequence) and not isinstance(params, Mapping))):
+            comp = self.compiled(stmt)
+            await self.worker.write(comp.sql, [comp.params(p) for p in params], what)
+            return []
+        return await self.run(lambda: one(stmt, params), what, atomic=False)
 
     def retrying(self, attempts: int = 3) -> AsyncRetrying:
         """Retry policy for transactions that are safe to repeat (transient errors only)."""

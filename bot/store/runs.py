@@ -1,14 +1,15 @@
 """Runs and their step checkpoints.
 
-:class:`RunStore` implements the engine's ``CheckpointStore`` with *group commit*:
-concurrent ``save_steps`` calls (a 50-way fan-out finishing together) are written
-by one writer task in one transaction, and each caller returns only after the
-transaction that holds its records committed. A lone step pays one commit.
+:class:`RunStore` implements the engine's ``CheckpointStore`` with *group commit*
+(:mod:`bot.store.checkpoints`): concurrent ``save_steps`` calls (a 50-way fan-out
+finishing together) are committed in one transaction, and each caller returns only
+after the transaction that holds its records committed. A lone step pays one commit.
+Every statement is SQLAlchemy Core, run by :meth:`bot.store.db.Database.run` (on
+SQLite on the file's one writer thread).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,21 +17,50 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from sqlalchemy import bindparam, or_, select, update
-from sqlalchemy.exc import DBAPIError, OperationalError
 
-from bot.store.checkpoints import checkpoint_store, step_record, step_row, step_upsert
-from bot.store.db import CONNECTION_ERRORS, Database, _aware, store_error
-from bot.store.errors import StoreError
-from bot.store.sqlite_worker import transaction
-from bot.store.tables import runs, step_runs, webhook_outbox
+from bot.store.checkpoints import OUTBOX_INSERT, STEPS_OF_RUN, checkpoint_store, step_record
+from bot.store.db import Database, _aware
+from bot.store.tables import runs
+from bot.store.tx import Body
 from engine.events import StepRecord
 from engine.graph import Graph
 
 log = logging.getLogger("baton.store")
 
 _FIRED_BY = select(runs.c.fired_by).where(runs.c.id == bindparam("rid"))
+_CREATE = (
+    runs.insert()
+    .values(
+        thread_id=bindparam("thread_id"), source=bindparam("source"), name=bindparam("name"), graph=bindparam("graph"),
+        status="queued", requested_by=bindparam("requested_by"), rerun_of=bindparam("rerun_of"),
+        created_at=bindparam("created_at"), message_id=bindparam("message_id"), fired_by=bindparam("fired_by"),
+    )
+)
+_TERMINAL = ("succeeded", "failed", "cancelled")
+_STATUS = update(runs).where(runs.c.id == bindparam("rid"))
+_SET_STATUS = {  # running sets started_at, terminal states set finished_at
+    "running": _STATUS.values(status=bindparam("status"), error=bindparam("error"), started_at=bindparam("now")),
+    "finished": _STATUS.values(status=bindparam("status"), error=bindparam("error"), finished_at=bindparam("now")),
+    "other": _STATUS.values(status=bindparam("status"), error=bindparam("error")),
+}
+_RUN_COLS = tuple(c.name for c in runs.c)
+_GET = select(runs).where(runs.c.id == bindparam("rid"))
+_LIST: dict[tuple[bool, bool, bool], Any] = {}
 
-_OUTBOX_COLS = ("event_id", "webhook", "event_type", "payload", "status", "attempts", "created_at", "next_attempt_at")
+
+def _list_stmt(thread: bool, visible: bool, unfinished: bool) -> Any:
+    """The ``RunStore.list`` query for one combination of filters (built once each)."""
+    got = _LIST.get((thread, visible, unfinished))
+    if got is None:
+        q = select(runs).order_by(runs.c.id.desc()).limit(bindparam("limit"))
+        if thread:
+            q = q.where(runs.c.thread_id == bindparam("tid"))
+        if visible:
+            q = q.where(or_(runs.c.thread_id == bindparam("vtid"), runs.c.requested_by == bindparam("vuser")))
+        if unfinished:
+            q = q.where(or_(runs.c.status == "queued", runs.c.status == "running"))
+        got = _LIST[(thread, visible, unfinished)] = q
+    return got
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +82,8 @@ class RunRow:
 
 
 def _run_row(r) -> RunRow:  # type: ignore[no-untyped-def]
+    if not hasattr(r, "keys"):
+        r = dict(zip(_RUN_COLS, r))
     return RunRow(
         r["id"],
         r["thread_id"],
@@ -98,28 +130,10 @@ class RunStore:
 
     def __init__(self, db: Database) -> None:
         self.db = db
-        self._queue: list[tuple[Sequence[StepRecord], list[dict[str, Any]], asyncio.Future[None]]] = []
-        self._wake = asyncio.Event()
-        self._writer: asyncio.Task[None] | None = None
-        self._closing = False
-        self._sqlite = db.dialect == "sqlite"
-        self._stmt = step_upsert(self.db.dialect)
         self.hooks: list[RunHook] = []
         self.checkpoints = checkpoint_store(db)
-        """The checkpoint backend of this database (bot.store.checkpoints): load and mark running;
-        step writes go through :meth:`save_steps` here so the webhook outbox rows commit with them."""
-        if self._sqlite:
-            # Compile once for the worker thread; bind through the column types' own
-            # processors so rows read back through SQLAlchemy parse identically.
-            dialect = db.engine.sync_engine.dialect
-            compiled = self._stmt.compile(dialect=dialect)
-            self._sql = str(compiled)
-            self._keys = tuple(compiled.positiontup or ())
-            self._procs = tuple(step_runs.c[k].type.bind_processor(dialect) for k in self._keys)
-            ob = webhook_outbox.insert().compile(dialect=dialect, column_keys=list(_OUTBOX_COLS))
-            self._outbox_sql = str(ob)
-            self._outbox_keys = tuple(ob.positiontup or ())
-            self._outbox_procs = tuple(webhook_outbox.c[k].type.bind_processor(dialect) for k in self._outbox_keys)
+        """The checkpoint backend of this database (bot.store.checkpoints); step writes go through
+        :meth:`save_steps` here so the webhook outbox rows commit with them (group commit on both backends)."""
 
     # -- runs ------------------------------------------------------------
 
@@ -136,65 +150,44 @@ class RunStore:
         fired_by: str | None = None,
     ) -> int:
         """Insert a run in state ``queued``; returns its id."""
-        now = datetime.now(UTC)
-        async with self.db.begin("creating a run") as conn:
-            res = await conn.execute(
-                runs.insert().values(
-                    thread_id=thread_id,
-                    source=source,
-                    name=name,
-                    graph=graph.to_json(),
-                    status="queued",
-                    requested_by=requested_by,
-                    rerun_of=rerun_of,
-                    created_at=now,
-                    message_id=message_id,
-                    fired_by=fired_by,
-                )
-            )
-            return int(res.inserted_primary_key[0])
+        params = {
+            "thread_id": thread_id, "source": source, "name": name, "graph": graph.to_json(), "requested_by": requested_by,
+            "rerun_of": rerun_of, "created_at": datetime.now(UTC), "message_id": message_id, "fired_by": fired_by,
+        }
+
+        def body() -> Body[int]:
+            return (yield _CREATE, params).inserted_id
+
+        return await self.db.run(body, "creating a run", atomic=False)
 
     async def set_status(self, run_id: int, status: str, *, error: str | None = None) -> None:
         """Move a run to ``status``; ``running`` sets started_at, terminal states set finished_at."""
-        values: dict[str, object] = {"status": status, "error": error}
-        now = datetime.now(UTC)
-        if status == "running":
-            values["started_at"] = now
-        elif status in ("succeeded", "failed", "cancelled"):
-            values["finished_at"] = now
+        stmt = _SET_STATUS["running" if status == "running" else "finished" if status in _TERMINAL else "other"]
+        params = {"rid": run_id, "status": status, "error": error, "now": datetime.now(UTC)}
         extra = [r for h in self.hooks for r in await h.status_rows(run_id, status, error)]
-        if self._sqlite:  # on the file's one writer thread (no lock contention with checkpoints)
-            dialect = self.db.engine.sync_engine.dialect
-            ts = runs.c.created_at.type.bind_processor(dialect)
-            cols = list(values)
-            sql = f"UPDATE runs SET {', '.join(f'{c}=?' for c in cols)} WHERE id=?"
-            params = tuple(ts(values[c]) if ts and isinstance(values[c], datetime) else values[c] for c in cols) + (run_id,)
-            outbox = [self._outbox_params(r) for r in extra]
 
-            def body(c):  # type: ignore[no-untyped-def]
-                c.execute(sql, params)
-                if outbox:
-                    c.executemany(self._outbox_sql, outbox)
+        def body() -> Body[None]:
+            yield stmt, params
+            if extra:  # the events commit with the status change, or neither does
+                yield OUTBOX_INSERT, extra
 
-            await self.db.worker.call(lambda c: transaction(c, body), f"marking run {run_id} {status}")
-        else:
-            async for attempt in self.db.retrying():
-                with attempt:
-                    async with self.db.begin(f"marking run {run_id} {status}") as conn:
-                        await conn.execute(update(runs).where(runs.c.id == run_id).values(**values))
-                        if extra:  # the events commit with the status change, or neither does
-                            await conn.execute(webhook_outbox.insert(), extra)
+        await self.db.run(body, f"marking run {run_id} {status}", retry=True)
         for h in self.hooks:
             h.committed(run_id, status)
 
     async def get(self, run_id: int) -> tuple[RunRow, list[StepRecord]] | None:
         """A run and its step records, or ``None``."""
-        async with self.db.begin(f"reading run {run_id}") as conn:
-            r = (await conn.execute(select(runs).where(runs.c.id == run_id))).mappings().first()
-            if r is None:
+
+        def body() -> Body[tuple[Any, list[Any]] | None]:
+            row = (yield _GET, {"rid": run_id}).first()
+            if row is None:
                 return None
-            steps = (await conn.execute(select(step_runs).where(step_runs.c.run_id == run_id))).mappings().all()
-        return _run_row(r), [step_record(s) for s in steps]
+            return row, (yield STEPS_OF_RUN, {"run_id": run_id}).rows
+
+        got = await self.db.run(body, f"reading run {run_id}", atomic=False)
+        if got is None:
+            return None
+        return _run_row(got[0]), [step_record(s) for s in got[1]]
 
     async def list(
         self, *, thread_id: int | None = None, limit: int = 10, unfinished: bool = False, visible_to: tuple[int, str] | None = None
@@ -203,16 +196,13 @@ class RunStore:
 
         ``visible_to=(thread_id, user)``: only runs started in that thread or requested by that user.
         """
-        q = select(runs).order_by(runs.c.id.desc()).limit(limit)
+        params: dict[str, Any] = {"limit": limit}
         if thread_id is not None:
-            q = q.where(runs.c.thread_id == thread_id)
+            params["tid"] = thread_id
         if visible_to is not None:
-            q = q.where(or_(runs.c.thread_id == visible_to[0], runs.c.requested_by == visible_to[1]))
-        if unfinished:
-            q = q.where(runs.c.status.in_(("queued", "running")))
-        async with self.db.begin("listing runs") as conn:
-            rows = (await conn.execute(q)).mappings().all()
-        return [_run_row(r) for r in rows]
+            params["vtid"], params["vuser"] = visible_to
+        stmt = _list_stmt(thread_id is not None, visible_to is not None, unfinished)
+        return [_run_row(r) for r in await self.db.execute(stmt, params, what="listing runs")]
 
     async def fired_by(self, run_id: int) -> str | None:
         """The note a schedule firing put on run ``run_id`` (``None`` for other runs)."""
@@ -235,85 +225,13 @@ class RunStore:
         Raises:
             StoreError: the write failed (after retries); the step's caller reports it.
         """
-        extra = [r for h in self.hooks for r in h.step_rows(records)] if self.hooks else []
-        if self._sqlite:
-            params = [self._params(step_row(r)) for r in records]
-            if extra:  # the outbox rows commit with the checkpoint, or neither does
-                outbox = [self._outbox_params(row) for row in extra]
-
-                def body(c):  # type: ignore[no-untyped-def]
-                    c.executemany(self._sql, params)
-                    c.executemany(self._outbox_sql, outbox)
-
-                await self.db.worker.call(lambda c: transaction(c, body), "checkpointing steps")
-            else:
-                await self.db.worker.write(self._sql, params, "checkpointing steps")
+        if self.hooks:  # the outbox rows commit with the checkpoint, or neither does
+            await self.checkpoints.save(records, [r for h in self.hooks for r in h.step_rows(records)])
         else:
-            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._queue.append((records, extra, fut))
-            if self._writer is None or self._writer.done():
-                self._writer = asyncio.create_task(self._write_loop(), name="baton-checkpoint-writer")
-            self._wake.set()
-            await asyncio.shield(fut)
+            await self.checkpoints.save(records)
         for h in self.hooks:
             h.steps_committed(records)
 
-    def _outbox_params(self, row: dict[str, Any]) -> tuple[Any, ...]:
-        return tuple(p(row[k]) if p else row[k] for k, p in zip(self._outbox_keys, self._outbox_procs))
-
-    def _params(self, row: dict[str, object]) -> tuple[object, ...]:
-        return tuple(p(row[k]) if p else row[k] for k, p in zip(self._keys, self._procs))
-
-    async def _write_loop(self) -> None:
-        """PostgreSQL: one held connection, everything queued goes in one transaction."""
-        conn = None
-        try:
-            while True:
-                await self._wake.wait()
-                self._wake.clear()
-                if not self._queue:
-                    if self._closing:
-                        return
-                    continue
-                batch, self._queue = self._queue, []
-                rows = [step_row(r) for recs, _, _ in batch for r in recs]
-                outbox = [o for _, extra, _ in batch for o in extra]
-                try:
-                    async for attempt in self.db.retrying():
-                        with attempt:
-                            try:
-                                if conn is None or conn.closed:
-                                    conn = await self.db.engine.connect()
-                                await conn.execute(self._stmt, rows)
-                                if outbox:
-                                    await conn.execute(webhook_outbox.insert(), outbox)
-                                await conn.commit()
-                            except (OperationalError, DBAPIError, *CONNECTION_ERRORS) as e:
-                                if conn is not None:
-                                    try:
-                                        await conn.close()
-                                    except (OperationalError, DBAPIError, *CONNECTION_ERRORS):
-                                        pass  # the connection is gone already; it was what failed
-                                    conn = None
-                                raise store_error("checkpointing steps", e) from e
-                except Exception as e:
-                    for _, _, fut in batch:
-                        if not fut.done():
-                            fut.set_exception(e)
-                    continue
-                for _, _, fut in batch:
-                    if not fut.done():
-                        fut.set_result(None)
-                if self._closing:
-                    self._wake.set()
-        finally:
-            if conn is not None:
-                await asyncio.shield(conn.close())
-
     async def aclose(self) -> None:
-        """Stop the writer once everything queued is committed."""
-        self._closing = True
-        if self._writer is not None and not self._writer.done():
-            self._wake.set()
-            await self._writer
+        """Stop the checkpoint writer once everything queued is committed."""
         await self.checkpoints.aclose()

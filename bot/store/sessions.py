@@ -3,10 +3,15 @@
 Two backends behind one class, checked by one contract suite
 (``tests/store/test_store_contract.py``):
 
-* SQLite (the embedded default): raw SQL on the database's worker thread
+Every method's SQL is written once, as SQLAlchemy Core statements in a transaction
+body (:mod:`bot.store.tx`), and run by :meth:`bot.store.db.Database.run`:
+
+* SQLite (the embedded default): compiled once, on the file's one writer thread
   (:mod:`bot.store.sqlite_worker`), one hop per transaction; full-text search by FTS5.
-* PostgreSQL (and any other SQLAlchemy async URL): SQLAlchemy Core over asyncpg;
-  full-text search by ``to_tsvector('english', text)``.
+* PostgreSQL (and any other SQLAlchemy async URL): over asyncpg, one transaction on
+  one connection; full-text search by ``to_tsvector('english', text)``.
+
+Only upserts and full-text search differ by dialect (:class:`_Sql`).
 
 Every message's token count is computed once, when it is stored, and kept with
 the name of the encoding that produced it (issue #4: counts are cached).
@@ -20,20 +25,23 @@ import sqlite3
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import bindparam, column, delete, func, literal_column, select, table, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.sessions.records import MemoryMessage, SessionKey, SummaryRecord, safe_text
-from bot.store.db import Database, _aware
-from bot.store.sqlite_worker import transaction
+from bot.store.db import Database
+from bot.store.errors import ConstraintError
 from bot.store.tables import messages, processed_events, summaries, threads
+from bot.store.tx import Body, Raw
 
 if TYPE_CHECKING:
     from bot.sessions.tokens import TokenCounter
+
+T = TypeVar("T")
 
 ThreadKey = SessionKey
 """The session key ``(platform, channel, thread)``; one conversation on one platform."""
@@ -43,18 +51,11 @@ COMMAND = "command"
 never returned by ``/recall`` (:meth:`SessionStore.search`) nor put in an LLM context
 (``tail(conversation_only=True)``)."""
 
-_TS = "%Y-%m-%d %H:%M:%S.%f"
-
-
-def _ts(dt: datetime) -> str:
-    """UTC datetime → SQLAlchemy's SQLite DATETIME text (so both paths read each other's rows)."""
-    return dt.astimezone(UTC).replace(tzinfo=None).strftime(_TS)
-
-
 def _dt(value: Any) -> datetime:
-    if isinstance(value, datetime):
-        return _aware(value)  # type: ignore[return-value]
-    return datetime.fromisoformat(value).replace(tzinfo=UTC)
+    """A stored instant as an aware UTC datetime (SQLite gives naive ones, or text read raw)."""
+    if type(value) is not datetime:
+        value = datetime.fromisoformat(value) if isinstance(value, str) else value
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,8 +90,8 @@ _WORD = re.compile(r"\w+", re.UNICODE)
 
 class TxHook(Protocol):
     """Work done inside the transaction that stores a message (``append_once(then=…)``):
-    ``sqlite`` on the worker thread's connection, ``sa`` on the SQLAlchemy connection;
-    raising rolls the whole transaction back."""
+    ``sqlite`` on the worker thread's connection, ``sa`` on the SQLAlchemy connection
+    (a :class:`bot.store.tx.Raw` step of the body); raising rolls the whole transaction back."""
 
     def sqlite(self, conn: sqlite3.Connection, thread_id: int, message_id: int) -> None: ...
 
@@ -113,6 +114,108 @@ def fts_terms(query: str) -> list[str]:
     return _WORD.findall(query.lower())[:12]
 
 
+TAIL_MAX_ID = 2**62
+"""Upper bound of message ids for :meth:`SessionStore.tail` without ``before_id``."""
+
+_KEY = {"platform": threads.c.platform, "channel": threads.c.channel, "thread": threads.c.thread}
+_MSG = (
+    messages.c.id, messages.c.thread_id, messages.c.role, messages.c.author, messages.c.text,
+    messages.c.created_at, messages.c.tokens, messages.c.encoding, messages.c.kind,
+)
+
+
+class _Sql:
+    """Every statement of the store, built once per dialect (SQLAlchemy Core, named ``bindparam``\\s).
+
+    Upserts and full-text search differ by dialect; everything else is the same statement."""
+
+    def __init__(self, dialect: str) -> None:
+        insert = pg_insert if dialect == "postgresql" else sqlite_insert
+        self.thread_id = select(threads.c.id).where(*(c == bindparam(k) for k, c in _KEY.items()))
+        self.new_thread = (
+            insert(threads)
+            .values(platform=bindparam("platform"), channel=bindparam("channel"), thread=bindparam("thread"),
+                    created_at=bindparam("now"), updated_at=bindparam("now"))
+            .on_conflict_do_nothing(index_elements=["platform", "channel", "thread"])
+            .returning(threads.c.id)
+        )
+        self.key = select(threads.c.platform, threads.c.channel, threads.c.thread).where(threads.c.id == bindparam("tid"))
+        self.record_event = (
+            insert(processed_events)
+            .values(platform=bindparam("platform"), event_id=bindparam("event_id"), received_at=bindparam("now"))
+            .on_conflict_do_nothing(index_elements=["platform", "event_id"])
+        )
+        self.add_message = (
+            messages.insert()
+            .values(thread_id=bindparam("tid"), role=bindparam("role"), author=bindparam("author"), text=bindparam("text"),
+                    created_at=bindparam("created_at"), event_id=bindparam("event_id"), tokens=bindparam("tokens"),
+                    encoding=bindparam("encoding"), kind=bindparam("kind"))
+        )  # the new id: Result.inserted_id
+        self.touch = (
+            update(threads)
+            .where(threads.c.id == bindparam("tid"), threads.c.updated_at < bindparam("before"))
+            .values(updated_at=bindparam("now"))
+        )
+        self.touched_at = select(threads.c.updated_at).where(threads.c.id == bindparam("tid"))
+        tail = (
+            select(*_MSG)
+            .where(messages.c.thread_id == bindparam("tid"), messages.c.id > bindparam("after"), messages.c.id < bindparam("before"))
+            .order_by(messages.c.id.desc())
+            .limit(bindparam("limit"))
+        )
+        self.tail = {False: tail, True: tail.where(messages.c.kind.is_(None))}
+        self.count = select(func.count()).select_from(messages).where(messages.c.thread_id == bindparam("tid"))
+        self.summaries = select(
+            summaries.c.level, summaries.c.first_id, summaries.c.last_id, summaries.c.text, summaries.c.tokens,
+            summaries.c.message_count, summaries.c.encoding,
+        ).where(summaries.c.thread_id == bindparam("tid"))
+        ins = insert(summaries).values(
+            thread_id=bindparam("tid"), level=bindparam("level"), first_id=bindparam("first_id"), last_id=bindparam("last_id"),
+            text=bindparam("text"), tokens=bindparam("tokens"), message_count=bindparam("message_count"),
+            encoding=bindparam("encoding"), created_at=bindparam("now"),
+        )
+        self.add_summary = ins.on_conflict_do_update(
+            index_elements=["thread_id", "level", "first_id", "last_id"],
+            set_={c: getattr(ins.excluded, c) for c in ("text", "tokens", "message_count", "encoding")},
+        )
+        self.clear_messages = delete(messages).where(messages.c.thread_id == bindparam("tid"))
+        self.clear_summaries = delete(summaries).where(summaries.c.thread_id == bindparam("tid"))
+        # full text: FTS5 (``messages_fts``, kept by triggers) on SQLite, tsvector elsewhere
+        search = (
+            select(*_MSG)
+            .where(messages.c.thread_id == bindparam("tid"), ~messages.c.text.startswith("/"), messages.c.kind.is_(None))
+            .limit(bindparam("limit"))
+        )
+        if dialect == "sqlite":
+            fts, match = table("messages_fts", column("rowid")), literal_column("messages_fts")
+            self.search = (
+                search.select_from(fts.join(messages, messages.c.id == fts.c.rowid))
+                .where(match.op("MATCH")(bindparam("q")))
+                .order_by(func.bm25(match))
+            )
+            self.all_words, self.any_word = (lambda ws: " AND ".join(f'"{w}"' for w in ws)), (lambda ws: " OR ".join(f'"{w}"' for w in ws))
+        else:
+            vec, tsq = func.to_tsvector("english", messages.c.text), func.to_tsquery("english", bindparam("q"))
+            self.search = search.where(vec.op("@@")(tsq)).order_by(func.ts_rank(vec, tsq).desc(), messages.c.id)
+            self.all_words, self.any_word = (lambda ws: " & ".join(ws)), (lambda ws: " | ".join(ws))
+        self._seen: dict[int, Any] = {}
+
+    def seen(self, n: int) -> Any:
+        """``SELECT … WHERE platform = :platform AND event_id IN (:e0, …)`` for ``n`` ids (one statement per ``n``)."""
+        got = self._seen.get(n)
+        if got is None:
+            got = self._seen[n] = (
+                select(processed_events.c.event_id)
+                .where(processed_events.c.platform == bindparam("platform"),
+                       processed_events.c.event_id.in_([bindparam(f"e{i}") for i in range(n)]))
+                .limit(1)
+            )
+        return got
+
+
+_SQL: dict[str, _Sql] = {}
+
+
 class SessionStore:
     """Threads, messages and summaries in SQL.
 
@@ -120,22 +223,20 @@ class SessionStore:
         db: the database.
         counter: counts tokens of messages stored without a count (``None``: not counted).
 
-    Every method is one transaction; failures raise :class:`bot.store.errors.StoreError`.
+    Every method is one transaction (:meth:`bot.store.db.Database.run`: on SQLite on the
+    file's one writer thread); failures raise :class:`bot.store.errors.StoreError`.
     """
 
     def __init__(self, db: Database, counter: TokenCounter | None = None) -> None:
         self.db = db
         self.counter = counter
         self._thread_ids: dict[SessionKey, int] = {}
-        self._touched: dict[int, float] = {}  # SQLite: thread id -> its updated_at (epoch s) as last written or read
-        self._sqlite = db.dialect == "sqlite"
+        self._touched: dict[int, float] = {}  # thread id -> its updated_at (epoch s) as last written or read here
+        self._q = _SQL.get(db.dialect) or _SQL.setdefault(db.dialect, _Sql(db.dialect))
         self.listeners: list[Callable[[SessionKey, StoredMessage], Awaitable[None]]] = []
         """Awaited after every stored message (the session manager keeps caches current)."""
 
     # -- helpers -------------------------------------------------------------
-
-    def _insert(self, table):  # type: ignore[no-untyped-def]
-        return (pg_insert if self.db.dialect == "postgresql" else sqlite_insert)(table)
 
     async def _count_tokens(self, role: str, text_: str) -> tuple[int | None, str | None]:
         if self.counter is None:
@@ -146,45 +247,22 @@ class SessionStore:
             n = self.counter.count_message(role, text_)
         return n, self.counter.encoding
 
-    def _sq_thread_id(self, conn: sqlite3.Connection, key: SessionKey, now: str, create: bool) -> int | None:
-        cached = self._thread_ids.get(key)
-        if cached is not None:
-            return cached
-        row = conn.execute(
-            "SELECT id FROM threads WHERE platform=? AND channel=? AND thread=?", (key.platform, key.channel, key.thread)
-        ).fetchone()
-        if row is None:
-            if not create:
-                return None
-            cur = conn.execute(
-                "INSERT INTO threads(platform, channel, thread, created_at, updated_at) VALUES (?,?,?,?,?)",
-                (key.platform, key.channel, key.thread, now, now),
-            )
-            tid = int(cur.lastrowid)  # type: ignore[arg-type]
-        else:
-            tid = int(row[0])
-        self._remember(key, tid)
-        return tid
-
-    async def _sa_thread_id(self, conn: AsyncConnection, key: SessionKey, now: datetime, create: bool = True) -> int | None:
-        cached = self._thread_ids.get(key)
-        if cached is not None:
-            return cached
-        if create:
-            await conn.execute(
-                self._insert(threads)
-                .values(platform=key.platform, channel=key.channel, thread=key.thread, created_at=now, updated_at=now)
-                .on_conflict_do_nothing(index_elements=["platform", "channel", "thread"])
-            )
-        tid = (
-            await conn.execute(
-                select(threads.c.id).where(
-                    threads.c.platform == key.platform, threads.c.channel == key.channel, threads.c.thread == key.thread
-                )
-            )
-        ).scalar_one_or_none()
+    def _thread_tx(self, key: SessionKey, now: datetime | None) -> Body[int | None]:
+        """Body part: the thread's id (cached after the first lookup); ``now``: create the
+        thread then if it does not exist (``None``: don't, and return ``None`` for it)."""
+        tid = self._thread_ids.get(key)
         if tid is not None:
-            self._remember(key, tid)
+            return tid
+        k = {"platform": key.platform, "channel": key.channel, "thread": key.thread}
+        row = (yield self._q.thread_id, k).first()
+        if row is None:
+            if now is None:
+                return None
+            row = (yield self._q.new_thread, {**k, "now": now}).first()
+            if row is None:  # another process created it meanwhile (PostgreSQL)
+                row = (yield self._q.thread_id, k).first()
+        tid = int(row[0])  # type: ignore[index]
+        self._remember(key, tid)
         return tid
 
     def _remember(self, key: SessionKey, tid: int) -> None:
@@ -195,30 +273,31 @@ class SessionStore:
             self._touched.clear()
         self._thread_ids[key] = tid
 
+    async def _in_thread(self, key: SessionKey, what: str, then: Callable[[int], Body[T]], default: T) -> T:
+        """Read-only: run ``then(thread_id)`` as a body, or return ``default`` for an unknown thread."""
+
+        def body() -> Body[T]:
+            tid = yield from self._thread_tx(key, None)
+            return default if tid is None else (yield from then(tid))
+
+        return await self.db.run(body, what, atomic=False)
+
     # -- threads -------------------------------------------------------------
 
     async def thread_id(self, key: SessionKey) -> int:
         """The thread's row id, creating the thread if needed."""
+        tid = self._thread_ids.get(key)
+        if tid is not None:
+            return tid
         now = datetime.now(UTC)
-        if self._sqlite:
-            tid = await self.db.worker.call(lambda c: transaction(c, lambda c: self._sq_thread_id(c, key, _ts(now), True)), "opening a thread")
-            return int(tid)  # type: ignore[arg-type]
-        async with self.db.begin("opening a thread") as conn:
-            return int(await self._sa_thread_id(conn, key, now))  # type: ignore[arg-type]
+        return int(await self.db.run(lambda: self._thread_tx(key, now), "opening a thread"))  # type: ignore[arg-type]
 
     async def key_for(self, thread_id: int) -> SessionKey:
         """The key of a thread row; raises ``LookupError`` when there is none."""
-        if self._sqlite:
-            row = await self.db.worker.call(
-                lambda c: c.execute("SELECT platform, channel, thread FROM threads WHERE id=?", (thread_id,)).fetchone(),
-                "reading a thread",
-            )
-        else:
-            async with self.db.begin("reading a thread") as conn:
-                row = (await conn.execute(select(threads.c.platform, threads.c.channel, threads.c.thread).where(threads.c.id == thread_id))).first()
-        if row is None:
+        rows = await self.db.execute(self._q.key, {"tid": thread_id}, what="reading a thread")
+        if not rows:
             raise LookupError(f"no thread {thread_id}")
-        return SessionKey(row[0], row[1], row[2])
+        return SessionKey(*rows[0])
 
     # -- messages ------------------------------------------------------------
 
@@ -280,24 +359,8 @@ class SessionStore:
         :meth:`append_once` is what decides)."""
         if not event_ids:
             return False
-        if self._sqlite:
-            marks = ",".join("?" * len(event_ids))
-            return await self.db.worker.call(
-                lambda c: c.execute(
-                    f"SELECT 1 FROM processed_events WHERE platform=? AND event_id IN ({marks}) LIMIT 1", (platform, *event_ids)
-                ).fetchone()
-                is not None,
-                "checking event ids",
-            )
-        async with self.db.begin("checking event ids") as conn:
-            row = (
-                await conn.execute(
-                    select(processed_events.c.event_id)
-                    .where(processed_events.c.platform == platform, processed_events.c.event_id.in_(list(event_ids)))
-                    .limit(1)
-                )
-            ).first()
-        return row is not None
+        params = {"platform": platform, **{f"e{i}": e for i, e in enumerate(event_ids)}}
+        return bool(await self.db.execute(self._q.seen(len(event_ids)), params, what="checking event ids"))
 
     async def _store(
         self,
@@ -313,92 +376,56 @@ class SessionStore:
         kind: str | None = None,
         then: TxHook | None = None,
     ) -> StoredMessage | None:
-        now = created_at or datetime.now(UTC)
+        now = datetime.now(UTC) if created_at is None else created_at.astimezone(UTC)  # stored as UTC
         text_, author = safe_text(text_), safe_text(author)  # never a UnicodeEncodeError from the driver
         if tokens is None:
             tokens, encoding = await self._count_tokens(role, text_)
-        # threads.updated_at (idle expiry, counted in days) moves at most once a
-        # minute, so a busy thread's appends do not rewrite its row and index entry.
-        touch_before_dt = now - timedelta(seconds=THREAD_TOUCH_S)
-        if self._sqlite:
-            ts, touch_before, epoch = _ts(now), _ts(touch_before_dt), now.timestamp()
-            row = (role, author, text_, ts, event_id, tokens, encoding, kind)
-            insert = "INSERT INTO messages(thread_id, role, author, text, created_at, event_id, tokens, encoding, kind) VALUES (?,?,?,?,?,?,?,?,?)"
+        q = self._q
+        row = {"role": role, "author": author, "text": text_, "created_at": now, "event_id": event_id, "tokens": tokens,
+               "encoding": encoding, "kind": kind}
+        epoch = now.timestamp()
 
-            def body(c: sqlite3.Connection) -> tuple[int, int]:
-                for did in dedupe_ids:
-                    if c.execute(
-                        "INSERT INTO processed_events(platform, event_id, received_at) VALUES (?,?,?) ON CONFLICT DO NOTHING",
-                        (key.platform, did, ts),
-                    ).rowcount != 1:
-                        raise _Redelivery(did)
-                tid = self._sq_thread_id(c, key, ts, True)
-                assert tid is not None
-                mid = int(c.execute(insert, (tid, *row)).lastrowid)  # type: ignore[arg-type]
-                if then is not None:
-                    then.sqlite(c, tid, mid)
-                if c.execute("UPDATE threads SET updated_at=? WHERE id=? AND updated_at<?", (ts, tid, touch_before)).rowcount:
-                    self._touched[tid] = epoch
-                else:
-                    self._touched[tid] = _dt(c.execute("SELECT updated_at FROM threads WHERE id=?", (tid,)).fetchone()[0]).timestamp()
-                return mid, tid
+        def full() -> Body[tuple[int, int]]:
+            for did in dedupe_ids:
+                if (yield q.record_event, {"platform": key.platform, "event_id": did, "now": now}).rowcount != 1:
+                    raise _Redelivery(did)
+            tid = yield from self._thread_tx(key, now)
+            mid = (yield q.add_message, {**row, "tid": tid}).inserted_id
+            if then is not None:
+                yield Raw(lambda c: then.sqlite(c, tid, mid), lambda c: then.sa(c, tid, mid))  # type: ignore[arg-type]
+            # threads.updated_at (idle expiry, counted in days) moves at most once a
+            # minute, so a busy thread's appends do not rewrite its row and index entry.
+            if (yield q.touch, {"tid": tid, "now": now, "before": now - timedelta(seconds=THREAD_TOUCH_S)}).rowcount:
+                self._touched[tid] = epoch
+            else:
+                self._touched[tid] = _dt((yield q.touched_at, {"tid": tid}).scalar()).timestamp()
+            return mid, tid  # type: ignore[return-value]
 
-            def op(c: sqlite3.Connection) -> tuple[int, int] | None:
+        def fast(tid: int) -> Body[tuple[int, int]]:
+            # the usual case (a known thread, touched within the minute): one statement
+            # (on SQLite in autocommit; the FTS trigger runs in its implicit transaction)
+            return (yield q.add_message, {**row, "tid": tid}).inserted_id, tid
+
+        try:
+            for attempt in range(2):
                 tid = self._thread_ids.get(key)
-                if not dedupe_ids and then is None and tid is not None and epoch - self._touched.get(tid, float("-inf")) < THREAD_TOUCH_S:
-                    # the usual case (a known thread, touched within the minute): one autocommit
-                    # statement; the FTS trigger runs in the same implicit transaction
-                    try:
-                        return int(c.execute(insert, (tid, *row)).lastrowid), tid  # type: ignore[arg-type]
-                    except sqlite3.IntegrityError:  # the cached thread id was deleted (/forget, retention)
-                        self._thread_ids.pop(key, None)
+                quick = not dedupe_ids and then is None and tid is not None and epoch - self._touched.get(tid, float("-inf")) < THREAD_TOUCH_S
                 try:
-                    try:
-                        return transaction(c, body)
-                    except sqlite3.IntegrityError:  # a cached thread id was deleted (/forget, retention)
-                        self._thread_ids.pop(key, None)
-                        return transaction(c, body)
-                except _Redelivery:
-                    return None
-
-            got = await self.db.worker.call(op, "storing a message")
-            if got is None:
-                return None
-            mid, tid = got
-        else:
-            try:
-                async for attempt in self.db.retrying():
-                    with attempt:
-                        async with self.db.begin("storing a message") as conn:
-                            for did in dedupe_ids:
-                                recorded = await conn.execute(
-                                    self._insert(processed_events)
-                                    .values(platform=key.platform, event_id=did, received_at=now)
-                                    .on_conflict_do_nothing(index_elements=["platform", "event_id"])
-                                )
-                                if recorded.rowcount != 1:
-                                    raise _Redelivery(did)
-                            tid = await self._sa_thread_id(conn, key, now)  # type: ignore[assignment]
-                            res = await conn.execute(
-                                messages.insert().values(
-                                    thread_id=tid, role=role, author=author, text=text_, created_at=now, event_id=event_id, tokens=tokens, encoding=encoding,
-                                    kind=kind,
-                                )
-                            )
-                            await conn.execute(
-                                update(threads).where(threads.c.id == tid, threads.c.updated_at < touch_before_dt).values(updated_at=now)
-                            )
-                            mid = res.inserted_primary_key[0]
-                            if then is not None:
-                                await then.sa(conn, tid, mid)
-            except _Redelivery:
-                return None
+                    if quick:
+                        mid, tid = await self.db.run(lambda: fast(tid), "storing a message", atomic=False, retry=True)  # type: ignore[arg-type]
+                    else:
+                        mid, tid = await self.db.run(full, "storing a message", retry=True)
+                    break
+                except ConstraintError:
+                    if attempt or self._thread_ids.pop(key, None) is None:
+                        raise
+                    # a cached thread id was deleted (/forget, retention): look it up again
+        except _Redelivery:
+            return None
         stored = StoredMessage(mid, tid, role, author, text_, now, tokens, encoding, kind)
         for listener in self.listeners:
             await listener(key, stored)
         return stored
-
-    _COLS = "id, thread_id, role, author, text, created_at, tokens, encoding, kind"
 
     @staticmethod
     def _row(r: Any) -> StoredMessage:
@@ -411,33 +438,14 @@ class SessionStore:
 
         ``conversation_only``: leave out commands and their answers (:data:`COMMAND`), as an LLM context must.
         """
-        only = " AND kind IS NULL" if conversation_only else ""
-        if self._sqlite:
+        stmt = self._q.tail[conversation_only]
 
-            def op(c: sqlite3.Connection) -> list[Any]:
-                tid = self._sq_thread_id(c, key, "", False)
-                if tid is None:
-                    return []
-                return c.execute(
-                    f"SELECT {self._COLS} FROM messages WHERE thread_id=? AND id>? AND id<?{only} ORDER BY id DESC LIMIT ?",
-                    (tid, after_id or 0, before_id or 2**62, limit),
-                ).fetchall()
+        def rows(tid: int) -> Body[list[Any]]:
+            params = {"tid": tid, "after": after_id or 0, "before": before_id or TAIL_MAX_ID, "limit": limit}
+            return (yield stmt, params).rows
 
-            rows = await self.db.worker.call(op, "reading history")
-        else:
-            async with self.db.begin("reading history") as conn:
-                tid = await self._sa_thread_id(conn, key, datetime.now(UTC), create=False)
-                if tid is None:
-                    return []
-                q = select(*[messages.c[c.strip()] for c in self._COLS.split(",")]).where(messages.c.thread_id == tid)
-                if after_id:
-                    q = q.where(messages.c.id > after_id)
-                if before_id:
-                    q = q.where(messages.c.id < before_id)
-                if conversation_only:
-                    q = q.where(messages.c.kind.is_(None))
-                rows = (await conn.execute(q.order_by(messages.c.id.desc()).limit(limit))).all()
-        return [self._row(r) for r in reversed(rows)]
+        got = await self._in_thread(key, "reading history", rows, [])
+        return [self._row(r) for r in reversed(got)]
 
     async def history(self, key: SessionKey, limit: int = 20) -> list[StoredMessage]:
         """The newest ``limit`` messages of the thread, oldest first."""
@@ -445,18 +453,11 @@ class SessionStore:
 
     async def count(self, key: SessionKey) -> int:
         """How many messages the thread has."""
-        if self._sqlite:
 
-            def op(c: sqlite3.Connection) -> int:
-                tid = self._sq_thread_id(c, key, "", False)
-                return 0 if tid is None else int(c.execute("SELECT count(*) FROM messages WHERE thread_id=?", (tid,)).fetchone()[0])
+        def n(tid: int) -> Body[int]:
+            return int((yield self._q.count, {"tid": tid}).scalar())
 
-            return await self.db.worker.call(op, "counting messages")
-        async with self.db.begin("counting messages") as conn:
-            tid = await self._sa_thread_id(conn, key, datetime.now(UTC), create=False)
-            if tid is None:
-                return 0
-            return int((await conn.execute(select(func.count()).where(messages.c.thread_id == tid))).scalar_one())
+        return await self._in_thread(key, "counting messages", n, 0)
 
     async def search(self, key: SessionKey, query: str, *, limit: int = 5) -> list[StoredMessage]:
         """Full-text search of the thread's messages, best match first (SQLite FTS5 / PostgreSQL tsvector).
@@ -469,121 +470,52 @@ class SessionStore:
         words = fts_terms(query)
         if not words:
             return []
-        if self._sqlite:
+        q = self._q
 
-            def op(c: sqlite3.Connection) -> list[Any]:
-                tid = self._sq_thread_id(c, key, "", False)
-                if tid is None:
-                    return []
-                sql = (
-                    f"SELECT {', '.join('m.' + x.strip() for x in self._COLS.split(','))} FROM messages_fts f "
-                    "JOIN messages m ON m.id = f.rowid WHERE messages_fts MATCH ? AND m.thread_id = ? AND m.text NOT LIKE '/%' AND m.kind IS NULL "
-                    "ORDER BY bm25(messages_fts) LIMIT ?"
-                )
-                quoted = [f'"{w}"' for w in words]
-                rows = c.execute(sql, (" AND ".join(quoted), tid, limit)).fetchall()
-                if not rows and len(words) > 1:
-                    rows = c.execute(sql, (" OR ".join(quoted), tid, limit)).fetchall()
-                return rows
+        def hits(tid: int) -> Body[list[Any]]:
+            rows = (yield q.search, {"tid": tid, "q": q.all_words(words), "limit": limit}).rows
+            if not rows and len(words) > 1:
+                rows = (yield q.search, {"tid": tid, "q": q.any_word(words), "limit": limit}).rows
+            return rows
 
-            rows = await self.db.worker.call(op, "searching messages")
-            return [self._row(r) for r in rows]
-        async with self.db.begin("searching messages") as conn:
-            tid = await self._sa_thread_id(conn, key, datetime.now(UTC), create=False)
-            if tid is None:
-                return []
-            rows: list[Any] = []
-            for joiner in (" & ", " | "):
-                tsq = func.to_tsquery("english", joiner.join(words))
-                vec = func.to_tsvector("english", messages.c.text)
-                q = (
-                    select(*[messages.c[c.strip()] for c in self._COLS.split(",")])
-                    .where(messages.c.thread_id == tid, vec.op("@@")(tsq), ~messages.c.text.startswith("/"), messages.c.kind.is_(None))
-                    .order_by(func.ts_rank(vec, tsq).desc(), messages.c.id)
-                    .limit(limit)
-                )
-                rows = list((await conn.execute(q)).all())
-                if rows or len(words) == 1:
-                    break
-        return [self._row(r) for r in rows]
+        return [self._row(r) for r in await self._in_thread(key, "searching messages", hits, [])]
 
     # -- summaries -----------------------------------------------------------
 
     async def summaries(self, key: SessionKey) -> list[SummaryRecord]:
         """All stored summaries of the thread (any order)."""
-        cols = "level, first_id, last_id, text, tokens, message_count, encoding"
-        if self._sqlite:
 
-            def op(c: sqlite3.Connection) -> list[Any]:
-                tid = self._sq_thread_id(c, key, "", False)
-                return [] if tid is None else c.execute(f"SELECT {cols} FROM summaries WHERE thread_id=?", (tid,)).fetchall()
+        def rows(tid: int) -> Body[list[Any]]:
+            return (yield self._q.summaries, {"tid": tid}).rows
 
-            rows = await self.db.worker.call(op, "reading summaries")
-        else:
-            async with self.db.begin("reading summaries") as conn:
-                tid = await self._sa_thread_id(conn, key, datetime.now(UTC), create=False)
-                if tid is None:
-                    return []
-                rows = (await conn.execute(select(*[summaries.c[c.strip()] for c in cols.split(",")]).where(summaries.c.thread_id == tid))).all()
-        return [SummaryRecord(int(r[0]), int(r[1]), int(r[2]), r[3], int(r[4]), int(r[5]), r[6]) for r in rows]
+        got = await self._in_thread(key, "reading summaries", rows, [])
+        return [SummaryRecord(int(r[0]), int(r[1]), int(r[2]), r[3], int(r[4]), int(r[5]), r[6]) for r in got]
 
     async def add_summary(self, key: SessionKey, s: SummaryRecord) -> None:
         """Store a summary; upsert on ``(thread, level, first_id, last_id)``."""
         now = datetime.now(UTC)
-        if self._sqlite:
+        values = {"level": s.level, "first_id": s.first_id, "last_id": s.last_id, "text": s.text, "tokens": s.tokens,
+                  "message_count": s.message_count, "encoding": s.encoding, "now": now}
 
-            def op(c: sqlite3.Connection) -> None:
-                def body(c: sqlite3.Connection) -> None:
-                    tid = self._sq_thread_id(c, key, _ts(now), True)
-                    c.execute(
-                        "INSERT INTO summaries(thread_id, level, first_id, last_id, text, tokens, message_count, encoding, created_at) "
-                        "VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT(thread_id, level, first_id, last_id) DO UPDATE SET "
-                        "text=excluded.text, tokens=excluded.tokens, message_count=excluded.message_count, encoding=excluded.encoding",
-                        (tid, s.level, s.first_id, s.last_id, s.text, s.tokens, s.message_count, s.encoding, _ts(now)),
-                    )
+        def body() -> Body[None]:
+            tid = yield from self._thread_tx(key, now)
+            yield self._q.add_summary, {**values, "tid": tid}
 
-                transaction(c, body)
-
-            await self.db.worker.call(op, "storing a summary")
-            return
-        async with self.db.begin("storing a summary") as conn:
-            tid = await self._sa_thread_id(conn, key, now)
-            ins = self._insert(summaries).values(
-                thread_id=tid, level=s.level, first_id=s.first_id, last_id=s.last_id, text=s.text, tokens=s.tokens,
-                message_count=s.message_count, encoding=s.encoding, created_at=now,
-            )
-            await conn.execute(
-                ins.on_conflict_do_update(
-                    index_elements=["thread_id", "level", "first_id", "last_id"],
-                    set_={c: getattr(ins.excluded, c) for c in ("text", "tokens", "message_count", "encoding")},
-                )
-            )
+        await self.db.run(body, "storing a summary")
 
     async def clear(self, key: SessionKey) -> Forgotten:
         """Delete the thread's messages and summaries (``/forget``); runs are kept."""
-        if self._sqlite:
+        q = self._q
 
-            def op(c: sqlite3.Connection) -> Forgotten:
-                def body(c: sqlite3.Connection) -> Forgotten:
-                    tid = self._sq_thread_id(c, key, "", False)
-                    if tid is None:
-                        return Forgotten(0, 0)
-                    m = c.execute("DELETE FROM messages WHERE thread_id=?", (tid,)).rowcount
-                    s = c.execute("DELETE FROM summaries WHERE thread_id=?", (tid,)).rowcount
-                    return Forgotten(m, s)
-
-                return transaction(c, body)
-
-            return await self.db.worker.call(op, "forgetting a thread")
-        async with self.db.begin("forgetting a thread") as conn:
-            tid = await self._sa_thread_id(conn, key, datetime.now(UTC), create=False)
+        def body() -> Body[Forgotten]:
+            tid = yield from self._thread_tx(key, None)
             if tid is None:
                 return Forgotten(0, 0)
-            m = (await conn.execute(delete(messages).where(messages.c.thread_id == tid))).rowcount
-            s = (await conn.execute(delete(summaries).where(summaries.c.thread_id == tid))).rowcount
+            m = (yield q.clear_messages, {"tid": tid}).rowcount
+            s = (yield q.clear_summaries, {"tid": tid}).rowcount
             return Forgotten(m, s)
 
-    # -- redelivery dedupe -----------------------------------------------------
+        return await self.db.run(body, "forgetting a thread")
 
 
-__all__ = ["Forgotten", "SessionStore", "StoredMessage", "ThreadKey", "fts_terms"]
+__all__ = ["Forgotten", "SessionStore", "StoredMessage", "TxHook", "ThreadKey", "fts_terms"]
