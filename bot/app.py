@@ -252,8 +252,8 @@ class App:
             queue = ScaleOut(url, runs, sessions)
             bot.admission = Admission(settings, sessions, runs, on_queued=queue.enqueue)
         else:
-            queue = LocalWorker(manager, runs, sessions, policy=wf.busy_policy)
             bot.admission = Admission(settings, sessions, runs)
+            queue = LocalWorker(manager, runs, sessions, policy=wf.busy_policy, priority=bot.admission.priority)
         manager.queue = bot.queue = queue
         retention = Retention(db, sessions, memory, settings.retention)
         app = cls(

@@ -6,6 +6,10 @@ Slack Events endpoint (``/slack/events``, when Slack is configured), ``/metrics`
 features (the dashboard) add their pages with ``extra_routers``; they find the running
 services in ``request.app.state.services`` (a :class:`Services`).
 
+Runs are started through the app's admission (``baton.admission``, :mod:`bot.queue.admission`),
+the same path as chat; a POST to the API counts as arriving work from its first byte
+(:class:`bot.queue.admission.Priority`), so runs starting yield to requests being admitted.
+
 Lifecycle (lifespan): start Baton (or use the one passed in), register the ``api``
 outlet, install the run hook (outbox, metrics, live events, spans), resume unfinished
 API runs, start the webhook dispatcher and the audit retention loop; on shutdown stop
@@ -28,7 +32,6 @@ from sqlalchemy import text
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bot.server import metrics
-from bot.server._admit import Admission
 from bot.server.audit import AuditStore
 from bot.server.auth import RateLimiter, TokenStore
 from bot.server.events import ServiceHook, install
@@ -51,7 +54,6 @@ class Services:
     Attributes:
         baton: the running :class:`bot.app.App`.
         tokens, audit: the token and audit stores.
-        admission: starts runs (see :mod:`bot.server._admit`).
         limiter: per-token rate limit.
         hook: run hook (live events for SSE).
         dispatcher: webhook delivery.
@@ -61,7 +63,6 @@ class Services:
     baton: Any
     tokens: TokenStore
     audit: AuditStore
-    admission: Admission
     limiter: RateLimiter
     hook: ServiceHook
     dispatcher: Dispatcher
@@ -106,7 +107,6 @@ def create_app(
             baton=running,
             tokens=TokenStore(running.db),
             audit=AuditStore(running.db),
-            admission=Admission(running, hook),
             limiter=RateLimiter(settings.server.rate_limit, settings.server.rate_burst),
             hook=hook,
             dispatcher=dispatcher,
@@ -149,7 +149,6 @@ def create_app(
 
 
 async def _close(svc: Services, owned: bool) -> None:
-    await svc.admission.aclose()
     await svc.dispatcher.aclose()
     if owned:
         await svc.baton.aclose()
@@ -211,6 +210,9 @@ def _ops_router() -> APIRouter:
     @r.get("/metrics", tags=["operations"], summary="Prometheus metrics", response_class=PlainTextResponse)
     async def metrics_endpoint(request: Request) -> Response:
         _breakers(request.app.state.services.baton)
+        queue = getattr(request.app.state.services.baton.bot, "queue", None)
+        if queue is not None and hasattr(queue, "queued"):
+            metrics.QUEUE_DEPTH.set(queue.queued)
         return Response(metrics.render(), media_type=metrics.CONTENT_TYPE_LATEST)
 
     @r.post("/slack/events", tags=["slack"], summary="Slack Events API, interactivity and slash commands (signed by Slack)")
@@ -268,8 +270,11 @@ class _Observe:
             await send(message)
 
         method = scope["method"]
+        svc = getattr(scope["app"].state, "services", None) if "app" in scope else None
+        admission = getattr(svc.baton, "admission", None) if method == "POST" and svc is not None else None
+        arriving = admission.priority.arriving() if admission is not None else contextlib.nullcontext()
         span_cm = tracing.tracer().start_as_current_span(f"HTTP {method}", kind=_server_kind()) if tracing.enabled() else contextlib.nullcontext()
-        with span_cm as span:
+        with span_cm as span, arriving:
             try:
                 await self.app(scope, receive, send_wrapper)
             finally:
