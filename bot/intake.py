@@ -73,6 +73,23 @@ def parse_command(text: str) -> Command | None:
     return Command("unknown", head)
 
 
+_PLAIN: dict[int, Graph] = {}
+
+
+def _without_arguments(graph: Graph) -> Graph:
+    """``bind_arguments(graph, {})`` (raises ``KeyError`` for a placeholder), remembered for
+    graphs without placeholders: compiled graphs are cached and immutable, and looking for
+    placeholders costs a regex per step on every delivery's way to its ack."""
+    if _PLAIN.get(id(graph)) is graph:
+        return graph
+    bound = bind_arguments(graph, {})
+    if bound is graph:
+        if len(_PLAIN) >= 256:
+            _PLAIN.clear()
+        _PLAIN[id(graph)] = graph
+    return bound
+
+
 class RunIntake:
     """Storing a delivery (and admitting the run it asks for) before anything acts on it."""
 
@@ -147,7 +164,7 @@ class RunIntake:
             if not cmd.arg or (m and m.group(1) in self.catalog.workflows):
                 return None  # "run: NAME key=value": arguments are checked and bound on the ordered path
             try:
-                return bind_arguments(self.compile(cmd.arg), {}), {}, None
+                return _without_arguments(self.compile(cmd.arg)), {}, None
             except KeyError:
                 return None  # a missing argument: the ordered path says which
         m = re.match(r"^#?(\d+)(?:\s+from\s+(.+))?$", cmd.arg.strip())

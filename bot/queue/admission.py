@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
@@ -83,18 +84,21 @@ class Priority:
     Everything runs on one event loop, so a run started during a burst of requests
     spends CPU the requests' acknowledgements wait for. Requests mark themselves with
     :meth:`arriving` (admission does, for its own part); the worker awaits
-    :meth:`turn` before it starts a run. Turns are given one per loop iteration while
-    nothing is arriving; while requests keep arriving, one turn every ``interval``
-    seconds all the same, so runs are never starved (at least ``1 / interval`` starts
-    per second under any load), and a sustained stream still executes its runs.
+    :meth:`turn` before it starts a run. Turns are given one per loop iteration once
+    no request has been under way for ``quiet`` seconds; while requests keep arriving,
+    one turn every ``interval`` seconds all the same, so runs are never starved (at
+    least ``1 / interval`` starts per second under any load).
 
     Args:
-        interval: seconds between turns given while requests are arriving.
+        interval: seconds between turns given while requests keep arriving.
+        quiet: how long no request must have been under way before turns are given freely.
     """
 
-    def __init__(self, interval: float = 0.1) -> None:
+    def __init__(self, interval: float = 0.1, quiet: float = 0.02) -> None:
         self.interval = interval
+        self.quiet = quiet
         self.arriving_now = 0
+        self._last = float("-inf")
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._release_pending = False
         self._tick: asyncio.TimerHandle | None = None
@@ -107,6 +111,7 @@ class Priority:
             yield
         finally:
             self.arriving_now -= 1
+            self._last = time.monotonic()
             if self.arriving_now == 0 and self._waiters:
                 self._release_soon()
 
@@ -117,7 +122,7 @@ class Priority:
 
     async def turn(self) -> None:
         """Return when the caller may start its work (at once when nothing is arriving)."""
-        if self.arriving_now == 0 and not self._waiters:
+        if not self._waiters and self.arriving_now == 0 and time.monotonic() - self._last >= self.quiet:
             return
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
@@ -134,9 +139,15 @@ class Priority:
         self._release_soon()  # pass the turn on, next loop iteration
 
     def _release_soon(self) -> None:
-        if not self._release_pending and self._waiters and self.arriving_now == 0:
-            self._release_pending = True
-            asyncio.get_running_loop().call_soon(self._release, False)
+        if self._release_pending or not self._waiters or self.arriving_now:
+            return
+        self._release_pending = True
+        loop = asyncio.get_running_loop()
+        wait = self.quiet - (time.monotonic() - self._last)
+        if wait > 0:
+            loop.call_later(wait, self._release, False)
+        else:
+            loop.call_soon(self._release, False)
 
     def _on_tick(self) -> None:
         self._tick = None
@@ -148,6 +159,9 @@ class Priority:
         if not forced:
             self._release_pending = False
             if self.arriving_now:
+                return  # the last request to end schedules the next try
+            if time.monotonic() - self._last < self.quiet:
+                self._release_soon()
                 return
         while self._waiters:
             fut = self._waiters.popleft()

@@ -296,6 +296,12 @@ async def cancel_run(run_id: int, request: Request, who: TokenInfo = Depends(req
         await _audit(svc, who, "run.cancel", outcome="failed", target=f"run:{run_id}", detail=f"already {row.status}", key=key)
         raise Problem(409, "run-finished", f"run {run_id} already {row.status}")
     ok = await svc.baton.manager.cancel(run_id)
+    queue = svc.baton.bot.queue
+    if not ok and queue is not None and queue.cancel_queued(run_id):  # queued here, not started: it never will be
+        await svc.baton.runs.set_status(run_id, "cancelled", error="cancelled by request while queued")
+        ok = True
+    elif not ok and queue is not None and await queue.request_cancel(run_id):  # a `baton worker` stops it
+        ok = True
     await _audit(svc, who, "run.cancel", outcome="ok" if ok else "failed", target=f"run:{run_id}", key=key,
                  detail=None if ok else "not active in this process")
     if not ok:
