@@ -82,24 +82,28 @@ class Priority:
     """Admission before execution: run starts yield while requests are being admitted.
 
     Everything runs on one event loop, so a run started during a burst of requests
-    spends CPU the requests' acknowledgements wait for. Requests mark themselves with
-    :meth:`arriving` (admission does, for its own part); the worker awaits
-    :meth:`turn` before it starts a run. Turns are given one per loop iteration once
-    no request has been under way for ``quiet`` seconds; while requests keep arriving,
-    one turn every ``interval`` seconds all the same, so runs are never starved (at
-    least ``1 / interval`` starts per second under any load).
+    spends CPU the requests' acknowledgements wait for (a shell step's fork and exec,
+    Web API calls). Requests mark themselves with :meth:`arriving` (admission does, for
+    its own part); the worker awaits :meth:`turn` before it starts a run. Turns are
+    given in FIFO order, one per loop iteration, once no request has been under way for
+    ``quiet`` seconds. While requests keep arriving, a caller that has waited
+    ``max_wait`` seconds gets its turn all the same, and then one more every
+    ``interval`` seconds: no run waits forever, and at least ``1 / interval`` runs start
+    per second under any load.
 
     Args:
         interval: seconds between turns given while requests keep arriving.
         quiet: how long no request must have been under way before turns are given freely.
+        max_wait: how long a turn may be held back while requests keep arriving.
     """
 
-    def __init__(self, interval: float = 0.1, quiet: float = 0.02) -> None:
+    def __init__(self, interval: float = 0.1, quiet: float = 0.02, max_wait: float = 1.0) -> None:
         self.interval = interval
         self.quiet = quiet
+        self.max_wait = max_wait
         self.arriving_now = 0
         self._last = float("-inf")
-        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._waiters: deque[tuple[asyncio.Future[None], float]] = deque()
         self._release_pending = False
         self._tick: asyncio.TimerHandle | None = None
 
@@ -122,20 +126,22 @@ class Priority:
 
     async def turn(self) -> None:
         """Return when the caller may start its work (at once when nothing is arriving)."""
-        if not self._waiters and self.arriving_now == 0 and time.monotonic() - self._last >= self.quiet:
+        now = time.monotonic()
+        if not self._waiters and self.arriving_now == 0 and now - self._last >= self.quiet:
             return
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
-        self._waiters.append(fut)
+        entry = (fut, now)
+        self._waiters.append(entry)
         self._release_soon()
         if self._tick is None:
-            self._tick = loop.call_later(self.interval, self._on_tick)
+            self._tick = loop.call_at(loop.time() + self.max_wait, self._on_tick)
         try:
             await fut
         finally:
             if not fut.done():  # cancelled while waiting
                 with contextlib.suppress(ValueError):
-                    self._waiters.remove(fut)
+                    self._waiters.remove(entry)
         self._release_soon()  # pass the turn on, next loop iteration
 
     def _release_soon(self) -> None:
@@ -151,9 +157,18 @@ class Priority:
 
     def _on_tick(self) -> None:
         self._tick = None
-        self._release(True)
+        while self._waiters and self._waiters[0][0].done():
+            self._waiters.popleft()
+        if not self._waiters:
+            return
+        waited = time.monotonic() - self._waiters[0][1]
+        if waited >= self.max_wait:
+            self._release(True)
+            delay = self.interval
+        else:
+            delay = self.max_wait - waited
         if self._waiters:
-            self._tick = asyncio.get_running_loop().call_later(self.interval, self._on_tick)
+            self._tick = asyncio.get_running_loop().call_later(delay, self._on_tick)
 
     def _release(self, forced: bool) -> None:
         if not forced:
@@ -164,7 +179,7 @@ class Priority:
                 self._release_soon()
                 return
         while self._waiters:
-            fut = self._waiters.popleft()
+            fut, _ = self._waiters.popleft()
             if not fut.done():
                 fut.set_result(None)
                 return

@@ -10,8 +10,8 @@ at once, side by side.
 Admission before execution: with a :class:`bot.queue.admission.Priority` (the App
 passes its admission's), each run start first waits for :meth:`Priority.turn`, so
 under a burst of requests their acknowledgements are not queued behind the CPU of
-runs starting; a queued run waits at most a few turns' time (``Priority.interval``
-each, per run waiting before it), never forever. The final status of a run is
+runs starting. No run waits forever: under a sustained stream of requests the
+oldest waiting run starts after ``Priority.max_wait``, then one every ``Priority.interval``. The final status of a run is
 committed before its result is told and before the run counts as done here.
 
 On start-up :meth:`LocalWorker.recover` finds every run left ``queued`` or

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.timeout(60)
 
 
 async def test_turns_wait_while_requests_arrive_then_go_in_order() -> None:
-    p = Priority(interval=3600, quiet=0)  # no forced turns within the test: only quiet releases
+    p = Priority(interval=3600, quiet=0, max_wait=3600)  # no forced turns within the test: only quiet releases
     order: list[int] = []
 
     async def start(i: int) -> None:
@@ -42,13 +42,13 @@ async def test_turns_wait_while_requests_arrive_then_go_in_order() -> None:
 
 
 async def test_a_turn_comes_at_once_when_nothing_arrives() -> None:
-    p = Priority(interval=3600, quiet=0)
+    p = Priority(interval=3600, quiet=0, max_wait=3600)
     async with asyncio.timeout(1):
         await p.turn()
 
 
 async def test_runs_are_not_starved_by_a_request_that_never_ends() -> None:
-    p = Priority(interval=0.02, quiet=0)
+    p = Priority(interval=0.02, quiet=0, max_wait=0.05)
     done: list[int] = []
 
     async def start(i: int) -> None:
@@ -62,7 +62,7 @@ async def test_runs_are_not_starved_by_a_request_that_never_ends() -> None:
 
 
 async def test_a_cancelled_waiter_does_not_take_a_turn() -> None:
-    p = Priority(interval=3600, quiet=0)
+    p = Priority(interval=3600, quiet=0, max_wait=3600)
     order: list[str] = []
 
     async def start(name: str) -> None:
@@ -93,7 +93,7 @@ async def test_a_run_admitted_during_a_burst_waits_then_runs_in_thread_order(tmp
         assert app.admission is not None and app.bot.queue is not None
         prio = app.admission.priority
         assert app.bot.queue.priority is prio  # the App wires admission's priority into its worker
-        prio.interval = 3600  # no forced turns within the test
+        prio.max_wait = 3600  # no forced turns within the test
         key = ThreadKey("test", "C1", "T1")
         graph = app.bot.compile("echo one")
         with prio.arriving():  # a request is being admitted: nothing may start
@@ -120,7 +120,7 @@ async def test_runs_finish_under_a_sustained_stream_of_admissions(tmp_path) -> N
     app = await _app(tmp_path)
     try:
         assert app.admission is not None and app.bot.queue is not None
-        app.admission.priority.interval = 0.02
+        app.admission.priority.interval, app.admission.priority.max_wait = 0.02, 0.05
         graph = app.bot.compile("echo hi")
         ids, futures = [], []
         with app.admission.priority.arriving():  # admissions never pause while the runs are waited for

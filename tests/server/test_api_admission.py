@@ -20,7 +20,7 @@ async def test_reject_is_decided_from_the_queued_run_in_the_database(serve) -> N
     async with serve(workflow={"busy_policy": "reject"}) as s:
         h = await s.token("ci")
         prio = s.baton.admission.priority
-        prio.interval = 3600  # no forced start within the test
+        prio.max_wait = 3600  # no forced start within the test
         with prio.arriving():
             r1 = await s.http.post("/api/v1/runs", json={"workflow": "echo one", "thread": "t1"}, headers=h)
             assert r1.status_code == 201, r1.text
@@ -41,7 +41,7 @@ async def test_queue_runs_a_threads_runs_in_admission_order(serve) -> None:  # t
     async with serve() as s:
         h = await s.token("ci")
         prio = s.baton.admission.priority
-        prio.interval = 3600
+        prio.max_wait = 3600
         with prio.arriving():
             ids = []
             for text in ("echo a", "echo b", "echo c"):
@@ -60,7 +60,7 @@ async def test_a_queued_run_is_cancelled_before_it_starts(serve) -> None:  # typ
     async with serve() as s:
         h = await s.token("ci")
         prio = s.baton.admission.priority
-        prio.interval = 3600
+        prio.max_wait = 3600
         with prio.arriving():
             rid = (await s.http.post("/api/v1/runs", json={"workflow": "echo never"}, headers=h)).json()["id"]
             r = await s.http.post(f"/api/v1/runs/{rid}/cancel", headers=h)
