@@ -102,6 +102,7 @@ class Priority:
         self.quiet = quiet
         self.max_wait = max_wait
         self.arriving_now = 0
+        self._begun = 0
         self._last = float("-inf")
         self._waiters: deque[tuple[asyncio.Future[None], float]] = deque()
         self._release_pending = False
@@ -111,6 +112,7 @@ class Priority:
     def arriving(self) -> Iterator[None]:
         """Mark a request under way until the block ends (nestable; costs two increments)."""
         self.arriving_now += 1
+        self._begun += 1
         try:
             yield
         finally:
@@ -172,12 +174,29 @@ class Priority:
 
     def _release(self, forced: bool) -> None:
         if not forced:
-            self._release_pending = False
             if self.arriving_now:
+                self._release_pending = False
                 return  # the last request to end schedules the next try
             if time.monotonic() - self._last < self.quiet:
+                self._release_pending = False
                 self._release_soon()
                 return
+            # One more loop iteration first: requests whose bytes arrived in this iteration (a
+            # process that was not scheduled for a while finds several) start their tasks in
+            # the next one, before this confirmation runs.
+            asyncio.get_running_loop().call_soon(self._confirm, self._begun)
+            return
+        self._give()
+
+    def _confirm(self, begun: int) -> None:
+        self._release_pending = False
+        if self.arriving_now or self._begun != begun:
+            if not self.arriving_now:
+                self._release_soon()
+            return
+        self._give()
+
+    def _give(self) -> None:
         while self._waiters:
             fut, _ = self._waiters.popleft()
             if not fut.done():

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -120,6 +121,8 @@ def create_app(
                 await running.manager.resume_unfinished(platforms)
             svc.tasks.append(asyncio.create_task(dispatcher.run(), name="baton-webhooks"))
             svc.tasks.append(asyncio.create_task(_prune_loop(svc, settings), name="baton-audit-retention"))
+            if owned:
+                settle_heap()
             yield
         finally:
             for t in svc.tasks:
@@ -152,6 +155,15 @@ async def _close(svc: Services, owned: bool) -> None:
     await svc.dispatcher.aclose()
     if owned:
         await svc.baton.aclose()
+
+
+def settle_heap() -> None:
+    """Move everything alive after start-up out of the cyclic garbage collector's view
+    (:func:`gc.freeze`): the modules, the catalogue, the FastAPI app are never garbage, and
+    a full collection walking them stopped the event loop for 100-300 ms every few thousand
+    requests (the API's p99); afterwards full collections walk only what was made since."""
+    gc.collect()
+    gc.freeze()
 
 
 def _want_slack(flag: bool | None) -> bool:
