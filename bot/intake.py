@@ -18,6 +18,7 @@ from bot.queue.admission import Admitted
 from bot.routing import bind_arguments
 from bot.scheduling.commands import parse_schedule_command
 from bot.store import StoredMessage
+from bot.store.audit import AuditEntry
 from bot.store.sessions import COMMAND
 from engine.errors import EngineError
 from engine.graph import Graph, split_instance
@@ -150,9 +151,14 @@ class RunIntake:
         if planned is None:
             return None
         graph, prior, rerun_of = planned
+        audit = None
+        if getattr(self, "audit", None) is not None:  # the run's audit row commits with it (no second transaction)
+            action = "run.rerun" if cmd.name == "rerun" else "run.start"
+            audit = AuditEntry(msg.author, msg.platform, action, "ok", msg.channel, msg.thread, None, (graph.name or graph.source)[:200])
         admitted = await self.admission.admit(
             msg.key, graph, requested_by=msg.author, roles=msg.roles, text=msg.text, author=msg.author,
             dedupe_ids=msg.dedupe_ids, event_id=msg.event_id, created_at=msg.received_at, prior=prior, rerun_of=rerun_of, kind=kind,
+            audit=audit,
         )
         return admitted, (graph, prior)
 

@@ -217,6 +217,7 @@ class Admitted:
             (``reject``); ``None`` when a run was queued.
         duplicate: the delivery was recorded before (nothing was stored).
         created_at: the run's ``created_at`` (``None`` when no run was created).
+        audited: the ``audit`` entry given to :meth:`Admission.admit` was committed with the run.
     """
 
     run_id: int | None
@@ -225,6 +226,7 @@ class Admitted:
     refusal: str | None = None
     duplicate: bool = False
     created_at: datetime | None = None
+    audited: bool = False
 
 
 def permission_problem(settings: Settings, author: str, roles: Sequence[str], graph: Graph) -> str | None:
@@ -454,7 +456,8 @@ class Admission:
                             await hook.sa(conn, tid, None)
         if hook.run_id is not None and self.on_queued is not None:
             await self.on_queued(hook.run_id, key)
-        return Admitted(hook.run_id, stored, hook.ahead, hook.refusal, created_at=hook.now if hook.run_id is not None else None)
+        made = hook.run_id is not None
+        return Admitted(hook.run_id, stored, hook.ahead, hook.refusal, created_at=hook.now if made else None, audited=made and audit is not None)
 
     def _json(self, graph: Graph) -> str:
         """``graph.to_json()``, cached per graph object (compiled graphs are cached and immutable)."""
