@@ -20,6 +20,7 @@ import contextvars
 import logging
 import re
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, cast
 
@@ -189,8 +190,9 @@ class Bot(RunIntake, CoreAPIMethods, ReadOnlyCommands):
         turn = self._turn(msg.key)
         if cmd is not None and cmd.name in ("run", "rerun", "admitted") and msg.key in self._lane_tasks:
             busy = self.manager.in_thread(msg.key)
-            if busy and self.settings.workflow.busy_policy == "queue":  # say so at once, not when the thread frees up
-                await self._command_answer(msg.key, outlet, f"Queued behind {self._describe(busy)}; it starts when that is done.")
+            waiting = self.queue.pending_in(msg.key) if isinstance(self.queue, LocalWorker) else []  # admitted, not started yet
+            if (busy or waiting) and self.settings.workflow.busy_policy == "queue":  # say so at once, not when the thread frees up
+                await self._command_answer(msg.key, outlet, f"Queued behind {self._describe(busy, waiting)}; it starts when that is done.")
                 self._answered(msg.key, turn)
         lane = self._lanes.get(msg.key)
         if lane is None:
@@ -244,12 +246,13 @@ class Bot(RunIntake, CoreAPIMethods, ReadOnlyCommands):
         finally:
             self._answered(msg.key, turn)
 
-    def _describe(self, busy: list) -> str:  # type: ignore[type-arg]
-        """"run #3 (waiting for approval)" / "runs #3 (running), #4 (running)"."""
+    def _describe(self, busy: list, queued: Sequence[int] = ()) -> str:  # type: ignore[type-arg]
+        """"run #3 (waiting for approval)" / "runs #3 (running), #4 (queued)"."""
         def state(run_id: int) -> str:
             return "waiting for approval" if self.approvals is not None and self.approvals.pending(run_id) else "running"
 
-        return ("run " if len(busy) == 1 else "runs ") + ", ".join(f"#{r.id} ({state(r.id)})" for r in busy)
+        parts = [f"#{r.id} ({state(r.id)})" for r in busy] + [f"#{i} (queued)" for i in queued]
+        return ("run " if len(parts) == 1 else "runs ") + ", ".join(parts)
 
     async def drain(self) -> None:
         """Wait until every lane is empty, every command waiting its turn is answered, every
