@@ -11,8 +11,8 @@ Admission before execution: with a :class:`bot.queue.admission.Priority` (the Ap
 passes its admission's), each run start first waits for :meth:`Priority.turn`, so
 under a burst of requests their acknowledgements are not queued behind the CPU of
 runs starting. No run waits forever: under a sustained stream of requests the
-oldest waiting run starts after ``Priority.max_wait``, then one every ``Priority.interval``. The final status of a run is
-committed before its result is told and before the run counts as done here.
+oldest waiting run starts after ``Priority.max_wait``, then one every
+``Priority.interval``.
 
 On start-up :meth:`LocalWorker.recover` finds every run left ``queued`` or
 ``running`` (a crash, a restart) and queues them again in id order per thread: an

@@ -223,7 +223,7 @@ async def admit(
 
     Raises:
         Problem: 409 ``thread-busy`` when ``busy_policy = "reject"`` and the thread has active runs.
-        StoreError: nothing was admitted (a 503 problem).
+        StoreError: the database failed; nothing was admitted (the request fails, nothing runs).
     """
     baton = svc.baton
     got = await baton.admission.admit(
