@@ -166,6 +166,8 @@ class App:
     ) -> App:
         """Open the database (migrating SQLite at start), load workflows, build the bot.
 
+        At the end the start-up heap is frozen (:func:`gc.freeze`, undone by :meth:`aclose`).
+
         Args:
             outlets: platform → outlet of each adapter this process serves.
             migrate: apply migrations now; default: yes for SQLite (the embedded
