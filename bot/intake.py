@@ -18,6 +18,7 @@ from bot.queue.admission import Admitted
 from bot.routing import bind_arguments
 from bot.scheduling.commands import parse_schedule_command
 from bot.store import StoredMessage
+from bot.store.audit import AuditEntry
 from bot.store.sessions import COMMAND
 from engine.errors import EngineError
 from engine.graph import Graph, split_instance
@@ -71,6 +72,23 @@ def parse_command(text: str) -> Command | None:
     if head in COMMANDS:
         return Command(head, rest)
     return Command("unknown", head)
+
+
+_PLAIN: dict[int, Graph] = {}
+
+
+def _without_arguments(graph: Graph) -> Graph:
+    """``bind_arguments(graph, {})`` (raises ``KeyError`` for a placeholder), remembered for
+    graphs without placeholders: compiled graphs are cached and immutable, and looking for
+    placeholders costs a regex per step on every delivery's way to its ack."""
+    if _PLAIN.get(id(graph)) is graph:
+        return graph
+    bound = bind_arguments(graph, {})
+    if bound is graph:
+        if len(_PLAIN) >= 256:
+            _PLAIN.clear()
+        _PLAIN[id(graph)] = graph
+    return bound
 
 
 class RunIntake:
@@ -133,9 +151,14 @@ class RunIntake:
         if planned is None:
             return None
         graph, prior, rerun_of = planned
+        audit = None
+        if getattr(self, "audit", None) is not None:  # the run's audit row commits with it (no second transaction)
+            action = "run.rerun" if cmd.name == "rerun" else "run.start"
+            audit = AuditEntry(msg.author, msg.platform, action, "ok", msg.channel, msg.thread, None, (graph.name or graph.source)[:200])
         admitted = await self.admission.admit(
             msg.key, graph, requested_by=msg.author, roles=msg.roles, text=msg.text, author=msg.author,
             dedupe_ids=msg.dedupe_ids, event_id=msg.event_id, created_at=msg.received_at, prior=prior, rerun_of=rerun_of, kind=kind,
+            audit=audit,
         )
         return admitted, (graph, prior)
 
@@ -147,7 +170,7 @@ class RunIntake:
             if not cmd.arg or (m and m.group(1) in self.catalog.workflows):
                 return None  # "run: NAME key=value": arguments are checked and bound on the ordered path
             try:
-                return bind_arguments(self.compile(cmd.arg), {}), {}, None
+                return _without_arguments(self.compile(cmd.arg)), {}, None
             except KeyError:
                 return None  # a missing argument: the ordered path says which
         m = re.match(r"^#?(\d+)(?:\s+from\s+(.+))?$", cmd.arg.strip())

@@ -25,12 +25,13 @@ import asyncio
 import contextlib
 import contextvars
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
 
 from bot.intake import Accepted, Command, RunIntake
+from bot.queue.local import LocalWorker
 from bot.server import tracing
 from bot.tasks import TaskOwner
 
@@ -113,8 +114,9 @@ class ThreadLanes(RunIntake):
             self._turn_spans[turn] = span
         if cmd is not None and cmd.name in ("run", "rerun", "admitted") and msg.key in self._lane_tasks:
             busy = self.manager.in_thread(msg.key)
-            if busy and self.settings.workflow.busy_policy == "queue":  # say so at once, not when the thread frees up
-                await self._command_answer(msg.key, outlet, f"Queued behind {self._describe(busy)}; it starts when that is done.")  # type: ignore[attr-defined]
+            waiting = self.queue.pending_in(msg.key) if isinstance(self.queue, LocalWorker) else []  # admitted, not started yet
+            if (busy or waiting) and self.settings.workflow.busy_policy == "queue":  # say so at once, not when the thread frees up
+                await self._command_answer(msg.key, outlet, f"Queued behind {self._describe(busy, waiting)}; it starts when that is done.")  # type: ignore[attr-defined]
                 self._answered(msg.key, turn)
         lane = self._lanes.get(msg.key)
         if lane is None:
@@ -177,12 +179,13 @@ class ThreadLanes(RunIntake):
         finally:
             self._answered(msg.key, turn)
 
-    def _describe(self, busy: list) -> str:  # type: ignore[type-arg]
-        """"run #3 (waiting for approval)" / "runs #3 (running), #4 (running)"."""
+    def _describe(self, busy: list, queued: Sequence[int] = ()) -> str:  # type: ignore[type-arg]
+        """"run #3 (waiting for approval)" / "runs #3 (running), #4 (queued)"."""
         def state(run_id: int) -> str:
             return "waiting for approval" if self.approvals is not None and self.approvals.pending(run_id) else "running"
 
-        return ("run " if len(busy) == 1 else "runs ") + ", ".join(f"#{r.id} ({state(r.id)})" for r in busy)
+        parts = [f"#{r.id} ({state(r.id)})" for r in busy] + [f"#{i} (queued)" for i in queued]
+        return ("run " if len(parts) == 1 else "runs ") + ", ".join(parts)
 
     async def drain(self) -> None:
         """Wait until every lane is empty, every command waiting its turn is answered, every

@@ -177,7 +177,8 @@ class Bot(ThreadLanes, CoreAPIMethods, ReadOnlyCommands):
             else:
                 graph = accepted.plan[0] if accepted.plan else None
                 action = "run.rerun" if parse_command(msg.text) and parse_command(msg.text).name == "rerun" else "run.start"  # type: ignore[union-attr]
-                await self.record(msg, action, target=f"run:{admitted.run_id}", detail=(graph.name or graph.source)[:200] if graph else None)
+                if not admitted.audited:
+                    await self.record(msg, action, target=f"run:{admitted.run_id}", detail=(graph.name or graph.source)[:200] if graph else None)
                 self._admitted[admitted.run_id] = (*accepted.plan, action == "run.rerun") if accepted.plan else None
                 await self._enqueue(msg, outlet, Command("admitted", str(admitted.run_id)), stored.id, stored.tokens, span)
                 return True

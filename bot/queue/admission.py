@@ -16,16 +16,28 @@ This is the one entry point for everything that starts a run: chat (``run:``,
     if admitted.run_id is None: ...  # admitted.refusal says why (permission, busy)
 
 SQL: SQLAlchemy Core statements; on SQLite they are compiled once and run on the
-file's one writer thread inside the message's transaction, on PostgreSQL through
-the same ``AsyncConnection``.
+file's one writer thread inside the message's transaction (a run without a message
+creates its thread in the same transaction), on PostgreSQL through the same
+``AsyncConnection``. An ``audit`` entry (the HTTP API's ``run.start``) commits with
+the run, or neither does.
+
+Admission before execution: every admission holds :attr:`Admission.priority` while it
+is under way (callers may hold it from the request's arrival, see
+:meth:`Priority.arriving`), and the in-process worker starts a queued run only when
+:meth:`Priority.turn` lets it (:mod:`bot.queue.local`): at once while nothing is being
+admitted, else at a bounded rate. Requests are acknowledged quickly under a burst
+while the runs they queued wait a little; no run waits forever.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -36,10 +48,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from bot import texts
 from bot.settings import Settings, permits
 from bot.store import Database, RunStore, SessionStore, StoredMessage, ThreadKey
+from bot.store.audit import AUDIT_SQL, AuditEntry, sqlite_params
 from bot.store.checkpoints import step_row
 from bot.store.compiled import Compiled
 from bot.store.sqlite_worker import transaction
-from bot.store.tables import runs, step_runs
+from bot.store.tables import audit_log, runs, step_runs
 from engine.events import StepRecord
 from engine.graph import Graph
 
@@ -60,6 +73,135 @@ _INSERT_RUN = (
     .returning(runs.c.id)
 )
 _INSERT_STEP = step_runs.insert()
+_THREAD_NEW = "INSERT INTO threads(platform, channel, thread, created_at, updated_at) VALUES (?,?,?,?,?) ON CONFLICT DO NOTHING"
+_THREAD_ID = "SELECT id FROM threads WHERE platform=? AND channel=? AND thread=?"
+_TS = "%Y-%m-%d %H:%M:%S.%f"  # how SQLAlchemy stores DateTime on SQLite
+
+
+class Priority:
+    """Admission before execution: run starts yield while requests are being admitted.
+
+    Everything runs on one event loop, so a run started during a burst of requests
+    spends CPU the requests' acknowledgements wait for (a shell step's fork and exec,
+    Web API calls). Requests mark themselves with :meth:`arriving` (admission does, for
+    its own part); the worker awaits :meth:`turn` before it starts a run. Turns are
+    given in FIFO order, one per loop iteration, once no request has been under way for
+    ``quiet`` seconds. While requests keep arriving, a caller that has waited
+    ``max_wait`` seconds gets its turn all the same, and then one more every
+    ``interval`` seconds: no run waits forever, and at least ``1 / interval`` runs start
+    per second under any load.
+
+    Args:
+        interval: seconds between turns given while requests keep arriving.
+        quiet: how long no request must have been under way before turns are given freely.
+        max_wait: how long a turn may be held back while requests keep arriving.
+    """
+
+    def __init__(self, interval: float = 0.1, quiet: float = 0.02, max_wait: float = 1.0) -> None:
+        self.interval = interval
+        self.quiet = quiet
+        self.max_wait = max_wait
+        self.arriving_now = 0
+        self._begun = 0
+        self._last = float("-inf")
+        self._waiters: deque[tuple[asyncio.Future[None], float]] = deque()
+        self._release_pending = False
+        self._tick: asyncio.TimerHandle | None = None
+
+    @contextmanager
+    def arriving(self) -> Iterator[None]:
+        """Mark a request under way until the block ends (nestable; costs two increments)."""
+        self.arriving_now += 1
+        self._begun += 1
+        try:
+            yield
+        finally:
+            self.arriving_now -= 1
+            self._last = time.monotonic()
+            if self.arriving_now == 0 and self._waiters:
+                self._release_soon()
+
+    @property
+    def waiting(self) -> int:
+        """How many callers of :meth:`turn` wait for their turn."""
+        return len(self._waiters)
+
+    async def turn(self) -> None:
+        """Return when the caller may start its work (at once when nothing is arriving)."""
+        now = time.monotonic()
+        if not self._waiters and self.arriving_now == 0 and now - self._last >= self.quiet:
+            return
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        entry = (fut, now)
+        self._waiters.append(entry)
+        self._release_soon()
+        if self._tick is None:
+            self._tick = loop.call_at(loop.time() + self.max_wait, self._on_tick)
+        try:
+            await fut
+        finally:
+            if not fut.done():  # cancelled while waiting
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(entry)
+        self._release_soon()  # pass the turn on, next loop iteration
+
+    def _release_soon(self) -> None:
+        if self._release_pending or not self._waiters or self.arriving_now:
+            return
+        self._release_pending = True
+        loop = asyncio.get_running_loop()
+        wait = self.quiet - (time.monotonic() - self._last)
+        if wait > 0:
+            loop.call_later(wait, self._release, False)
+        else:
+            loop.call_soon(self._release, False)
+
+    def _on_tick(self) -> None:
+        self._tick = None
+        while self._waiters and self._waiters[0][0].done():
+            self._waiters.popleft()
+        if not self._waiters:
+            return
+        waited = time.monotonic() - self._waiters[0][1]
+        if waited >= self.max_wait:
+            self._release(True)
+            delay = self.interval
+        else:
+            delay = self.max_wait - waited
+        if self._waiters:
+            self._tick = asyncio.get_running_loop().call_later(delay, self._on_tick)
+
+    def _release(self, forced: bool) -> None:
+        if not forced:
+            if self.arriving_now:
+                self._release_pending = False
+                return  # the last request to end schedules the next try
+            if time.monotonic() - self._last < self.quiet:
+                self._release_pending = False
+                self._release_soon()
+                return
+            # One more loop iteration first: requests whose bytes arrived in this iteration (a
+            # process that was not scheduled for a while finds several) start their tasks in
+            # the next one, before this confirmation runs.
+            asyncio.get_running_loop().call_soon(self._confirm, self._begun)
+            return
+        self._give()
+
+    def _confirm(self, begun: int) -> None:
+        self._release_pending = False
+        if self.arriving_now or self._begun != begun:
+            if not self.arriving_now:
+                self._release_soon()
+            return
+        self._give()
+
+    def _give(self) -> None:
+        while self._waiters:
+            fut, _ = self._waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                return
 
 
 @dataclass(frozen=True)
@@ -74,6 +216,8 @@ class Admitted:
         refusal: why no run was created: a permission rule or the busy policy
             (``reject``); ``None`` when a run was queued.
         duplicate: the delivery was recorded before (nothing was stored).
+        created_at: the run's ``created_at`` (``None`` when no run was created).
+        audited: the ``audit`` entry given to :meth:`Admission.admit` was committed with the run.
     """
 
     run_id: int | None
@@ -81,6 +225,8 @@ class Admitted:
     ahead: tuple[int, ...] = ()
     refusal: str | None = None
     duplicate: bool = False
+    created_at: datetime | None = None
+    audited: bool = False
 
 
 def permission_problem(settings: Settings, author: str, roles: Sequence[str], graph: Graph) -> str | None:
@@ -101,12 +247,14 @@ class _QueueRun:
 
     db: Database
     graph: Graph
+    graph_json: str
     requested_by: str
     policy: str
     rerun_of: int | None
     fired_by: str | None
     prior: Sequence[StepRecord]
     compiled: dict[int, Compiled]
+    audit: AuditEntry | None = None
     run_id: int | None = None
     ahead: tuple[int, ...] = ()
     refusal: str | None = None
@@ -115,7 +263,7 @@ class _QueueRun:
     def _params(self, thread_id: int, message_id: int | None) -> dict[str, Any]:
         g = self.graph
         return {
-            "thread_id": thread_id, "source": g.source, "name": g.name, "graph": g.to_json(), "requested_by": self.requested_by,
+            "thread_id": thread_id, "source": g.source, "name": g.name, "graph": self.graph_json, "requested_by": self.requested_by,
             "rerun_of": self.rerun_of, "created_at": self.now, "message_id": message_id, "fired_by": self.fired_by,
         }
 
@@ -130,11 +278,22 @@ class _QueueRun:
     def _steps(self, run_id: int) -> list[dict[str, object]]:
         return [step_row(replace(r, run_id=str(run_id), reused=True)) for r in self.prior]
 
+    def _audit(self, run_id: int) -> AuditEntry | None:
+        a = self.audit
+        return None if a is None else replace(a, target=a.target or f"run:{run_id}", at=self.now)
+
     def _c(self, stmt: Any, conn: sqlite3.Connection) -> Compiled:
         got = self.compiled.get(id(stmt))
         if got is None:
             got = self.compiled[id(stmt)] = Compiled(stmt, self.db.engine.sync_engine.dialect)
         return got
+
+    def sqlite_thread(self, conn: sqlite3.Connection, key: ThreadKey) -> None:
+        """Without a message: create the thread (if new) and queue the run, in the caller's transaction."""
+        ts = self.now.astimezone(UTC).replace(tzinfo=None).strftime(_TS)
+        conn.execute(_THREAD_NEW, (key.platform, key.channel, key.thread, ts, ts))
+        tid = int(conn.execute(_THREAD_ID, (key.platform, key.channel, key.thread)).fetchone()[0])
+        self.sqlite(conn, tid, None)
 
     def sqlite(self, conn: sqlite3.Connection, thread_id: int, message_id: int | None) -> None:
         active = self._c(_ACTIVE, conn)
@@ -145,6 +304,9 @@ class _QueueRun:
         if self.prior:
             st = self._c(_INSERT_STEP, conn)
             conn.executemany(st.sql, [st.params(r) for r in self._steps(self.run_id)])
+        entry = self._audit(self.run_id)
+        if entry is not None:
+            conn.execute(AUDIT_SQL, sqlite_params(entry))
 
     async def sa(self, conn: AsyncConnection, thread_id: int, message_id: int | None) -> None:
         if self._busy([r[0] for r in (await conn.execute(_ACTIVE, {"tid": thread_id})).all()]):
@@ -152,6 +314,9 @@ class _QueueRun:
         self.run_id = int((await conn.execute(_INSERT_RUN, self._params(thread_id, message_id))).scalar_one())
         if self.prior:
             await conn.execute(_INSERT_STEP, self._steps(self.run_id))
+        entry = self._audit(self.run_id)
+        if entry is not None:
+            await conn.execute(audit_log.insert().values(**entry.row()))
 
 
 class Admission:
@@ -176,8 +341,11 @@ class Admission:
         self.runs = runs
         self.db = runs.db
         self.on_queued = on_queued
+        self.priority = Priority()
+        """Held while requests are admitted; the in-process worker's run starts yield to it."""
         self._compiled: dict[int, Compiled] = {}
         self._locks: dict[ThreadKey, tuple[asyncio.Lock, list[int]]] = {}
+        self._graph_json: dict[int, tuple[Graph, str]] = {}
 
     def check(self, author: str, roles: Sequence[str], graph: Graph) -> str | None:
         """The permission rule for ``graph`` (``None``: allowed); see :func:`permission_problem`."""
@@ -201,6 +369,7 @@ class Admission:
         busy_policy: str | None = None,
         check_permission: bool = True,
         kind: str | None = None,
+        audit: AuditEntry | None = None,
     ) -> Admitted:
         """Check permission, then store ``text`` (when given, as ``author``'s message with
         ``dedupe_ids``) and a ``queued`` run of ``graph`` in one transaction.
@@ -209,6 +378,8 @@ class Admission:
             requested_by: who the run is for (permissions are checked for them with ``roles``).
             prior: step records reused by ``/rerun … from`` (copied into the new run).
             kind: the stored message's ``messages.kind`` (``command`` for a ``/run``; bot.store.sessions).
+            audit: an audit row committed with the run (its ``target`` defaults to ``run:ID``,
+                its time to the run's ``created_at``); not written when no run is created.
             busy_policy: ``queue`` | ``reject`` | ``allow``; default ``workflow.busy_policy``.
                 ``reject`` refuses when the thread has a queued or running run.
 
@@ -219,6 +390,18 @@ class Admission:
             StoreError: the database failed; nothing was recorded, the request must not
                 be acknowledged (or the user is told "not recorded, nothing was run").
         """
+        with self.priority.arriving():
+            return await self._checked(
+                key, graph, requested_by, roles, text, author, dedupe_ids, event_id, created_at, prior, rerun_of, fired_by,
+                busy_policy, check_permission, kind, audit,
+            )
+
+    async def _checked(
+        self, key: ThreadKey, graph: Graph, requested_by: str, roles: Sequence[str], text: str | None, author: str | None,
+        dedupe_ids: Sequence[str], event_id: str | None, created_at: datetime | None, prior: Mapping[str, StepRecord] | None,
+        rerun_of: int | None, fired_by: str | None, busy_policy: str | None, check_permission: bool, kind: str | None,
+        audit: AuditEntry | None,
+    ) -> Admitted:
         policy = busy_policy or self.settings.workflow.busy_policy
         denied = self.check(requested_by, roles, graph) if check_permission else None
         if denied is not None:
@@ -231,7 +414,9 @@ class Admission:
                     return Admitted(None, duplicate=True)
             return Admitted(None, stored, refusal=f"Not run: {denied}.")
         async with self._thread_lock(key):  # a thread's runs are committed and handed on in one order
-            return await self._admit(key, graph, requested_by, policy, text, author, dedupe_ids, event_id, created_at, prior, rerun_of, fired_by, kind)
+            return await self._admit(
+                key, graph, requested_by, policy, text, author, dedupe_ids, event_id, created_at, prior, rerun_of, fired_by, kind, audit
+            )
 
     @asynccontextmanager
     async def _thread_lock(self, key: ThreadKey) -> AsyncIterator[None]:
@@ -248,9 +433,11 @@ class Admission:
     async def _admit(
         self, key: ThreadKey, graph: Graph, requested_by: str, policy: str, text: str | None, author: str | None,
         dedupe_ids: Sequence[str], event_id: str | None, created_at: datetime | None, prior: Mapping[str, StepRecord] | None,
-        rerun_of: int | None, fired_by: str | None, kind: str | None = None,
+        rerun_of: int | None, fired_by: str | None, kind: str | None = None, audit: AuditEntry | None = None,
     ) -> Admitted:
-        hook = _QueueRun(self.db, graph, requested_by, policy, rerun_of, fired_by, list((prior or {}).values()), self._compiled)
+        hook = _QueueRun(
+            self.db, graph, self._json(graph), requested_by, policy, rerun_of, fired_by, list((prior or {}).values()), self._compiled, audit
+        )
         if text is not None:
             stored = await self.sessions.append_once(
                 key, "user", author or requested_by, text, dedupe_ids=dedupe_ids, event_id=event_id, created_at=created_at, then=hook, kind=kind
@@ -259,17 +446,29 @@ class Admission:
                 return Admitted(None, duplicate=True)
         else:
             stored = None
-            tid = await self.sessions.thread_id(key)
-            if self.db.dialect == "sqlite":
-                await self.db.worker.call(lambda c: transaction(c, lambda c: hook.sqlite(c, tid, None)), "queueing a run")
+            if self.db.dialect == "sqlite":  # the thread, the run (and its audit row) in one transaction
+                await self.db.worker.call(lambda c: transaction(c, lambda c: hook.sqlite_thread(c, key)), "queueing a run")
             else:
+                tid = await self.sessions.thread_id(key)
                 async for attempt in self.db.retrying():
                     with attempt:
                         async with self.db.begin("queueing a run") as conn:
                             await hook.sa(conn, tid, None)
         if hook.run_id is not None and self.on_queued is not None:
             await self.on_queued(hook.run_id, key)
-        return Admitted(hook.run_id, stored, hook.ahead, hook.refusal)
+        made = hook.run_id is not None
+        return Admitted(hook.run_id, stored, hook.ahead, hook.refusal, created_at=hook.now if made else None, audited=made and audit is not None)
+
+    def _json(self, graph: Graph) -> str:
+        """``graph.to_json()``, cached per graph object (compiled graphs are cached and immutable)."""
+        hit = self._graph_json.get(id(graph))
+        if hit is not None and hit[0] is graph:
+            return hit[1]
+        if len(self._graph_json) >= 256:
+            self._graph_json.clear()
+        j = graph.to_json()
+        self._graph_json[id(graph)] = (graph, j)
+        return j
 
 
-__all__ = ["Admission", "Admitted", "BUSY_POLICIES", "permission_problem"]
+__all__ = ["Admission", "Admitted", "BUSY_POLICIES", "Priority", "permission_problem"]

@@ -7,6 +7,13 @@ and executes each through the :class:`bot.runs.RunManager` (Baton's executor,
 checkpointing every step). Under ``busy_policy = "allow"`` runs of a thread start
 at once, side by side.
 
+Admission before execution: with a :class:`bot.queue.admission.Priority` (the App
+passes its admission's), each run start first waits for :meth:`Priority.turn`, so
+under a burst of requests their acknowledgements are not queued behind the CPU of
+runs starting. No run waits forever: under a sustained stream of requests the
+oldest waiting run starts after ``Priority.max_wait``, then one every
+``Priority.interval``.
+
 On start-up :meth:`LocalWorker.recover` finds every run left ``queued`` or
 ``running`` (a crash, a restart) and queues them again in id order per thread: an
 interrupted run resumes from its checkpoints, a queued one starts after it
@@ -21,6 +28,7 @@ from collections import deque
 from collections.abc import Mapping
 from dataclasses import replace
 
+from bot.queue.admission import Priority
 from bot.runs import ActiveRun, RunManager
 from bot.store import RunStore, SessionStore, StoreError, ThreadKey
 from engine.events import StepRecord
@@ -36,13 +44,18 @@ class LocalWorker:
         manager: starts and owns run tasks.
         runs, sessions: the stores.
         policy: ``workflow.busy_policy`` (``allow``: a thread's runs do not wait for each other).
+        priority: run starts wait for its turn (admission first); default: a private one,
+            which never makes a start wait.
     """
 
-    def __init__(self, manager: RunManager, runs: RunStore, sessions: SessionStore, *, policy: str = "queue") -> None:
+    def __init__(
+        self, manager: RunManager, runs: RunStore, sessions: SessionStore, *, policy: str = "queue", priority: Priority | None = None
+    ) -> None:
         self.manager = manager
         self.runs = runs
         self.sessions = sessions
         self.policy = policy
+        self.priority = priority or Priority()
         self._queues: dict[ThreadKey, deque[tuple[int, str | None, tuple[Graph, dict[str, StepRecord]] | None]]] = {}
         self._serving: dict[ThreadKey, asyncio.Task[None]] = {}
         self._done: dict[int, asyncio.Future[None]] = {}
@@ -79,6 +92,11 @@ class LocalWorker:
             self._serving[key] = asyncio.create_task(self._serve(key), name=f"queue-{key.platform}-{key.thread}")
         return fut
 
+    @property
+    def queued(self) -> int:
+        """How many runs are queued here and not started yet."""
+        return sum(len(q) for q in self._queues.values())
+
     def pending_in(self, key: ThreadKey) -> list[int]:
         """Ids of runs of ``key`` queued here and not started yet."""
         return [rid for rid, _, _ in self._queues.get(key, ())]
@@ -87,6 +105,9 @@ class LocalWorker:
         q = self._queues[key]
         try:
             while q:
+                await self.priority.turn()  # admissions first (see the module docs)
+                if not q:
+                    break
                 run_id, note, known = q.popleft()
                 fut = self._done[run_id]
                 try:

@@ -4,8 +4,8 @@ One ASGI process (FastAPI on uvicorn) serving the REST API v1 (``/api/v1``), the
 Events endpoint, ``/metrics``, ``/healthz``, ``/readyz`` and OpenAPI docs at ``/docs``.
 
 Modules: ``app`` (the factory :func:`create_app` and :func:`serve`), ``api_runs`` /
-``api_more`` (routers), ``auth`` (API tokens, scopes, rate limit), ``_admit`` (the one
-function that admits a run), ``events`` (outbox rows, metrics and live events at the
+``api_more`` (routers; runs are admitted through the app's :mod:`bot.queue.admission`,
+the same path as chat), ``auth`` (API tokens, scopes, rate limit), ``events`` (outbox rows, metrics and live events at the
 run store), ``webhooks`` (delivery), ``audit``, ``metrics``, ``tracing``, ``problems``
 (RFC 9457 errors), ``cli`` (``baton serve|token|webhooks``).
 

@@ -19,8 +19,6 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sse_starlette import EventSourceResponse
 
-from bot.core import Message
-from bot.server._admit import Busy
 from bot.server.audit import AuditEntry
 from bot.server.auth import TokenInfo, retry_after_header
 from bot.server.events import event_id, step_json, workflow_label
@@ -176,8 +174,7 @@ def compile_or_problem(bot: Any, text: str) -> Graph:
 
 async def _denied(svc: Any, who: TokenInfo, graph: Graph, key: ThreadKey, action: str) -> None:
     """403 (and an audit row) when the token's principal may not run ``graph`` under ``[permissions]``."""
-    msg = Message(PLATFORM, key.channel, key.thread, who.principal, graph.source)
-    reason = svc.baton.bot.allowed(msg, graph)
+    reason = svc.baton.admission.check(who.principal, (), graph)  # admission's rule, as for chat
     if reason:
         await _audit(svc, who, "permission.denied", outcome="denied", detail=f"{action}: {reason}", key=key)
         raise Problem(403, "permission-denied", reason)
@@ -211,12 +208,34 @@ async def create_run(body: RunCreate, request: Request, who: TokenInfo = Depends
     await _denied(svc, who, graph, key, "run.start")
     entry = AuditEntry(who.principal, key.platform, "run.start", "ok", key.channel, key.thread, None, graph.name or graph.source[:200])
     current_thread.set(thread_json(key)["key"])  # log lines of this request and of the run's task name the thread
-    try:
-        run_id = await svc.admission.admit(key, graph, requested_by=who.principal, audit=entry)
-    except Busy as e:
-        raise Problem(409, "thread-busy", f"{e}; wait for it or cancel it (busy_policy is reject)", run_ids=e.run_ids) from None
+    run_id = await admit(svc, key, graph, who, entry)
     return {"id": run_id, "status": "queued", "workflow": workflow_label(graph.name), "source": graph.source, "thread": thread_json(key),
             "links": {"self": f"/api/v1/runs/{run_id}", "events": f"/api/v1/runs/{run_id}/events"}}
+
+
+async def admit(
+    svc: Any, key: ThreadKey, graph: Graph, who: TokenInfo, entry: AuditEntry, *, prior: dict[str, StepRecord] | None = None, rerun_of: int | None = None
+) -> int:
+    """Queue a run through the app's admission (the chat path: queued run + ``entry`` in one
+    transaction, thread order and ``busy_policy`` from the runs table), then hand it to the
+    process's worker; returns the run id. Permission was checked by the caller (:func:`_denied`,
+    admission's own rule).
+
+    Raises:
+        Problem: 409 ``thread-busy`` when ``busy_policy = "reject"`` and the thread has active runs.
+        StoreError: the database failed; nothing was admitted (the request fails, nothing runs).
+    """
+    baton = svc.baton
+    got = await baton.admission.admit(
+        key, graph, requested_by=who.principal, prior=prior, rerun_of=rerun_of, check_permission=False, audit=entry
+    )
+    if got.run_id is None:
+        ids = ", ".join(f"#{a}" for a in got.ahead)
+        raise Problem(409, "thread-busy", f"run {ids} is still active in this thread; wait for it or cancel it (busy_policy is reject)",
+                      run_ids=list(got.ahead))
+    svc.hook.remember_run(got.run_id, key, graph, got.created_at)
+    baton.bot.queue.submit(got.run_id, key, graph=graph, prior=prior, rerun=rerun_of is not None)
+    return got.run_id
 
 
 @router.get("/runs", summary="List runs (newest first, cursor pagination)")
@@ -278,6 +297,12 @@ async def cancel_run(run_id: int, request: Request, who: TokenInfo = Depends(req
         await _audit(svc, who, "run.cancel", outcome="failed", target=f"run:{run_id}", detail=f"already {row.status}", key=key)
         raise Problem(409, "run-finished", f"run {run_id} already {row.status}")
     ok = await svc.baton.manager.cancel(run_id)
+    queue = svc.baton.bot.queue
+    if not ok and queue is not None and queue.cancel_queued(run_id):  # queued here, not started: it never will be
+        await svc.baton.runs.set_status(run_id, "cancelled", error="cancelled by request while queued")
+        ok = True
+    elif not ok and queue is not None and await queue.request_cancel(run_id):  # a `baton worker` stops it
+        ok = True
     await _audit(svc, who, "run.cancel", outcome="ok" if ok else "failed", target=f"run:{run_id}", key=key,
                  detail=None if ok else "not active in this process")
     if not ok:
@@ -302,10 +327,7 @@ async def rerun(run_id: int, request: Request, body: RerunBody | None = None, wh
         prior = {s.node_id: s for s in steps if s.node_id in before and s.status == "succeeded"}
     current_thread.set(thread_json(key)["key"])
     entry = AuditEntry(who.principal, key.platform, "run.rerun", "ok", key.channel, key.thread, None, f"rerun of #{run_id}" + (f" from {step}" if step else ""))
-    try:
-        new_id = await svc.admission.admit(key, row.graph, requested_by=who.principal, audit=entry, prior=prior, rerun_of=run_id)
-    except Busy as e:
-        raise Problem(409, "thread-busy", str(e), run_ids=e.run_ids) from None
+    new_id = await admit(svc, key, row.graph, who, entry, prior=prior, rerun_of=run_id)
     return {"id": new_id, "status": "queued", "rerun_of": run_id, "links": {"self": f"/api/v1/runs/{new_id}", "events": f"/api/v1/runs/{new_id}/events"}}
 
 

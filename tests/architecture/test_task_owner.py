@@ -23,7 +23,6 @@ ALLOWED_PREFIXES = (
     "bot/queue/",  # the run queue's workers (its own change moves them to TaskOwner)
     "bot/scheduling/",  # the scheduler's loops (ditto)
     "bot/store/",  # the stores' checkpoint writer tasks (started and awaited by the store itself)
-    "bot/server/_admit.py",  # the API's admission wait task (owned by the admission change)
 )
 
 _BARE = {"create_task", "ensure_future"}
