@@ -53,21 +53,31 @@ def require(scope: str):  # type: ignore[no-untyped-def]
     """
 
     async def dep(request: Request, cred: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> TokenInfo:
-        svc = services(request)
-        if cred is None or cred.scheme.lower() != "bearer" or not cred.credentials:
-            raise Problem(401, "unauthorized", "send Authorization: Bearer <token> (create one with: baton token create NAME --scopes ...)", headers={"WWW-Authenticate": "Bearer"})
-        info = await svc.tokens.verify(cred.credentials)
-        if info is None:
-            raise Problem(401, "unauthorized", "unknown or revoked API token", headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
-        wait = svc.limiter.take(info.name)
-        if wait > 0:
-            raise Problem(429, "rate-limited", f"token {info.name!r} is over its rate limit; retry later", headers={"Retry-After": retry_after_header(wait)})
-        if not info.allows(scope):
-            await _audit(svc, info, "permission.denied", outcome="denied", detail=f"scope {scope} needed for {request.method} {request.url.path}")
-            raise Problem(403, "missing-scope", f"this token lacks the scope {scope!r} (it has {', '.join(info.scopes)})")
-        return info
+        return await authorize(request, cred, scope)
 
     return dep
+
+
+async def authorize(request: Request, cred: HTTPAuthorizationCredentials | None, scope: str) -> TokenInfo:
+    """What :func:`require` checks, callable without FastAPI's dependency injection
+    (:mod:`bot.server.fastpath`): ``cred`` as the ``HTTPBearer`` dependency gives it.
+
+    Raises:
+        Problem: 401, 403 (with an audit row) or 429, as :func:`require` documents.
+    """
+    svc = services(request)
+    if cred is None or cred.scheme.lower() != "bearer" or not cred.credentials:
+        raise Problem(401, "unauthorized", "send Authorization: Bearer <token> (create one with: baton token create NAME --scopes ...)", headers={"WWW-Authenticate": "Bearer"})
+    info = await svc.tokens.verify(cred.credentials)
+    if info is None:
+        raise Problem(401, "unauthorized", "unknown or revoked API token", headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+    wait = svc.limiter.take(info.name)
+    if wait > 0:
+        raise Problem(429, "rate-limited", f"token {info.name!r} is over its rate limit; retry later", headers={"Retry-After": retry_after_header(wait)})
+    if not info.allows(scope):
+        await _audit(svc, info, "permission.denied", outcome="denied", detail=f"scope {scope} needed for {request.method} {request.url.path}")
+        raise Problem(403, "missing-scope", f"this token lacks the scope {scope!r} (it has {', '.join(info.scopes)})")
+    return info
 
 
 async def _audit(svc: Any, who: TokenInfo, action: str, *, outcome: str = "ok", target: str | None = None, detail: str | None = None, key: ThreadKey | None = None) -> None:
@@ -198,7 +208,16 @@ async def create_run(body: RunCreate, request: Request, who: TokenInfo = Depends
 
     Permission: ``[permissions]`` for the principal ``api:NAME``, as in chat.
     """
-    svc = services(request)
+    return await start_run(services(request), body, who)
+
+
+async def start_run(svc: Any, body: RunCreate, who: TokenInfo) -> dict[str, Any]:
+    """The work of ``POST /runs`` after authentication (also :mod:`bot.server.fastpath`):
+    compile, check permission, admit; returns the 201 body.
+
+    Raises:
+        Problem: 422 (inputs, workflow errors), 403 (scope for chat threads, ``[permissions]``), 409 (busy thread).
+    """
     if body.inputs:
         raise Problem(422, "inputs-unsupported", "this Baton's workflows take no inputs yet; send an empty inputs object")
     graph = compile_or_problem(svc.baton.bot, body.workflow.strip())
