@@ -24,10 +24,12 @@ import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import httpx  # noqa: E402
+from sqlalchemy import bindparam, select  # noqa: E402
 import uvicorn  # noqa: E402
 
 from bot.app import App  # noqa: E402
@@ -36,11 +38,17 @@ from bot.server.app import create_app  # noqa: E402
 from bot.server.auth import TokenStore  # noqa: E402
 from bot.settings import Settings  # noqa: E402
 from bot.store.tables import runs, step_runs, threads  # noqa: E402
+from bot.store.tx import Body  # noqa: E402
 from engine.graph import Edge, Graph, Node  # noqa: E402
 
 WORKFLOWS = ("ops-check", "disk-check", "system-report", "standup-report", None)
 STATUSES = ("succeeded", "succeeded", "succeeded", "failed", "cancelled")
 USERS = ("api:ci", "U123", "U456", "schedule #1")
+
+
+def _insert(table: Any, row: dict[str, object]) -> Any:
+    """``INSERT`` of ``row``'s columns, each a named parameter (a Core statement for ``Database.run``)."""
+    return table.insert().values(**{c: bindparam(c) for c in row})
 
 
 def _port() -> int:
@@ -56,11 +64,14 @@ async def fill(baton: App, n: int) -> None:
         exit="s3",
     ).to_json()
     t0 = datetime.now(UTC) - timedelta(days=6)
-    async with baton.db.begin("bench threads") as conn:
-        await conn.execute(threads.insert(), [
-            {"platform": "api", "channel": "bench", "thread": f"t{i}", "created_at": t0, "updated_at": t0} for i in range(100)
-        ])
-        tids = [r[0] for r in (await conn.execute(threads.select().with_only_columns(threads.c.id).where(threads.c.channel == "bench"))).all()]
+    made = [{"platform": "api", "channel": "bench", "thread": f"t{i}", "created_at": t0, "updated_at": t0} for i in range(100)]
+
+    def make_threads() -> Body[list[int]]:
+        yield _insert(threads, made[0]), made
+        return [r[0] for r in (yield select(threads.c.id).where(threads.c.channel == "bench"), None).rows]
+
+    # writes go through the database's one writer connection on SQLite (Database.run, issue 13)
+    tids = await baton.db.run(make_threads, "bench threads")
     done = 0
     while done < n:
         batch = min(2000, n - done)
@@ -77,11 +88,13 @@ async def fill(baton: App, n: int) -> None:
                 steps.append({
                     "run_id": i + 1, "node_id": nid, "label": f"echo {nid}", "kind": "builtin", "status": "succeeded", "attempt": 1,
                     "output": nid, "error": None, "started_at": created + timedelta(seconds=k), "finished_at": created + timedelta(seconds=k + 1),
-                    "tokens_in": 0, "tokens_out": 0, "cost_usd": 0.0, "reused": False,
+                    "tokens_in": 0, "tokens_out": 0, "cost_usd": 0.0, "reused": False, "cached": False,
                 })
-        async with baton.db.begin("bench runs") as conn:
-            await conn.execute(runs.insert(), rows)
-            await conn.execute(step_runs.insert(), steps)
+        def batch_body(rows: list[dict[str, object]] = rows, steps: list[dict[str, object]] = steps) -> Body[None]:
+            yield _insert(runs, rows[0]), rows
+            yield _insert(step_runs, steps[0]), steps
+
+        await baton.db.run(batch_body, "bench runs")
         done += batch
 
 

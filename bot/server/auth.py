@@ -27,16 +27,30 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 
 from bot.store.db import Database, _aware
 from bot.store.tables import api_tokens
+from bot.store.tx import Body
 
 SCOPES = ("runs:read", "runs:write", "admin")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 CACHE_TTL_S = 2.0
 """How long a verified token is trusted without reading the table again (a revocation
 takes effect within this time in a running server)."""
+
+# Core statements built once (bot.store.db.Database.compiled caches them per object); on
+# SQLite they run on the file's one writer connection (issue 13), elsewhere on the engine
+_COLS = ("name", "scopes", "created_at", "revoked_at")
+_LIVE = select(api_tokens.c.id).where(api_tokens.c.name == bindparam("name"), api_tokens.c.revoked_at.is_(None))
+_CREATE = api_tokens.insert().values(**{c: bindparam(c) for c in ("name", "token_hash", "scopes", "created_at")})
+_LIST = select(*(api_tokens.c[c] for c in _COLS)).order_by(api_tokens.c.id.desc())
+_BY_HASH = select(*(api_tokens.c[c] for c in _COLS)).where(api_tokens.c.token_hash == bindparam("h"))
+_REVOKE = (
+    update(api_tokens)
+    .where(api_tokens.c.name == bindparam("n"), api_tokens.c.revoked_at.is_(None))
+    .values(revoked_at=bindparam("at", type_=api_tokens.c.revoked_at.type))
+)
 
 
 class TokenError(ValueError):
@@ -101,33 +115,30 @@ class TokenStore:
         if not _NAME.match(name):
             raise TokenError(f"bad token name {name!r}: use letters, digits, '.', '_' or '-' (at most 64)")
         token = "baton_" + secrets.token_urlsafe(32)
-        async with self.db.begin("creating an API token") as conn:
-            live = (
-                await conn.execute(select(api_tokens.c.id).where(api_tokens.c.name == name, api_tokens.c.revoked_at.is_(None)))
-            ).first()
-            if live is not None:
+        row = {"name": name, "token_hash": hash_token(token), "scopes": ",".join(scopes), "created_at": datetime.now(UTC)}
+
+        def body() -> Body[None]:
+            if (yield _LIVE, {"name": name}).first() is not None:
                 raise TokenError(f"an active token named {name!r} exists; revoke it first (baton token revoke {name})")
-            await conn.execute(
-                api_tokens.insert().values(name=name, token_hash=hash_token(token), scopes=",".join(scopes), created_at=datetime.now(UTC))
-            )
+            yield _CREATE, row
+
+        await self.db.run(body, "creating an API token")
         return token
 
     async def list(self) -> list[TokenInfo]:
         """Every token, newest first (revoked ones included, marked)."""
-        async with self.db.begin("listing API tokens") as conn:
-            rows = (await conn.execute(select(api_tokens).order_by(api_tokens.c.id.desc()))).mappings().all()
-        return [_info(r) for r in rows]
+        rows = await self.db.execute(_LIST, what="listing API tokens")
+        return [_info(dict(zip(_COLS, r))) for r in rows]
 
     async def revoke(self, name: str) -> bool:
         """Revoke the active token ``name``; False when there is none."""
-        async with self.db.begin("revoking an API token") as conn:
-            res = await conn.execute(
-                update(api_tokens)
-                .where(api_tokens.c.name == name, api_tokens.c.revoked_at.is_(None))
-                .values(revoked_at=datetime.now(UTC))
-            )
+
+        def body() -> Body[int]:
+            return (yield _REVOKE, {"n": name, "at": datetime.now(UTC)}).rowcount
+
+        n = await self.db.run(body, "revoking an API token")
         self._cache.clear()
-        return bool(res.rowcount)
+        return bool(n)
 
     async def verify(self, token: str) -> TokenInfo | None:
         """The active token's info, or ``None`` (unknown or revoked). Cached for :data:`CACHE_TTL_S`."""
@@ -142,8 +153,8 @@ class TokenStore:
         fut: asyncio.Future[TokenInfo | None] = asyncio.get_running_loop().create_future()
         self._inflight[h] = fut
         try:
-            async with self.db.begin("checking an API token") as conn:
-                r = (await conn.execute(select(api_tokens).where(api_tokens.c.token_hash == h))).mappings().first()
+            got = await self.db.execute(_BY_HASH, {"h": h}, what="checking an API token")
+            r = dict(zip(_COLS, got[0])) if got else None
             info = _info(r) if r is not None and r["revoked_at"] is None else None
             if len(self._cache) > 10000:
                 self._cache.clear()

@@ -29,7 +29,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from standardwebhooks import Webhook
 
 from bot.server import metrics
@@ -37,6 +37,7 @@ from bot.server.events import event_id
 from bot.settings import Settings, WebhookEntry
 from bot.store.db import Database, _aware
 from bot.store.sqlite_worker import transaction
+from bot.store.tx import Body
 from bot.store.tables import webhook_deliveries, webhook_outbox
 
 log = logging.getLogger("baton.server.webhooks")
@@ -278,18 +279,16 @@ class Dispatcher:
         now = datetime.now(UTC)
         eid = event_id()
         payload = json.dumps({"type": "webhook.test", "timestamp": now.isoformat(), "data": {"webhook": name}}, separators=(",", ":"))
-        async with self.db.begin("queueing a test webhook") as conn:
-            res = await conn.execute(
-                webhook_outbox.insert().values(
-                    event_id=eid, webhook=name, event_type="webhook.test", payload=payload, status="pending",
-                    attempts=0, created_at=now, next_attempt_at=now + timedelta(days=3650),
-                )
-            )
-            oid = int(res.inserted_primary_key[0])
+        row = {"event_id": eid, "webhook": name, "event_type": "webhook.test", "payload": payload, "status": "pending",
+               "attempts": 0, "created_at": now, "next_attempt_at": now + timedelta(days=3650)}
+
+        def queue() -> Body[int]:
+            return (yield _TEST_QUEUE, row).inserted_id
+
+        oid = await self.db.run(queue, "queueing a test webhook")  # one writer connection on SQLite (issue 13)
         row = {"id": oid, "event_id": eid, "webhook": name, "payload": payload, "attempts": 0, "created_at": now}
         await self._record([self._settle(row, *await self._attempt(row))])
-        async with self.db.begin("settling a test webhook") as conn:  # a test is tried once, never retried
-            await conn.execute(update(webhook_outbox).where(webhook_outbox.c.id == oid, webhook_outbox.c.status == "pending").values(status="failed"))
+        await self.db.execute(_TEST_SETTLE, {"oid": oid}, what="settling a test webhook")  # a test is tried once, never retried
         return (await delivery_log(self.db, name, limit=1))[0]
 
     def _client(self) -> aiohttp.ClientSession:
@@ -314,19 +313,36 @@ def _from_sqlite(value: str) -> datetime:
 
 async def delivery_log(db: Database, webhook: str | None = None, *, limit: int = 50, before: int | None = None) -> list[Delivery]:
     """Delivery attempts, newest first (of one webhook, or all); ``before`` is an id cursor."""
-    q = (
-        select(webhook_deliveries, webhook_outbox.c.event_type)
-        .join(webhook_outbox, webhook_outbox.c.id == webhook_deliveries.c.outbox_id)
-        .order_by(webhook_deliveries.c.id.desc())
-        .limit(limit)
-    )
-    if webhook:
-        q = q.where(webhook_deliveries.c.webhook == webhook)
-    if before is not None:
-        q = q.where(webhook_deliveries.c.id < before)
-    async with db.begin("reading the webhook delivery log") as conn:
-        rows = (await conn.execute(q)).mappings().all()
+    stmt = _log_stmt(bool(webhook), before is not None)
+    got = await db.execute(stmt, {"webhook": webhook, "before": before, "limit": limit}, what="reading the webhook delivery log")
+    keys = [c.key for c in stmt.selected_columns]
+    rows = [dict(zip(keys, r)) for r in got]
     return [
         Delivery(r["id"], r["event_id"], r["webhook"], r["attempt"], _aware(r["at"]), r["status_code"], r["outcome"], r["error"], r["duration_ms"], r["event_type"])  # type: ignore[arg-type]
         for r in rows
     ]
+
+
+_TEST_QUEUE = webhook_outbox.insert().values(
+    **{c: bindparam(c) for c in ("event_id", "webhook", "event_type", "payload", "status", "attempts", "created_at", "next_attempt_at")}
+)
+_TEST_SETTLE = update(webhook_outbox).where(webhook_outbox.c.id == bindparam("oid"), webhook_outbox.c.status == "pending").values(status="failed")
+_LOG: dict[tuple[bool, bool], Any] = {}
+
+
+def _log_stmt(by_webhook: bool, before: bool) -> Any:
+    """The delivery log query, built once per shape (statements are compiled once per object)."""
+    got = _LOG.get((by_webhook, before))
+    if got is None:
+        q = (
+            select(webhook_deliveries, webhook_outbox.c.event_type)
+            .join(webhook_outbox, webhook_outbox.c.id == webhook_deliveries.c.outbox_id)
+            .order_by(webhook_deliveries.c.id.desc())
+            .limit(bindparam("limit"))
+        )
+        if by_webhook:
+            q = q.where(webhook_deliveries.c.webhook == bindparam("webhook"))
+        if before:
+            q = q.where(webhook_deliveries.c.id < bindparam("before"))
+        got = _LOG[(by_webhook, before)] = q
+    return got

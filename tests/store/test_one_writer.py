@@ -6,21 +6,25 @@ PostgreSQL (when BATON_TEST_POSTGRES_URL is set) and must give the same answers.
 from __future__ import annotations
 
 import asyncio
+import base64
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import delete, event
+from aiohttp import web
+from sqlalchemy import delete, event, select
 
 from bot.memory import Memory
 from bot.retention import Retention
 from bot.scheduling.spec import ScheduleSpec
 from bot.scheduling.store import ScheduleStore
 from bot.sessions import TokenCounter
-from bot.settings import RetentionSettings
+from bot.server.auth import TokenError, TokenStore
+from bot.server.webhooks import Dispatcher, delivery_log
+from bot.settings import RetentionSettings, Settings, WebhookEntry
 from bot.store import Database, RunStore, SessionStore, ThreadKey, upgrade
 from bot.store.audit import AuditEntry, AuditStore
 from bot.store.cache import SqlStepCache
-from bot.store.tables import threads
+from bot.store.tables import threads, webhook_outbox
 from engine.actions import StepOutput
 from engine.catalog import Catalog
 from engine.events import StepRecord
@@ -116,4 +120,59 @@ async def test_a_thread_deleted_behind_the_id_cache_is_looked_up_again(db_url: s
         assert await sessions.thread_id(K) == again.thread_id and await sessions.key_for(again.thread_id) == K
         assert [m.text for m in await sessions.history(K)] == ["two"]
     finally:
+        await db.dispose()
+
+
+async def test_api_tokens_and_test_webhooks_on_the_one_writer_connection(db_url: str, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Issue 13 leftovers: ``baton token create/revoke/list``, token checks and ``baton webhooks
+    test`` (queue, deliver, settle, log) go through ``Database.run``/``execute``: on SQLite the
+    aiosqlite engine opens no connection; on PostgreSQL the same calls give the same answers."""
+    await upgrade(db_url)
+    db = Database(db_url)
+    opened: list[object] = []
+    event.listen(db.engine.sync_engine, "connect", lambda *a: opened.append(a))
+    got: list[bytes] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        got.append(await request.read())
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    monkeypatch.setenv("BATON_ONE_WRITER_WEBHOOK_SECRET", "whsec_" + base64.b64encode(b"one-writer-webhook-secret-32byte").decode())
+    settings = Settings(data_dir=tmp_path / ".baton", webhooks={"w": WebhookEntry(url=f"http://127.0.0.1:{port}/hook", secret_env="BATON_ONE_WRITER_WEBHOOK_SECRET")})
+    dispatcher = Dispatcher(db, settings)
+    try:
+        store = TokenStore(db)
+        tok = await store.create("ci", ("runs:read", "runs:write"))
+        try:
+            await store.create("ci", ("runs:read",))
+            raise AssertionError("a second active token of one name was stored")
+        except TokenError as e:
+            assert "revoke it first" in str(e)
+        info = await store.verify(tok)
+        assert info is not None and info.principal == "api:ci" and info.scopes == ("runs:read", "runs:write") and info.created_at.tzinfo is not None
+        assert await store.verify("baton_nope") is None
+        assert await store.revoke("ci") and not await store.revoke("ci")
+        assert await store.verify(tok) is None  # revocation clears the cache
+        listed = await store.list()
+        assert [(t.name, t.revoked_at is not None) for t in listed] == [("ci", True)]
+        await store.create("ci", ("admin",))  # the name is free again
+        assert [t.scopes for t in await store.list()] == [("admin",), ("runs:read", "runs:write")]
+        # a test webhook: queued, delivered once, settled, logged
+        d = await dispatcher.send_test("w")
+        assert d.outcome == "delivered" and d.status_code == 204 and d.event_type == "webhook.test" and len(got) == 1
+        assert [x.event_id for x in await delivery_log(db, "w")] == [d.event_id] and await delivery_log(db, "other") == []
+        rows = await db.execute(select(webhook_outbox.c.status, webhook_outbox.c.event_type), what="reading the outbox")
+        assert [tuple(r) for r in rows] == [("delivered", "webhook.test")]
+        if db.dialect == "sqlite":
+            assert opened == [], "tokens or webhooks used the aiosqlite engine (a second connection) instead of the writer thread"
+    finally:
+        await dispatcher.aclose()
+        await runner.cleanup()
         await db.dispose()
