@@ -36,6 +36,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from slack_bolt.async_app import AsyncApp, AsyncAssistant
+from slack_bolt.middleware.async_middleware import AsyncMiddleware
 from slack_sdk.errors import SlackApiError
 
 from adapters._slack_outlet import _DELIVERY_ERRORS, SlackOutlet, _api_error
@@ -68,7 +69,7 @@ SUGGESTED_PROMPTS = [
 """Prompts offered when a user opens Baton's assistant pane."""
 
 
-class AcksFirst:
+class AcksFirst(AsyncMiddleware):
     """Intake priority: work is handed to the core only while no Slack request awaits its ack.
 
     Everything runs on one event loop, and a request's ack is delayed by every
@@ -86,6 +87,11 @@ class AcksFirst:
         self.in_flight = 0
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._release_pending = False
+
+    async def async_process(self, *, req: Any, resp: Any, next: Any) -> Any:
+        """bolt's middleware protocol (``bolt.use(gate)``): as :meth:`middleware`, called by bolt
+        directly (a function middleware has its arguments injected by signature, per request)."""
+        return await self.middleware(next)
 
     async def middleware(self, next: Any) -> Any:
         """bolt global middleware counting requests between receipt and ack."""
@@ -156,7 +162,7 @@ class SlackListeners:
 
     def register(self, bolt: AsyncApp) -> None:
         """Attach the listeners. Order matters: bolt runs the first listener that matches."""
-        bolt.middleware(self.acks_first.middleware)
+        bolt.use(self.acks_first)
         if self.assistant:
             a = AsyncAssistant(logger=logging.getLogger("baton.slack.bolt"))
             a.thread_started(self.on_assistant_thread_started)

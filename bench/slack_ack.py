@@ -162,8 +162,17 @@ async def run_baton(args: argparse.Namespace) -> dict[str, Any]:
         await child.stdin.drain()
         t0 = time.perf_counter()
         cpu0 = time.process_time()
+        prof = None
+        if args.profile is not None:
+            import cProfile
+
+            prof = cProfile.Profile()
+            prof.enable()
         load = await hear()
         cpu_burst = time.process_time() - cpu0
+        if prof is not None:
+            prof.disable()
+            prof.dump_stats(args.profile)
         active = len(app.manager.active)
         for _ in range(3):
             await outlet.drain()
@@ -242,6 +251,7 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--workflow", default="disk-check AND system-report")
     ap.add_argument("--api-latency-ms", type=float, default=30.0, help="latency of the fake Web API per call")
     ap.add_argument("--status-interval", type=float, default=1.0, help="seconds between edits of one status message")
+    ap.add_argument("--profile", type=Path, default=None, help="write a cProfile of Baton during the burst to this file (pstats)")
     ap.add_argument("--role", choices=["baton", "slack"], default="baton", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if not (args.data / "events" / "app_mention.json").is_file():
