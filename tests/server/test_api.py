@@ -379,8 +379,6 @@ async def test_llm_usage_in_stats_and_metrics(serve, monkeypatch) -> None:  # ty
 
 
 async def test_concurrent_requests_read_a_token_once(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from sqlalchemy import event
-
     from bot.server.auth import TokenStore
     from bot.store import Database, upgrade
 
@@ -391,7 +389,14 @@ async def test_concurrent_requests_read_a_token_once(tmp_path) -> None:  # type:
         store = TokenStore(db)
         tok = await store.create("ci", ("runs:read",))
         reads = []
-        event.listen(db.engine.sync_engine, "before_cursor_execute", lambda *a: reads.append(a[2]) if "api_tokens" in a[2] else None)
+        execute = db.execute
+
+        async def counted(stmt, params=None, *, what):  # type: ignore[no-untyped-def]
+            if what == "checking an API token":  # token reads go through Database.execute (issue 13)
+                reads.append(stmt)
+            return await execute(stmt, params, what=what)
+
+        db.execute = counted  # type: ignore[method-assign]
         got = await asyncio.gather(*(TokenStore.verify(store, tok) for _ in range(50)))
         assert all(g is not None and g.name == "ci" for g in got)
         assert len(reads) == 1

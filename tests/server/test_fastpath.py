@@ -5,6 +5,8 @@ before body validation), rate limit, audit row, metrics label; requests it does 
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from bot.server.audit import AuditStore
@@ -14,7 +16,17 @@ PROBLEM = "application/problem+json"
 pytestmark = pytest.mark.timeout(60)
 
 
-async def test_fast_path_answers_as_the_route(serve) -> None:  # type: ignore[no-untyped-def]
+async def test_fast_path_answers_as_the_route(serve, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from bot.server import fastpath
+
+    fast: list[str] = []
+    start = fastpath.start_run
+
+    async def spy(svc, body, who):  # type: ignore[no-untyped-def]
+        fast.append(body.workflow)
+        return await start(svc, body, who)
+
+    monkeypatch.setattr(fastpath, "start_run", spy)  # the FastAPI route calls api_runs.start_run, not this name
     async with serve(server=ServerSettings(rate_limit=0.01, rate_burst=3)) as s:
         # no token: 401 with WWW-Authenticate, whatever the body (the dependency ran first)
         for body in ({"workflow": "echo x"}, {"workflow": ""}):
@@ -23,6 +35,7 @@ async def test_fast_path_answers_as_the_route(serve) -> None:  # type: ignore[no
         r = await s.http.post("/api/v1/runs", json={"workflow": "echo x"}, headers={"Authorization": "Basic abc"})
         assert r.status_code == 401
         h = await s.token("fast", ("runs:write", "runs:read"))
+        before = _created((await s.http.get("/metrics")).text)  # the registry is process-wide: count the difference
         # a body the model refuses goes to FastAPI: its 422 with the validation errors
         r = await s.http.post("/api/v1/runs", json={"workflow": ""}, headers=h)
         assert r.status_code == 422 and r.json()["type"].endswith("/invalid-request") and r.json()["errors"][0]["loc"] == ["body", "workflow"]
@@ -40,8 +53,14 @@ async def test_fast_path_answers_as_the_route(serve) -> None:  # type: ignore[no
         # the audit row was committed with the run; the metric has the route template as label
         rows = await AuditStore(s.baton.db).recent(actor="api:fast")
         assert [(e.action, e.target) for e in rows] == [("run.start", f"run:{got['id']}")]
-        text = (await s.http.get("/metrics")).text
-        assert 'baton_api_requests_total{code="201",method="POST",route="/api/v1/runs"} 1.0' in text
+        assert _created((await s.http.get("/metrics")).text) == before + 1
+        assert fast == ["echo fast"]  # only the valid JSON request took the fast path
+
+
+def _created(metrics: str) -> float:
+    """``baton_api_requests_total`` of 201 answers to POST /api/v1/runs (0 before the first)."""
+    m = re.search(r'^baton_api_requests_total\{code="201",method="POST",route="/api/v1/runs"\} (\S+)$', metrics, re.M)
+    return float(m.group(1)) if m else 0.0
 
 
 async def test_fast_path_scope_and_permission_problems(serve) -> None:  # type: ignore[no-untyped-def]
