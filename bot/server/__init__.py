@@ -5,7 +5,8 @@ Events endpoint, ``/metrics``, ``/healthz``, ``/readyz`` and OpenAPI docs at ``/
 
 Modules: ``app`` (the factory :func:`create_app` and :func:`serve`), ``api_runs`` /
 ``api_more`` (routers; runs are admitted through the app's :mod:`bot.queue.admission`,
-the same path as chat), ``auth`` (API tokens, scopes, rate limit), ``events`` (outbox rows, metrics and live events at the
+the same path as chat), ``fastpath`` (``POST /api/v1/runs`` as a pure ASGI middleware, the
+hot path without FastAPI's dependency solving), ``auth`` (API tokens, scopes, rate limit), ``events`` (outbox rows, metrics and live events at the
 run store), ``webhooks`` (delivery), ``audit``, ``metrics``, ``tracing``, ``problems``
 (RFC 9457 errors), ``cli`` (``baton serve|token|webhooks``).
 
