@@ -146,12 +146,13 @@ def create_app(
 
     app.include_router(runs_router, prefix=API_PREFIX)
     app.include_router(more_router, prefix=API_PREFIX)
-    app.include_router(_ops_router())
+    ops = _ops_router()
+    app.include_router(ops)
     for r in extra_routers:  # the dashboard mounts its pages here
         app.include_router(r)
-    from bot.server.fastpath import FastRunStart
+    from bot.server.fastpath import SLACK_PATH, FastRunStart, route_of
 
-    app.add_middleware(FastRunStart)  # inside _Observe: measured, traced and counted as arriving work
+    app.add_middleware(FastRunStart, slack_route=route_of(ops.routes, SLACK_PATH))  # inside _Observe: measured, traced and counted as arriving work
     app.add_middleware(_Observe)
     return app
 

@@ -10,6 +10,10 @@ itself. Every other request, and one whose body is not a valid ``RunCreate`` (so
 validation errors stay FastAPI's, byte for byte), goes on to the router unchanged (the
 body already read is handed on). The route stays declared for OpenAPI and as that path.
 
+``POST /slack/events`` (when Slack is configured) goes straight to the Slack endpoint
+(the adapter checks the signature on the raw bytes, then bolt acks), also without the
+router; without Slack configured the route answers its 404 problem as before.
+
 Unexpected exceptions propagate as from a route (the app's 500 problem handler in
 ``ServerErrorMiddleware``); the body-size limit of the app still applies (it wraps ``receive``).
 """
@@ -27,11 +31,12 @@ from bot.server.api_runs import RunCreate, _bearer, authorize, router, start_run
 from bot.server.problems import Problem, problem_response
 
 PATH = "/api/v1/runs"
+SLACK_PATH = "/slack/events"
 
 
-def _route() -> Any:
-    """The router's ``POST /runs`` route (``scope["route"]`` for the metrics' route label)."""
-    return next(r for r in router.routes if getattr(r, "path", None) == "/runs" and "POST" in getattr(r, "methods", ()))
+def route_of(routes: Any, path: str) -> Any:
+    """The ``POST path`` route among ``routes`` (``scope["route"]``, the metrics' route label)."""
+    return next(r for r in routes if getattr(r, "path", None) == path and "POST" in getattr(r, "methods", ()))
 
 
 class FastRunStart:
@@ -39,14 +44,23 @@ class FastRunStart:
 
     Args:
         app: the rest of the application (the router behind the exception middleware).
+        slack_route: the app's ``POST /slack/events`` route (for the metrics' route label).
     """
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, slack_route: Any = None) -> None:
         self.app = app
-        self.route = _route()
+        self.route = route_of(router.routes, "/runs")
+        self.slack_route = slack_route
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != PATH or not _is_json(scope):
+        if scope["type"] != "http" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        path = scope["path"]
+        if path == SLACK_PATH:
+            await self._slack(scope, receive, send)
+            return
+        if path != PATH or not _is_json(scope):
             await self.app(scope, receive, send)
             return
         chunks: list[bytes] = []
@@ -74,6 +88,18 @@ class FastRunStart:
         await response(scope, receive, send)
 
 
+    async def _slack(self, scope: Scope, receive: Receive, send: Send) -> None:
+        svc = getattr(scope["app"].state, "services", None)
+        endpoint = getattr(svc, "slack_endpoint", None)
+        if endpoint is None:  # not configured: the route's 404 problem
+            await self.app(scope, receive, send)
+            return
+        if self.slack_route is not None:
+            scope["route"] = self.slack_route
+        response = await endpoint(Request(scope, receive))
+        await response(scope, receive, send)
+
+
 def _is_json(scope: Scope) -> bool:
     """Whether the request says ``Content-Type: application/json`` (what FastAPI parses as JSON;
     anything else goes the router's way)."""
@@ -97,4 +123,4 @@ def _replay(chunks: list[bytes], last: Message | None, receive: Receive) -> Rece
     return again
 
 
-__all__ = ["FastRunStart"]
+__all__ = ["FastRunStart", "route_of"]
