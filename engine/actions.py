@@ -159,7 +159,8 @@ class ActionRunner:
         record = None
         try:
             if self.children is not None:  # durable before we wait: a crash now leaves a trace to reap
-                record = self.children.record(proc.pid, current_run_id.get(), node.id, argv)
+                record = self.children.path_for(proc.pid)  # known before the write, so a cancel mid-write still forgets it
+                await asyncio.to_thread(self.children.record, proc.pid, current_run_id.get(), node.id, argv)  # fsync: off the loop
             async with asyncio.timeout(timeout):
                 out, _ = await proc.communicate()
         except TimeoutError:
@@ -175,7 +176,10 @@ class ActionRunner:
             raise StepError(f"cannot record the child process of {argv[0]}: {e}", retryable=False) from None
         finally:
             if record is not None:
-                self.children.forget(record)  # type: ignore[union-attr]
+                if _cancelling():
+                    self.children.forget(record)  # type: ignore[union-attr]  # one unlink; nothing may be awaited now
+                else:
+                    await asyncio.to_thread(self.children.forget, record)  # type: ignore[union-attr]
         text = truncate(out.decode("utf-8", "replace"), self.output_limit)
         if proc.returncode != 0:
             raise StepError(f"{argv[0]} exited with status {proc.returncode}", retryable=True, output=text)
@@ -298,6 +302,12 @@ def expand_env(value: str) -> str:
 
 def _gib(n: int) -> str:
     return f"{n / 2**30:.1f} GiB"
+
+
+def _cancelling() -> bool:
+    """Whether the current task is being cancelled (then a ``finally`` must not await)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 def _kill(proc: asyncio.subprocess.Process) -> None:

@@ -103,16 +103,21 @@ class ChildRegistry:
         self._owner = os.getpid()
         self._owner_start = _start_time(self._owner)
 
-    def record(self, pid: int, run_id: str | None, node_id: str, argv: Sequence[str]) -> Path:
-        """Write (and fsync) the record of child ``pid``; returns its path for :meth:`forget`.
+    def path_for(self, pid: int) -> Path:
+        """Where the record of child ``pid`` of this process is written (:meth:`record`)."""
+        return self.folder / f"{self._owner}-{pid}.json"
 
-        Called right after the spawn, on the event loop: one small file, no waiting on other I/O.
+    def record(self, pid: int, run_id: str | None, node_id: str, argv: Sequence[str]) -> Path:
+        """Write (and fsync) the record of child ``pid``; returns its path (:meth:`path_for`) for :meth:`forget`.
+
+        Blocking file I/O (an fsync): call it in a worker thread (``asyncio.to_thread``), right
+        after the spawn.
 
         Raises:
             OSError: the folder is not writable (the caller decides; the step should not run blind).
         """
         self.folder.mkdir(parents=True, exist_ok=True)
-        path = self.folder / f"{self._owner}-{pid}.json"
+        path = self.path_for(pid)
         data = {
             "run_id": run_id,
             "node_id": node_id,
@@ -134,7 +139,7 @@ class ChildRegistry:
 
     @staticmethod
     def forget(path: Path) -> None:
-        """Remove a record once its child has been waited for."""
+        """Remove a record once its child has been waited for (one unlink; blocking file I/O)."""
         try:
             path.unlink()
         except FileNotFoundError:

@@ -140,13 +140,14 @@ STARTUP: tuple[tuple[str, frozenset[str]], ...] = (
 
 
 #: Blocking calls found by blockbuster on the serving path and not moved off the loop yet
-#: (each is small; listed so that any *new* blocking call fails): the shell step's child
-#: record (a small file per child, engine/children.py), the first LLM call importing and
+#: (each is small; listed so that any *new* blocking call fails): removing a shell step's child
+#: record when the step is cancelled (one unlink; engine/children.py, a finally that must
+#: not await; the record is written off the loop), the first LLM call importing and
 #: building the SDK client (bot/providers/registry.py), the embedding layer's file cache and
 #: encoder probe (bot/routing), summaries through the LLM (the same lazy SDK import), the
 #: picture command's check for Graphviz (engine/picture.py).
 KNOWN_BLOCKING: tuple[tuple[str, frozenset[str]], ...] = (
-    ("engine/children.py", frozenset({"record", "forget"})),
+    ("engine/children.py", frozenset({"forget"})),
     ("bot/providers/registry.py", frozenset({"build_provider", "get"})),
     ("bot/routing/cache.py", frozenset({"get", "put", "embed", "save_atomic"})),
     ("bot/routing/encoders.py", frozenset({"available_encoders"})),
