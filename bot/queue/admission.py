@@ -53,6 +53,7 @@ from bot.store.checkpoints import step_row
 from bot.store.compiled import Compiled
 from bot.store.sqlite_worker import transaction
 from bot.store.tables import audit_log, runs, step_runs
+from bot.store.tx import Body, Raw
 from engine.events import StepRecord
 from engine.graph import Graph
 
@@ -308,7 +309,12 @@ class _QueueRun:
         if entry is not None:
             conn.execute(AUDIT_SQL, sqlite_params(entry))
 
+    def sa_body(self, thread_id: int) -> Body[None]:
+        """Without a message: :meth:`sa` as a step of a transaction body (:mod:`bot.store.tx`)."""
+        yield Raw(lambda c: self.sqlite(c, thread_id, None), lambda c: self.sa(c, thread_id, None))
+
     async def sa(self, conn: AsyncConnection, thread_id: int, message_id: int | None) -> None:
+        self.run_id, self.refusal = None, None  # a retried transaction starts over
         if self._busy([r[0] for r in (await conn.execute(_ACTIVE, {"tid": thread_id})).all()]):
             return
         self.run_id = int((await conn.execute(_INSERT_RUN, self._params(thread_id, message_id))).scalar_one())
@@ -448,12 +454,8 @@ class Admission:
             stored = None
             if self.db.dialect == "sqlite":  # the thread, the run (and its audit row) in one transaction
                 await self.db.worker.call(lambda c: transaction(c, lambda c: hook.sqlite_thread(c, key)), "queueing a run")
-            else:
-                tid = await self.sessions.thread_id(key)
-                async for attempt in self.db.retrying():
-                    with attempt:
-                        async with self.db.begin("queueing a run") as conn:
-                            await hook.sa(conn, tid, None)
+            else:  # the thread's lookup (or creation), the run and its audit row: one transaction
+                await self.sessions.with_thread(key, hook.sa_body, "queueing a run", now=hook.now)
         if hook.run_id is not None and self.on_queued is not None:
             await self.on_queued(hook.run_id, key)
         made = hook.run_id is not None
