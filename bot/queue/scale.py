@@ -87,14 +87,24 @@ def thread_lock(key: ThreadKey) -> str:
 def make_app(url: str, *, pool_size: int = 4) -> procrastinate.App:
     """A procrastinate app on Baton's database, with the run task registered.
 
-    ``pool_size``: the most connections its psycopg pool opens (a worker's LISTEN holds
-    one; fetching and finishing a job take one each, briefly).
+    ``pool_size``: the most connections its psycopg pool opens (fetching and finishing a
+    job take one each, briefly; a worker's LISTEN has its own). The pool's connections are
+    in autocommit mode (one round trip per procrastinate query).
     """
     size = max(2, pool_size)
-    connector = procrastinate.PsycopgConnector(conninfo=conninfo(url), min_size=min(2, size), max_size=size)
+    # every procrastinate query is one statement (a function call): autocommit connections
+    # spare the BEGIN and COMMIT round trips psycopg's pool adds around each one otherwise
+    connector = procrastinate.PsycopgConnector(
+        conninfo=conninfo(url), min_size=min(2, size), max_size=size, configure=_autocommit
+    )
     app = procrastinate.App(connector=connector)
     app.task(name=TASK, queue=QUEUE, pass_context=True)(_run_job)
     return app
+
+
+async def _autocommit(conn: Any) -> None:
+    """psycopg_pool's ``configure`` callback: a new pool connection in autocommit mode."""
+    await conn.set_autocommit(True)
 
 
 async def apply_schema(url: str) -> bool:
