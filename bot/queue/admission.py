@@ -42,7 +42,8 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import bindparam, or_, select
+from sqlalchemy import bindparam, func, or_, select
+from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot import texts
@@ -73,6 +74,14 @@ _INSERT_RUN = (
     )
     .returning(runs.c.id)
 )
+_AHEAD = runs.alias("ahead")
+_INSERT_RUN_AHEAD = _INSERT_RUN.returning(
+    select(func.array_agg(aggregate_order_by(_AHEAD.c.id, _AHEAD.c.id)))
+    .where(_AHEAD.c.thread_id == bindparam("thread_id"), _AHEAD.c.status.in_(("queued", "running")))
+    .scalar_subquery()
+)
+"""PostgreSQL, unless the policy is ``reject``: the insert also returns the thread's active runs
+(``RETURNING`` sees the rows as they were before the insert), one round trip for both."""
 _INSERT_STEP = step_runs.insert()
 _THREAD_NEW = "INSERT INTO threads(platform, channel, thread, created_at, updated_at) VALUES (?,?,?,?,?) ON CONFLICT DO NOTHING"
 _THREAD_ID = "SELECT id FROM threads WHERE platform=? AND channel=? AND thread=?"
@@ -315,9 +324,14 @@ class _QueueRun:
 
     async def sa(self, conn: AsyncConnection, thread_id: int, message_id: int | None) -> None:
         self.run_id, self.refusal = None, None  # a retried transaction starts over
-        if self._busy([r[0] for r in (await conn.execute(_ACTIVE, {"tid": thread_id})).all()]):
+        if self.policy != "reject":
+            row = (await conn.execute(_INSERT_RUN_AHEAD, self._params(thread_id, message_id))).one()
+            self.run_id = int(row[0])
+            self._busy(row[1] or ())
+        elif self._busy([r[0] for r in (await conn.execute(_ACTIVE, {"tid": thread_id})).all()]):
             return
-        self.run_id = int((await conn.execute(_INSERT_RUN, self._params(thread_id, message_id))).scalar_one())
+        else:
+            self.run_id = int((await conn.execute(_INSERT_RUN, self._params(thread_id, message_id))).scalar_one())
         if self.prior:
             await conn.execute(_INSERT_STEP, self._steps(self.run_id))
         entry = self._audit(self.run_id)
