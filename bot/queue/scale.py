@@ -23,9 +23,15 @@ worker updates every run it executes in one statement (every ``min([queue] heart
 each time: a poison run) is failed with that reason. An ``approve`` step waiting in a
 worker is decided from any process through ``approval_decisions`` (bot/approvals.py).
 
-Cost per run (bench/scale_out.py, 3 ``echo`` steps): the job's fetch and finish
-(procrastinate), the claim, the checkpoint group commit, the final status and the
-result message; about 13 ms of worker CPU on the 2-core CI machine.
+Cost per run (bench/scale_out.py, 3 ``echo`` steps; bench/scale_roundtrips.py counts
+Baton's statements): the job's fetch and finish (procrastinate, autocommit connections:
+one round trip each), the claim (one statement on a connection the worker holds for
+claims and heartbeats: no pool checkout, no pre-ping), the checkpoint group commit
+(shared by the runs finishing together), and one transaction storing the result
+message with the final status (:class:`_FinalStatus`); about 7 ms of worker CPU on
+the 2-core CI machine. At the front, an admission is one transaction of one statement
+(the run insert returns the thread's active runs) and the jobs of concurrent
+admissions are deferred in one statement (:meth:`ScaleOut.enqueue`).
 
 Stalled workers: every worker also runs a reaper (every second): jobs of workers
 whose procrastinate heartbeat is older than ``[queue] stalled_after`` are retried
