@@ -9,7 +9,7 @@ In one process (a fresh database next to the URL's, dropped at the end): admits
 executes them with :class:`bot.queue.scale.RunWorker.execute` (what a ``baton worker``
 job does, without procrastinate's fetch and finish). Counts, through SQLAlchemy's
 engine events (profiling only: nothing is installed in production code), the
-statements, ``BEGIN``/``COMMIT`` pairs and pool checkouts (a ``pool_pre_ping``
+statements, ``BEGIN``/``COMMIT`` pairs and pool checkouts (each a ``pool_pre_ping``
 round trip each) per run on Baton's engine, and measures CPU per run
 (``time.process_time``) of both phases. Prints a table, then one JSON line.
 """
@@ -87,6 +87,12 @@ async def main(url: str, n: int, n_threads: int) -> dict:
                 await worker.execute(rid)
 
             graph = app.bot.compile(graph_text)
+            fprof = None
+            if os.environ.get("PROFILE_FRONT"):
+                import cProfile
+
+                fprof = cProfile.Profile()
+                fprof.enable()
             c0, p0 = counts.snap(), time.process_time()
             ids: list[int] = []
 
@@ -99,6 +105,11 @@ async def main(url: str, n: int, n_threads: int) -> dict:
             await asyncio.gather(*(chain(t) for t in range(n_threads)))
             front_cpu = time.process_time() - p0
             front = counts.snap() - c0
+            if fprof is not None:
+                import pstats
+
+                fprof.disable()
+                pstats.Stats(fprof, stream=sys.stderr).sort_stats(os.environ["PROFILE_FRONT"]).print_stats(30)
 
             prof = None
             if os.environ.get("PROFILE"):
@@ -169,7 +180,7 @@ def cli() -> None:
     print(f"{a.runs} runs over {a.threads} threads (load {res['loadavg_1m']:.2f})")
     for side in ("front", "worker"):
         print(f"  {side}: {res[side + '_statements_per_run']} statements, {res[side + '_transactions_per_run']} transactions, "
-              f"{res[side + '_checkouts_per_run']} pool checkouts (pre-ping), {res[side + '_cpu_ms_per_run']} ms CPU per run")
+              f"{res[side + '_checkouts_per_run']} pool checkouts, {res[side + '_cpu_ms_per_run']} ms CPU per run")
         for k, v in res[side + "_detail"].items():
             print(f"      {v:>6}  {k[5:]}")
     print(json.dumps(res))
