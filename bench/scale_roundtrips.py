@@ -9,8 +9,8 @@ In one process (a fresh database next to the URL's, dropped at the end): admits
 executes them with :class:`bot.queue.scale.RunWorker.execute` (what a ``baton worker``
 job does, without procrastinate's fetch and finish). Counts, through SQLAlchemy's
 engine events (profiling only: nothing is installed in production code), the
-statements, ``BEGIN``/``COMMIT`` pairs and pool checkouts (each a ``pool_pre_ping``
-round trip each) per run on Baton's engine, and measures CPU per run
+statements, ``BEGIN``/``COMMIT`` pairs and pool checkouts (with ``pool_pre_ping``,
+as on engines other than asyncpg, 1-3 round trips each) per run on Baton's engine, and measures CPU per run
 (``time.process_time``) of both phases. Prints a table, then one JSON line.
 """
 
