@@ -191,6 +191,14 @@ class Bench:
         """CPU seconds used by every worker started so far (killed ones included)."""
         return self.cpu_dead + sum(cpu_s(p.pid) for p in self.workers.values())
 
+    async def workers_ready(self, n: int, timeout: float) -> None:
+        """Wait until ``n`` workers registered with procrastinate (imported, pools open, fetching)."""
+        deadline = time.monotonic() + timeout
+        while (await self.sql("select count(*) from procrastinate_workers"))[0][0] < n:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"fewer than {n} workers started within {timeout} s")
+            await asyncio.sleep(0.2)
+
     async def wait_terminal(self, total: int, timeout: float) -> float:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -230,7 +238,7 @@ class Bench:
             await conn.close()
             for _ in range(a.workers):
                 self.start_worker()
-            await asyncio.sleep(3)  # workers up (imports, pools)
+            await self.workers_ready(a.workers, 120)
 
             # paced phase
             cpu0 = self.workers_cpu()
