@@ -77,6 +77,10 @@ class RunManager:
         self._idle.set()
         self.queue: Any = None
         """The in-process worker (:class:`bot.queue.local.LocalWorker`) once the App wired it."""
+        self.final_hook: Any = None
+        """``(run_id, status, error) -> TxHook`` or ``None``: when set (a ``baton worker`` on
+        PostgreSQL) and no :attr:`RunStore.hooks` are installed, a run's final status is written
+        by this hook in the transaction that stores its result message (one transaction less)."""
 
     def in_thread(self, key: ThreadKey) -> list[ActiveRun]:
         """Runs of this process active in thread ``key``."""
@@ -145,7 +149,8 @@ class RunManager:
             result = await self.executor.execute(
                 str(run_id), graph, prior=prior, on_event=view.on_event if view else None, use_cache=use_cache
             )
-            await self.runs.set_status(run_id, result.status, error=result.error)
+            text = result_text(run_id, result, graph, fired_by=fired_by)
+            stored = await self._finish(run_id, key, result, text)
         except asyncio.CancelledError:
             user = run_id in self._user_cancelled
             await asyncio.shield(self._after_cancel(run_id, key, view, user))
@@ -168,8 +173,20 @@ class RunManager:
             return None
         if view:
             await view.aclose()
-        await self._tell(key, result_text(run_id, result, graph, fired_by=fired_by), run=(run_id, result.status))
+        await self._tell(key, text, run=(run_id, result.status), stored=stored)
         return result
+
+    async def _finish(self, run_id: int, key: ThreadKey, result: RunResult, text: str) -> bool:
+        """Record the final status; returns whether ``text`` was stored with it (:attr:`final_hook`)."""
+        if self.final_hook is not None and not self.runs.hooks:
+            try:
+                hook = self.final_hook(run_id, result.status, result.error)
+                await self.sessions.append_once(key, "assistant", "baton", text, dedupe_ids=(), then=hook)
+                return True
+            except StoreError as e:
+                log.warning("run %s: storing the final status with the result failed (%s); trying apart", run_id, e)
+        await self.runs.set_status(run_id, result.status, error=result.error)
+        return False
 
     async def _after_cancel(self, run_id: int, key: ThreadKey, view, user: bool) -> None:  # type: ignore[no-untyped-def]
         try:
@@ -181,11 +198,12 @@ class RunManager:
         except Exception:
             log.exception("run %s: recording the cancellation failed", run_id)
 
-    async def _tell(self, key: ThreadKey, text: str, *, run: tuple[int, str] | None = None) -> None:
-        """Store and post ``text``; ``run=(run_id, status)`` marks a run's result, which an
+    async def _tell(self, key: ThreadKey, text: str, *, run: tuple[int, str] | None = None, stored: bool = False) -> None:
+        """Store (unless ``stored``) and post ``text``; ``run=(run_id, status)`` marks a run's result, which an
         outlet with :attr:`~bot.core.Ability.RESULT_CONTROLS` shows with its own controls (e.g. Retry on a failure)."""
         try:
-            await self.sessions.append(key, "assistant", "baton", text)
+            if not stored:
+                await self.sessions.append(key, "assistant", "baton", text)
         except StoreError as e:
             log.error("storing a reply failed: %s", e)
         outlet = self.outlets.get(key.platform)

@@ -42,7 +42,8 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import bindparam, or_, select
+from sqlalchemy import bindparam, func, or_, select
+from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot import texts
@@ -53,6 +54,7 @@ from bot.store.checkpoints import step_row
 from bot.store.compiled import Compiled
 from bot.store.sqlite_worker import transaction
 from bot.store.tables import audit_log, runs, step_runs
+from bot.store.tx import Body, Raw
 from engine.events import StepRecord
 from engine.graph import Graph
 
@@ -72,6 +74,14 @@ _INSERT_RUN = (
     )
     .returning(runs.c.id)
 )
+_AHEAD = runs.alias("ahead")
+_INSERT_RUN_AHEAD = _INSERT_RUN.returning(
+    select(func.array_agg(aggregate_order_by(_AHEAD.c.id, _AHEAD.c.id)))
+    .where(_AHEAD.c.thread_id == bindparam("thread_id"), _AHEAD.c.status.in_(("queued", "running")))
+    .scalar_subquery()
+)
+"""PostgreSQL, unless the policy is ``reject``: the insert also returns the thread's active runs
+(``RETURNING`` sees the rows as they were before the insert), one round trip for both."""
 _INSERT_STEP = step_runs.insert()
 _THREAD_NEW = "INSERT INTO threads(platform, channel, thread, created_at, updated_at) VALUES (?,?,?,?,?) ON CONFLICT DO NOTHING"
 _THREAD_ID = "SELECT id FROM threads WHERE platform=? AND channel=? AND thread=?"
@@ -308,10 +318,20 @@ class _QueueRun:
         if entry is not None:
             conn.execute(AUDIT_SQL, sqlite_params(entry))
 
+    def sa_body(self, thread_id: int) -> Body[None]:
+        """Without a message: :meth:`sa` as a step of a transaction body (:mod:`bot.store.tx`)."""
+        yield Raw(lambda c: self.sqlite(c, thread_id, None), lambda c: self.sa(c, thread_id, None))
+
     async def sa(self, conn: AsyncConnection, thread_id: int, message_id: int | None) -> None:
-        if self._busy([r[0] for r in (await conn.execute(_ACTIVE, {"tid": thread_id})).all()]):
+        self.run_id, self.refusal = None, None  # a retried transaction starts over
+        if self.policy != "reject":
+            row = (await conn.execute(_INSERT_RUN_AHEAD, self._params(thread_id, message_id))).one()
+            self.run_id = int(row[0])
+            self._busy(row[1] or ())
+        elif self._busy([r[0] for r in (await conn.execute(_ACTIVE, {"tid": thread_id})).all()]):
             return
-        self.run_id = int((await conn.execute(_INSERT_RUN, self._params(thread_id, message_id))).scalar_one())
+        else:
+            self.run_id = int((await conn.execute(_INSERT_RUN, self._params(thread_id, message_id))).scalar_one())
         if self.prior:
             await conn.execute(_INSERT_STEP, self._steps(self.run_id))
         entry = self._audit(self.run_id)
@@ -448,12 +468,8 @@ class Admission:
             stored = None
             if self.db.dialect == "sqlite":  # the thread, the run (and its audit row) in one transaction
                 await self.db.worker.call(lambda c: transaction(c, lambda c: hook.sqlite_thread(c, key)), "queueing a run")
-            else:
-                tid = await self.sessions.thread_id(key)
-                async for attempt in self.db.retrying():
-                    with attempt:
-                        async with self.db.begin("queueing a run") as conn:
-                            await hook.sa(conn, tid, None)
+            else:  # the thread's lookup (or creation), the run and its audit row: one transaction
+                await self.sessions.with_thread(key, hook.sa_body, "queueing a run", now=hook.now)
         if hook.run_id is not None and self.on_queued is not None:
             await self.on_queued(hook.run_id, key)
         made = hook.run_id is not None

@@ -23,9 +23,15 @@ worker updates every run it executes in one statement (every ``min([queue] heart
 each time: a poison run) is failed with that reason. An ``approve`` step waiting in a
 worker is decided from any process through ``approval_decisions`` (bot/approvals.py).
 
-Cost per run (bench/scale_out.py, 3 ``echo`` steps): the job's fetch and finish
-(procrastinate), the claim, the checkpoint group commit, the final status and the
-result message; about 13 ms of worker CPU on the 2-core CI machine.
+Cost per run (bench/scale_out.py, 3 ``echo`` steps; bench/scale_roundtrips.py counts
+Baton's statements): the job's fetch and finish (procrastinate, autocommit connections:
+one round trip each), the claim (one statement on a connection the worker holds for
+claims and heartbeats: no pool checkout, no pre-ping), the checkpoint group commit
+(shared by the runs finishing together), and one transaction storing the result
+message with the final status (:class:`_FinalStatus`); about 7 ms of worker CPU on
+the 2-core CI machine. At the front, an admission is one transaction of one statement
+(the run insert returns the thread's active runs) and the jobs of concurrent
+admissions are deferred in one statement (:meth:`ScaleOut.enqueue`).
 
 Stalled workers: every worker also runs a reaper (every second): jobs of workers
 whose procrastinate heartbeat is older than ``[queue] stalled_after`` are retried
@@ -53,7 +59,7 @@ from procrastinate import exceptions as pexc
 from sqlalchemy import BigInteger, String, and_, any_, bindparam, cast, column, exists, func, literal, or_, select, table, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import DBAPIError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from bot.settings import QueueSettings
 from bot.store import RunStore, SessionStore, StoreError, ThreadKey
@@ -87,14 +93,24 @@ def thread_lock(key: ThreadKey) -> str:
 def make_app(url: str, *, pool_size: int = 4) -> procrastinate.App:
     """A procrastinate app on Baton's database, with the run task registered.
 
-    ``pool_size``: the most connections its psycopg pool opens (a worker's LISTEN holds
-    one; fetching and finishing a job take one each, briefly).
+    ``pool_size``: the most connections its psycopg pool opens (fetching and finishing a
+    job take one each, briefly; a worker's LISTEN has its own). The pool's connections are
+    in autocommit mode (one round trip per procrastinate query).
     """
     size = max(2, pool_size)
-    connector = procrastinate.PsycopgConnector(conninfo=conninfo(url), min_size=min(2, size), max_size=size)
+    # every procrastinate query is one statement (a function call): autocommit connections
+    # spare the BEGIN and COMMIT round trips psycopg's pool adds around each one otherwise
+    connector = procrastinate.PsycopgConnector(
+        conninfo=conninfo(url), min_size=min(2, size), max_size=size, configure=_autocommit
+    )
     app = procrastinate.App(connector=connector)
     app.task(name=TASK, queue=QUEUE, pass_context=True)(_run_job)
     return app
+
+
+async def _autocommit(conn: Any) -> None:
+    """psycopg_pool's ``configure`` callback: a new pool connection in autocommit mode."""
+    await conn.set_autocommit(True)
 
 
 async def apply_schema(url: str) -> bool:
@@ -137,6 +153,8 @@ class ScaleOut:
         self.app = make_app(url)
         self._open = False
         self._opening = asyncio.Lock()
+        self._pending: list[tuple[int, ThreadKey, asyncio.Future[None]]] = []
+        self._flusher: asyncio.Task[None] | None = None
 
     def size_pool(self, pool_size: int) -> None:
         """Use a procrastinate pool of at most ``pool_size`` connections (call before :meth:`open`).
@@ -156,18 +174,72 @@ class ScaleOut:
                 self._open = True
 
     async def aclose(self) -> None:
-        """Close the pool."""
+        """Close the pool (deferrals under way are cancelled)."""
+        if self._flusher is not None and not self._flusher.done():
+            self._flusher.cancel()
+            await asyncio.gather(self._flusher, return_exceptions=True)
         if self._open:
             await self.app.close_async()
             self._open = False
 
     async def enqueue(self, run_id: int, key: ThreadKey) -> None:
-        """Defer the job of committed run ``run_id`` (a no-op when one is already waiting)."""
+        """Defer the job of committed run ``run_id`` (a no-op when one is already waiting);
+        returns once it is deferred.
+
+        Deferrals asked for meanwhile (concurrent admissions) go to the database together, in
+        one statement (procrastinate's ``JobManager.batch_defer_jobs_async``), in the order they
+        were asked for; a batch that meets a waiting job (``AlreadyEnqueued``) is deferred again
+        job by job.
+
+        Raises:
+            procrastinate.exceptions.ProcrastinateException: the deferral failed (the run stays
+                queued; the sweep defers it later).
+        """
         await self.open()
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((run_id, key, fut))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush(), name="baton-defer")
+        await asyncio.shield(fut)
+
+    async def _flush(self) -> None:
+        """Defer what :meth:`enqueue` queued, a batch at a time, until nothing is pending."""
+        batch: list[tuple[int, ThreadKey, asyncio.Future[None]]] = []
         try:
-            await self.app.configure_task(TASK, lock=thread_lock(key), queueing_lock=f"baton:run:{run_id}").defer_async(run_id=run_id)
-        except pexc.AlreadyEnqueued:
-            pass
+            while self._pending:
+                await asyncio.sleep(0)  # admissions finishing in this loop iteration join the batch
+                batch, self._pending = self._pending, []
+                try:
+                    await self._defer(batch)
+                except Exception as e:
+                    for _, _, fut in batch:
+                        if not fut.done():
+                            fut.set_exception(e)
+                else:
+                    for _, _, fut in batch:
+                        if not fut.done():
+                            fut.set_result(None)
+                batch = []
+        finally:  # cancelled (aclose): nobody waits forever
+            for _, _, fut in (*batch, *self._pending):
+                if not fut.done():
+                    fut.cancel()
+
+    def _job(self, run_id: int, key: ThreadKey) -> Any:
+        return self.app.configure_task(TASK, lock=thread_lock(key), queueing_lock=f"baton:run:{run_id}")
+
+    async def _defer(self, batch: list[tuple[int, ThreadKey, asyncio.Future[None]]]) -> None:
+        if len(batch) > 1:
+            try:
+                await self.app.job_manager.batch_defer_jobs_async([self._job(rid, key).make_new_job(run_id=rid) for rid, key, _ in batch])
+                return
+            except pexc.AlreadyEnqueued:
+                pass  # one of them has a waiting job (a sweep): defer each on its own
+        for rid, key, _ in batch:
+            try:
+                await self._job(rid, key).defer_async(run_id=rid)
+            except pexc.AlreadyEnqueued:
+                pass
 
     async def sweep(self, older_than_s: float = 0.0) -> list[int]:
         """Defer a job for every queued run (older than ``older_than_s``) that has none waiting
@@ -271,6 +343,27 @@ _BEAT = (
 )
 
 
+_FINAL = (
+    update(runs)
+    .where(runs.c.id == bindparam("rid"))
+    .values(status=bindparam("status"), error=bindparam("error"), finished_at=bindparam("now", type_=runs.c.finished_at.type))
+)
+
+
+class _FinalStatus:
+    """A run's final status as a :class:`bot.store.sessions.TxHook`: written in the transaction
+    that stores the run's result message (:attr:`bot.runs.RunManager.final_hook`)."""
+
+    def __init__(self, run_id: int, status: str, error: str | None) -> None:
+        self.params = {"rid": run_id, "status": status, "error": error, "now": datetime.now(UTC)}
+
+    def sqlite(self, conn: Any, thread_id: int, message_id: int) -> None:
+        raise RuntimeError("scale-out workers run on PostgreSQL only")
+
+    async def sa(self, conn: Any, thread_id: int, message_id: int) -> None:
+        await conn.execute(_FINAL, self.params)
+
+
 async def request_cancel(store: RunStore, run_id: int) -> bool:
     """Record a cancel request for queued or running run ``run_id`` (read by its worker)."""
     return bool(await store.db.execute(_CANCEL, {"rid": run_id}, what=f"cancelling run {run_id}"))
@@ -296,6 +389,10 @@ class RunWorker:
         self.running: set[int] = set()
         """Ids of the runs this worker executes now (heartbeated by :meth:`heartbeat`)."""
         self._autocommit: AsyncEngine | None = None
+        self._conn: AsyncConnection | None = None  # held for claims and heartbeats (no pool checkout, no pre-ping)
+        self._conn_lock = asyncio.Lock()
+        if getattr(app.runs.db, "dialect", None) == "postgresql":
+            app.manager.final_hook = _FinalStatus  # the final status commits with the result message
 
     async def execute(self, run_id: int) -> None:
         """Claim run ``run_id`` and execute it to the end (or to a cancel); see the module docs."""
@@ -352,11 +449,31 @@ class RunWorker:
         db = self.app.runs.db
         if self._autocommit is None:
             self._autocommit = db.engine.execution_options(isolation_level="AUTOCOMMIT")
-        try:
-            async with self._autocommit.connect() as conn:
-                return [tuple(r) for r in (await conn.execute(stmt, params)).all()]
-        except (OperationalError, DBAPIError, *CONNECTION_ERRORS) as e:
-            raise store_error(what, e) from e
+        async with self._conn_lock:  # one statement at a time on the held connection
+            try:
+                if self._conn is None:
+                    self._conn = await self._autocommit.connect()
+                return [tuple(r) for r in (await self._conn.execute(stmt, params)).all()]
+            except (OperationalError, DBAPIError, *CONNECTION_ERRORS) as e:
+                await self._drop()
+                raise store_error(what, e) from e
+            except BaseException:  # cancelled mid-statement: the connection's state is unknown
+                await asyncio.shield(self._drop())
+                raise
+
+    async def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                await conn.invalidate()
+            except (OperationalError, DBAPIError, *CONNECTION_ERRORS):
+                pass  # the connection is gone already; it was what failed
+
+    async def aclose(self) -> None:
+        """Return the held connection."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await conn.close()
 
     async def heartbeat(self) -> None:
         """Forever: every ``min([queue] heartbeat, 0.5)`` seconds, heartbeat every run this worker
@@ -442,6 +559,7 @@ async def serve_worker(
             reaper.cancel()
             beat.cancel()
             await asyncio.gather(reaper, beat, return_exceptions=True)
+            await asyncio.shield(worker.aclose())
     finally:
         await asyncio.shield(app.aclose())
 

@@ -28,6 +28,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError, OperationalError
 
+from bot.store.compiled import Compiled
 from bot.store.db import CONNECTION_ERRORS, Database, _aware, store_error
 from bot.store.errors import StoreError
 from bot.store.tables import runs, step_runs, webhook_outbox
@@ -171,6 +172,9 @@ class PostgresCheckpointStore:
     def __init__(self, db: Database) -> None:
         self.db = db
         self._stmt = step_upsert(db.dialect)
+        # SQLAlchemy does not cache the compiled form of ``ON CONFLICT DO UPDATE`` statements
+        # (no cache key): compiled here once, run as driver SQL (asyncpg's prepared-statement cache)
+        self._up = Compiled(self._stmt, db.engine.sync_engine.dialect) if db.dialect == "postgresql" else None
         self._queue: list[tuple[Sequence[StepRecord], Sequence[dict[str, Any]], asyncio.Future[None]]] = []
         self._wake = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
@@ -221,7 +225,11 @@ class PostgresCheckpointStore:
                             try:
                                 if conn is None or conn.closed:
                                     conn = await self.db.engine.connect()
-                                await conn.execute(self._stmt, rows)
+                                if self._up is not None:
+                                    up = self._up
+                                    await conn.exec_driver_sql(up.sql, [up.params(r) for r in rows])
+                                else:
+                                    await conn.execute(self._stmt, rows)
                                 if outbox:  # the events commit with the checkpoints, or neither does
                                     await conn.execute(OUTBOX_INSERT, outbox)
                                 await conn.commit()

@@ -27,7 +27,7 @@ import asyncpg
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import event
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
@@ -92,7 +92,22 @@ def make_engine(url: str) -> AsyncEngine:
         return engine
     # 10 kept open: a `baton worker` executing 20 runs at once would otherwise open and
     # close an overflow connection (a PostgreSQL backend) for most of its transactions
+    if url.startswith("postgresql+asyncpg"):
+        # No pool_pre_ping: SQLAlchemy's asyncpg ping is BEGIN; ping; ROLLBACK (three round trips
+        # per transaction, sqlalchemy#10226). A connection the server closed (restart,
+        # pg_terminate_backend) is known to asyncpg without a round trip; the pool replaces it.
+        engine = create_async_engine(url, pool_size=10, max_overflow=20)
+        event.listen(engine.sync_engine.pool, "checkout", _asyncpg_alive)
+        return engine
     return create_async_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+
+def _asyncpg_alive(_dbapi_conn, record, _proxy) -> None:  # type: ignore[no-untyped-def]
+    """Pool ``checkout`` hook: a connection the server closed is replaced (pessimistic disconnect
+    handling without a round trip; ``asyncpg.Connection.is_closed``)."""
+    conn = record.driver_connection
+    if conn is None or conn.is_closed():
+        raise DisconnectionError("the server closed this connection")
 
 
 def _aware(dt: datetime | None) -> datetime | None:

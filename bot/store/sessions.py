@@ -292,6 +292,36 @@ class SessionStore:
         now = datetime.now(UTC)
         return int(await self.db.run(lambda: self._thread_tx(key, now), "opening a thread"))  # type: ignore[arg-type]
 
+    async def with_thread(self, key: SessionKey, then: Callable[[int], Body[T]], what: str, *, now: datetime | None = None) -> T:
+        """Run the body ``then(thread_id)`` (:mod:`bot.store.tx`) in one transaction with the
+        thread's lookup, creating the thread (at ``now``, default: the current time) when it is
+        new; a known thread costs no lookup (cached id). Transient errors are retried (the body
+        must be safe to repeat). Returns what the body returns.
+
+        Raises:
+            StoreError: the database failed; the message names ``what``.
+            Whatever the body raises (nothing is committed).
+        """
+        at = now or datetime.now(UTC)
+
+        def body() -> Body[T]:
+            tid = yield from self._thread_tx(key, at)
+            return (yield from then(tid))  # type: ignore[arg-type]
+
+        for attempt in range(2):
+            cached = key in self._thread_ids
+            try:
+                return await self.db.run(body, what, retry=True)
+            except ConstraintError:
+                # a cached id of a deleted thread, or one remembered from a rolled-back attempt
+                if attempt or self._thread_ids.pop(key, None) is None:
+                    raise
+            except BaseException:
+                if not cached:  # the id may come from a creation that was rolled back
+                    self._thread_ids.pop(key, None)
+                raise
+        raise AssertionError("unreachable")
+
     async def key_for(self, thread_id: int) -> SessionKey:
         """The key of a thread row; raises ``LookupError`` when there is none."""
         rows = await self.db.execute(self._q.key, {"tid": thread_id}, what="reading a thread")
@@ -403,16 +433,24 @@ class SessionStore:
 
         def fast(tid: int) -> Body[tuple[int, int]]:
             # the usual case (a known thread, touched within the minute): one statement
-            # (on SQLite in autocommit; the FTS trigger runs in its implicit transaction)
-            return (yield q.add_message, {**row, "tid": tid}).inserted_id, tid
+            # (on SQLite in autocommit; the FTS trigger runs in its implicit transaction);
+            # on PostgreSQL a ``then`` hook joins it in the same transaction
+            mid = (yield q.add_message, {**row, "tid": tid}).inserted_id
+            if then is not None:
+                yield Raw(lambda c: then.sqlite(c, tid, mid), lambda c: then.sa(c, tid, mid))  # type: ignore[arg-type]
+            return mid, tid
 
+        sqlite = self.db.dialect == "sqlite"
         try:
             for attempt in range(2):
                 tid = self._thread_ids.get(key)
-                quick = not dedupe_ids and then is None and tid is not None and epoch - self._touched.get(tid, float("-inf")) < THREAD_TOUCH_S
+                quick = (
+                    not dedupe_ids and (then is None or not sqlite) and tid is not None
+                    and epoch - self._touched.get(tid, float("-inf")) < THREAD_TOUCH_S
+                )
                 try:
                     if quick:
-                        mid, tid = await self.db.run(lambda: fast(tid), "storing a message", atomic=False, retry=True)  # type: ignore[arg-type]
+                        mid, tid = await self.db.run(lambda: fast(tid), "storing a message", atomic=then is not None, retry=True)  # type: ignore[arg-type]
                     else:
                         mid, tid = await self.db.run(full, "storing a message", retry=True)
                     break

@@ -197,3 +197,40 @@ async def test_a_poison_run_is_failed_after_max_attempts(tmp_path: Path, pg_url:
             await app.aclose()
     finally:
         c.stop()
+
+
+async def test_admission_in_one_transaction_and_deferrals_batched(cluster: Cluster) -> None:
+    """PostgreSQL admission: the thread is created in the admit transaction, ``ahead`` lists the
+    thread's active runs (not the new one), ``reject`` refuses, and concurrent admissions'
+    jobs (deferred together) each exist once, with the thread's lock, in admission order."""
+    from sqlalchemy import text
+
+    app = await App.start(cluster.settings(), {})
+    try:
+        async with asyncio.timeout(60):
+            key = ThreadKey("test", "c", "fresh")
+            graph = app.bot.compile("echo a")
+            first = await app.admission.admit(key, graph, requested_by="U1")
+            second = await app.admission.admit(key, graph, requested_by="U1")
+            assert first.run_id is not None and second.run_id is not None
+            assert (first.ahead, second.ahead) == ((), (first.run_id,))
+            refused = await app.admission.admit(key, graph, requested_by="U1", busy_policy="reject")
+            assert refused.run_id is None and refused.ahead == (first.run_id, second.run_id) and refused.refusal
+
+            keys = [ThreadKey("test", "c", f"b{i % 7}") for i in range(40)]
+            got = await asyncio.gather(*(app.admission.admit(k, graph, requested_by="U1") for k in keys))
+            ids = [g.run_id for g in got]
+            assert None not in ids and len(set(ids)) == 40
+            rows = await app.runs.db.execute(
+                text("select queueing_lock, lock, id from procrastinate_jobs where queueing_lock like 'baton:run:%' order by id"),
+                None, what="reading jobs",
+            )
+            by_run = {int(q.rsplit(":", 1)[1]): (lock, jid) for q, lock, jid in rows}
+            assert set(by_run) == {first.run_id, second.run_id, *ids} and len(rows) == len(by_run)
+            for k, rid in zip(keys, ids):
+                assert by_run[rid][0] == f"baton:test:c:{k.thread}"
+            for t in {k.thread for k in keys}:  # a thread's jobs are in the order of its runs
+                mine = sorted(rid for k, rid in zip(keys, ids) if k.thread == t)
+                assert [by_run[r][1] for r in mine] == sorted(by_run[r][1] for r in mine)
+    finally:
+        await app.aclose()
