@@ -255,11 +255,11 @@ class App:
         if settings.queue.mode == "workers":  # runs go to `baton worker` processes (PostgreSQL, README "Scale out")
             from bot.queue.scale import ScaleOut
 
-            queue = ScaleOut(url, runs, sessions)
+            queue = ScaleOut(url, runs, sessions, tasks=tasks)
             bot.admission = Admission(settings, sessions, runs, on_queued=queue.enqueue)
         else:
             bot.admission = Admission(settings, sessions, runs)
-            queue = LocalWorker(manager, runs, sessions, policy=wf.busy_policy, priority=bot.admission.priority)
+            queue = LocalWorker(manager, runs, sessions, policy=wf.busy_policy, priority=bot.admission.priority, tasks=tasks)
         manager.queue = bot.queue = queue
         scheduler.use_admission(bot.admission, queue, bot.audit)  # firings are admitted like chat requests
         retention = Retention(db, sessions, memory, settings.retention)

@@ -31,6 +31,7 @@ from dataclasses import replace
 from bot.queue.admission import Priority
 from bot.runs import ActiveRun, RunManager
 from bot.store import RunStore, SessionStore, StoreError, ThreadKey
+from bot.tasks import TaskOwner
 from engine.events import StepRecord
 from engine.graph import Graph
 
@@ -46,12 +47,16 @@ class LocalWorker:
         policy: ``workflow.busy_policy`` (``allow``: a thread's runs do not wait for each other).
         priority: run starts wait for its turn (admission first); default: a private one,
             which never makes a start wait.
+        tasks: starts the per-thread serving tasks (the App's :class:`bot.tasks.TaskOwner`,
+            so a failure is logged and shutdown cancels them); default: an owner of its own.
     """
 
     def __init__(
-        self, manager: RunManager, runs: RunStore, sessions: SessionStore, *, policy: str = "queue", priority: Priority | None = None
+        self, manager: RunManager, runs: RunStore, sessions: SessionStore, *, policy: str = "queue", priority: Priority | None = None,
+        tasks: TaskOwner | None = None,
     ) -> None:
         self.manager = manager
+        self.tasks = tasks or TaskOwner("queue", logger=log)
         self.runs = runs
         self.sessions = sessions
         self.policy = policy
@@ -89,7 +94,7 @@ class LocalWorker:
         known = (graph, {k: replace(v, run_id=str(run_id), reused=True) for k, v in (prior or {}).items()}, not rerun) if graph is not None else None
         self._queues.setdefault(key, deque()).append((run_id, note, known))
         if key not in self._serving:
-            self._serving[key] = asyncio.create_task(self._serve(key), name=f"queue-{key.platform}-{key.thread}")
+            self._serving[key] = self.tasks.start(self._serve(key), name=f"queue-{key.platform}-{key.thread}")
         return fut
 
     @property

@@ -65,6 +65,7 @@ from bot.settings import QueueSettings
 from bot.store import RunStore, SessionStore, StoreError, ThreadKey
 from bot.store.db import CONNECTION_ERRORS, store_error
 from bot.store.tables import runs, step_runs, threads
+from bot.tasks import TaskOwner
 from engine.graph import Graph
 
 log = logging.getLogger("baton.queue")
@@ -144,10 +145,13 @@ class ScaleOut:
     Args:
         url: the PostgreSQL URL.
         runs, sessions: the stores (to find queued runs and their threads).
+        tasks: starts the deferral task (the App's :class:`bot.tasks.TaskOwner`); default: an
+            owner of its own.
     """
 
-    def __init__(self, url: str, runs: RunStore, sessions: SessionStore) -> None:
+    def __init__(self, url: str, runs: RunStore, sessions: SessionStore, *, tasks: TaskOwner | None = None) -> None:
         self.url = url
+        self.tasks = tasks or TaskOwner("scale-out", logger=log)
         self.runs = runs
         self.sessions = sessions
         self.app = make_app(url)
@@ -199,7 +203,7 @@ class ScaleOut:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.append((run_id, key, fut))
         if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush(), name="baton-defer")
+            self._flusher = self.tasks.start(self._flush(), name="baton-defer")
         await asyncio.shield(fut)
 
     async def _flush(self) -> None:
@@ -541,8 +545,8 @@ async def serve_worker(
     proc = scale.app
     try:
         await scale.open()
-        reaper = asyncio.create_task(worker.reap(proc, scale), name="baton-reaper")
-        beat = asyncio.create_task(worker.heartbeat(), name="baton-heartbeat")
+        reaper = app.tasks.start(worker.reap(proc, scale), name="baton-reaper")
+        beat = app.tasks.start(worker.heartbeat(), name="baton-heartbeat")
         try:
             await proc.run_worker_async(
                 queues=[QUEUE],
