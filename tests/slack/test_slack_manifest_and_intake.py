@@ -67,3 +67,57 @@ async def test_work_is_not_starved_by_a_stream_of_requests() -> None:
     t0 = time.monotonic()
     await gate.turn()
     assert time.monotonic() - t0 < 0.01
+
+
+class _RecordingAssistant:
+    """Stands in for bolt's AsyncAssistant: records which request bodies reach it."""
+
+    def __init__(self) -> None:
+        self.seen: list[dict] = []
+
+    async def async_process(self, *, req, resp, next):  # noqa: A002 (bolt's protocol)
+        self.seen.append(req.body)
+        return "assistant"
+
+
+class _Req:
+    def __init__(self, body: dict) -> None:
+        self.body = body
+
+
+def _event(**event: object) -> dict:
+    return {"type": "event_callback", "event_id": "Ev1", "event": event}
+
+
+async def test_the_assistant_gate_passes_only_assistant_requests_to_bolts_assistant() -> None:
+    from adapters._slack_listeners import AssistantGate
+
+    rec = _RecordingAssistant()
+    gate = AssistantGate(rec)  # type: ignore[arg-type]
+    passed_on = 0
+
+    async def next_() -> str:
+        nonlocal passed_on
+        passed_on += 1
+        return "next"
+
+    assistant_bodies = [
+        _event(type="assistant_thread_started", assistant_thread={"channel_id": "D1", "thread_ts": "1.0"}),
+        _event(type="assistant_thread_context_changed", assistant_thread={"channel_id": "D1", "thread_ts": "1.0", "context": {}}),
+        _event(type="message", channel_type="im", channel="D1", user="W2", text="hi", ts="2.0", thread_ts="1.0"),
+        _event(type="message", channel_type="im", channel="D1", subtype="message_changed", message={"thread_ts": "1.0"}),
+    ]
+    other_bodies = [
+        _event(type="app_mention", channel="C1", user="W2", text="<@W1> run: x", ts="3.0"),
+        _event(type="message", channel_type="channel", channel="C1", user="W2", text="hi", ts="4.0", thread_ts="3.0"),
+        _event(type="message", channel_type="im", channel="D1", user="W2", text="top-level DM", ts="5.0"),
+        {"type": "block_actions", "actions": [{"action_id": "baton_retry"}]},
+        {"command": "/baton", "text": "runs"},
+    ]
+    async with asyncio.timeout(5):
+        for b in assistant_bodies:
+            assert await gate.async_process(req=_Req(b), resp=None, next=next_) == "assistant"
+        for b in other_bodies:
+            assert await gate.async_process(req=_Req(b), resp=None, next=next_) == "next"
+    assert rec.seen == assistant_bodies
+    assert passed_on == len(other_bodies)
