@@ -69,13 +69,21 @@ log = logging.getLogger("baton.slack")
 _SIGNING_SECRETS: weakref.WeakKeyDictionary[AsyncApp, str] = weakref.WeakKeyDictionary()
 """bolt app → its signing secret, so :class:`SlackHTTPServer` can check requests before bolt parses them."""
 
+_BOLT_UNVERIFIED: weakref.WeakSet[AsyncApp] = weakref.WeakSet()
+"""bolt apps :func:`build_slack_app` built without bolt's own signature check (Socket Mode, ``verified_upstream``)."""
+
 MAX_CLOCK_SKEW_S = 300
 """Slack's replay window: a request whose timestamp is further than this from now is refused
 (https://docs.slack.dev/authentication/verifying-requests-from-slack/)."""
 
 
 def build_slack_app(
-    app: App, settings: SlackSettings, *, socket_mode: bool = False, outlet: SlackOutlet | None = None
+    app: App,
+    settings: SlackSettings,
+    *,
+    socket_mode: bool = False,
+    outlet: SlackOutlet | None = None,
+    verified_upstream: bool = False,
 ) -> tuple[AsyncApp, SlackOutlet]:
     """Build the bolt app wired to ``app``; returns ``(bolt app, outlet)``.
 
@@ -83,7 +91,13 @@ def build_slack_app(
     with; or a new one (from :func:`create_web_client`) registered as ``app``'s
     ``slack`` outlet so runs report to Slack. Call inside the event loop.
 
-    The bolt app verifies signatures (HTTP mode), answers ``url_verification``,
+    ``verified_upstream=True``: bolt does not verify signatures a second time, for a
+    bolt app served only by :class:`SlackHTTPServer` or
+    :func:`adapters.slack_asgi.slack_endpoint`, which verify every request on its raw
+    bytes (:func:`check_request`) before bolt sees it (``serve_slack`` and ``baton
+    serve`` do); :class:`SlackHTTPServer` always checks such an app's requests.
+
+    The bolt app verifies signatures (HTTP mode, unless ``verified_upstream``), answers ``url_verification``,
     ignores its own bot's events, and acks every request from the listener
     itself (``process_before_response=True``; the work runs in tasks the outlet
     keeps, see :mod:`adapters._slack_listeners`).
@@ -103,11 +117,13 @@ def build_slack_app(
         client=outlet.client,
         signing_secret=_secret(settings.signing_secret),
         process_before_response=True,
-        request_verification_enabled=not socket_mode,
+        request_verification_enabled=not (socket_mode or verified_upstream),
     )
     SlackListeners(app, outlet, command=settings.command, assistant=settings.assistant).register(bolt)
     if not socket_mode:
         _SIGNING_SECRETS[bolt] = _secret(settings.signing_secret)
+    if socket_mode or verified_upstream:
+        _BOLT_UNVERIFIED.add(bolt)
     return bolt, outlet
 
 
@@ -176,6 +192,10 @@ class SlackHTTPServer:
     Args:
         port: 0 picks a free port (see :attr:`port` after start).
         signing_secret: default: the one :func:`build_slack_app` built ``bolt`` with.
+
+    Raises:
+        ValueError: no signing secret is known and ``bolt`` does not check signatures itself
+            (it would serve unauthenticated requests).
     """
 
     def __init__(
@@ -183,6 +203,8 @@ class SlackHTTPServer:
     ) -> None:
         self.bolt = bolt
         self.signing_secret = signing_secret or _SIGNING_SECRETS.get(bolt)
+        if not self.signing_secret and bolt in _BOLT_UNVERIFIED:
+            raise ValueError("SlackHTTPServer: no signing secret for a bolt app that does not verify requests itself")
         self.host = host
         self.port = port
         self.path = path
@@ -277,7 +299,7 @@ async def serve_slack(app: App, settings: SlackSettings, *, socket_mode: bool = 
     """
     settings.check(socket_mode=socket_mode)
     owned = not isinstance(app.outlet_for(PLATFORM), SlackOutlet)
-    bolt, outlet = build_slack_app(app, settings, socket_mode=socket_mode)
+    bolt, outlet = build_slack_app(app, settings, socket_mode=socket_mode, verified_upstream=not socket_mode)
     try:
         me = await check_token(outlet.client)
         log.info("Slack: connected as %s in %s", me.get("user"), me.get("team"))

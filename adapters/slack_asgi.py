@@ -39,7 +39,7 @@ def slack_endpoint(
     Raises:
         SlackConfigError: a Slack setting is missing or malformed.
     """
-    bolt, _ = build_slack_app(app, settings)
+    bolt, _ = build_slack_app(app, settings, verified_upstream=True)  # every request is checked below first
     handler = AsyncSlackRequestHandler(bolt)
     secret = _secret(settings.signing_secret)
 

@@ -155,7 +155,7 @@ async def run_baton(args: argparse.Namespace) -> dict[str, Any]:
         Settings(config_dir=REPO / "config", database_url=f"sqlite+aiosqlite:///{tmp / 'bench.db'}"), {}, migrate=True
     )
     slack = SlackSettings(bot_token=TOKEN, signing_secret=SECRET, api_base_url=api_url, status_min_interval=args.status_interval)
-    bolt, outlet = build_slack_app(app, slack)
+    bolt, outlet = build_slack_app(app, slack, verified_upstream=True)  # as serve_slack builds it
     server = await SlackHTTPServer(bolt, host="127.0.0.1", port=0).start()
     try:
         child.stdin.write(f"{server.url}\n".encode())

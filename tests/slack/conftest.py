@@ -102,7 +102,7 @@ class Harness:
     async def start(self) -> Harness:
         settings = Settings(config_dir=REPO / "config", database_url=self.sqlite_url, **self.baton)
         self.app = await App.start(settings, {}, migrate=True)
-        bolt, self.outlet = build_slack_app(self.app, self.settings)
+        bolt, self.outlet = build_slack_app(self.app, self.settings, verified_upstream=True)  # as serve_slack: only check_request verifies
         self.server = await SlackHTTPServer(bolt, host="127.0.0.1", port=0).start()
         self.http = self.http or aiohttp.ClientSession()
         return self

@@ -97,3 +97,18 @@ async def test_a_signed_event_still_goes_through(harness: Harness) -> None:
     await harness.settle()
     assert harness.app is not None
     assert [r.status for r in await harness.app.runs.list(limit=10)] == ["succeeded"]
+
+
+async def test_the_http_server_refuses_to_serve_a_bolt_app_that_verifies_nothing(harness: Harness) -> None:
+    """A bolt app built without its own signature check (Socket Mode here) and no known
+    signing secret would serve forged requests: SlackHTTPServer refuses to be built for it."""
+    from adapters.slack import SlackHTTPServer, build_slack_app
+
+    assert harness.app and harness.outlet
+    from pydantic import SecretStr
+
+    settings = harness.settings.model_copy(update={"app_token": SecretStr("xapp-1-test")})
+    bolt, _ = build_slack_app(harness.app, settings, socket_mode=True, outlet=harness.outlet)
+    with pytest.raises(ValueError, match="no signing secret"):
+        SlackHTTPServer(bolt, host="127.0.0.1", port=0)
+    SlackHTTPServer(bolt, host="127.0.0.1", port=0, signing_secret="given")  # a secret given: it checks itself
