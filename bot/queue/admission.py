@@ -52,6 +52,7 @@ from bot.store import Database, RunStore, SessionStore, StoredMessage, ThreadKey
 from bot.store.audit import AUDIT_SQL, AuditEntry, sqlite_params
 from bot.store.checkpoints import step_row
 from bot.store.compiled import Compiled
+from bot.store.runs import INSERT_QUEUED_RUN
 from bot.store.sqlite_worker import transaction
 from bot.store.tables import audit_log, runs, step_runs
 from bot.store.tx import Body, Raw
@@ -65,15 +66,7 @@ _ACTIVE = (
     .where(runs.c.thread_id == bindparam("tid"), or_(runs.c.status == "queued", runs.c.status == "running"))
     .order_by(runs.c.id)
 )
-_INSERT_RUN = (
-    runs.insert()
-    .values(
-        thread_id=bindparam("thread_id"), source=bindparam("source"), name=bindparam("name"), graph=bindparam("graph"),
-        status="queued", requested_by=bindparam("requested_by"), rerun_of=bindparam("rerun_of"),
-        created_at=bindparam("created_at"), message_id=bindparam("message_id"), fired_by=bindparam("fired_by"),
-    )
-    .returning(runs.c.id)
-)
+_INSERT_RUN = INSERT_QUEUED_RUN.returning(runs.c.id)
 _AHEAD = runs.alias("ahead")
 _INSERT_RUN_AHEAD = _INSERT_RUN.returning(
     select(func.array_agg(aggregate_order_by(_AHEAD.c.id, _AHEAD.c.id)))

@@ -28,7 +28,7 @@ from engine.graph import Graph
 log = logging.getLogger("baton.store")
 
 _FIRED_BY = select(runs.c.fired_by).where(runs.c.id == bindparam("rid"))
-_CREATE = (
+INSERT_QUEUED_RUN = (
     runs.insert()
     .values(
         thread_id=bindparam("thread_id"), source=bindparam("source"), name=bindparam("name"), graph=bindparam("graph"),
@@ -36,6 +36,8 @@ _CREATE = (
         created_at=bindparam("created_at"), message_id=bindparam("message_id"), fired_by=bindparam("fired_by"),
     )
 )
+"""A ``queued`` run row (bind parameters: the column names); :meth:`RunStore.create_run` and
+admission (``bot.queue.admission``, with ``RETURNING``) insert runs with it."""
 _TERMINAL = ("succeeded", "failed", "cancelled")
 _STATUS = update(runs).where(runs.c.id == bindparam("rid"))
 _SET_STATUS = {  # running sets started_at, terminal states set finished_at
@@ -156,7 +158,7 @@ class RunStore:
         }
 
         def body() -> Body[int]:
-            return (yield _CREATE, params).inserted_id
+            return (yield INSERT_QUEUED_RUN, params).inserted_id
 
         return await self.db.run(body, "creating a run", atomic=False)
 

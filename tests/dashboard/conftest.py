@@ -13,14 +13,13 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from bot.app import App
 from bot.dashboard import router as dashboard
 from bot.server.app import create_app
 from bot.server.auth import TokenStore
 from bot.settings import Settings
-from tests.server.conftest import free_port
+from tests.uvicorn_server import served
 
 
 @dataclass
@@ -65,19 +64,10 @@ def dash(tmp_path: Path):  # type: ignore[no-untyped-def]
     async def go(**overrides: Any) -> AsyncIterator[Dash]:
         settings = Settings(**({"data_dir": tmp_path / ".baton"} | overrides))
         baton = await App.start(settings, {})
-        app = create_app(settings, baton=baton, extra_routers=[dashboard])
-        port = free_port()
-        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on"))
-        task = asyncio.create_task(server.serve())
         try:
-            async with asyncio.timeout(10):
-                while not server.started:
-                    await asyncio.sleep(0.02)
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
-                yield Dash(f"http://127.0.0.1:{port}", baton, http)
+            async with served(create_app(settings, baton=baton, extra_routers=[dashboard])) as (url, http):
+                yield Dash(url, baton, http)
         finally:
-            server.should_exit = True
-            await task
             await baton.aclose()
 
     return go

@@ -7,14 +7,12 @@ import asyncio
 import base64
 import json
 import os
-import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from aiohttp import web
 from standardwebhooks import Webhook
 
@@ -22,14 +20,11 @@ from bot.app import App
 from bot.server.app import create_app
 from bot.server.auth import TokenStore
 from bot.settings import Settings, WebhookEntry
+from tests.uvicorn_server import free_port, served
 
 SECRET = "whsec_" + base64.b64encode(b"baton-test-webhook-secret-32byte").decode()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -123,19 +118,10 @@ def serve(tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
     async def go(**overrides: Any) -> AsyncIterator[Served]:
         settings = make_settings(tmp_path, **overrides)
         baton = await App.start(settings, {}, migrate=True)
-        app = create_app(settings, baton=baton)
-        port = free_port()
-        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on"))
-        task = asyncio.create_task(server.serve())
         try:
-            async with asyncio.timeout(10):
-                while not server.started:
-                    await asyncio.sleep(0.02)
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
-                yield Served(f"http://127.0.0.1:{port}", baton, settings, http)
+            async with served(create_app(settings, baton=baton)) as (url, http):
+                yield Served(url, baton, settings, http)
         finally:
-            server.should_exit = True
-            await task
             await baton.aclose()
 
     return go

@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 from typing import Any
 from urllib.parse import urlencode
 
 import httpx
 import pytest
-import uvicorn
 
 from bot.app import App
 from bot.server.app import create_app
@@ -25,14 +23,9 @@ from tests.conftest import REPO
 from tests.fakes.slack_api import FakeSlackAPI
 from tests.slack.conftest import BOT_TOKEN, SIGNING_SECRET, mention, need_data, sign
 from tests.slack.test_slack_interactivity import click_stored
+from tests.uvicorn_server import served
 
 pytestmark = pytest.mark.timeout(90)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def _post(http: httpx.AsyncClient, body: str, content_type: str) -> int:
@@ -66,14 +59,8 @@ async def test_button_clicks_on_the_served_slack_endpoint_are_audited(sqlite_url
     monkeypatch.setenv("BATON_SLACK_API_BASE_URL", slack_api.api_url)
     settings = Settings(config_dir=REPO / "config", database_url=sqlite_url, permissions={"*": ["*"], "approve": ["W333"]})
     baton = await App.start(settings, {}, migrate=True)
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(settings, baton=baton, slack=True), host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on"))
-    task = asyncio.create_task(server.serve())
     try:
-        async with asyncio.timeout(10):
-            while not server.started:
-                await asyncio.sleep(0.02)
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+        async with served(create_app(settings, baton=baton, slack=True)) as (_url, http):
             admin = {"Authorization": f"Bearer {await TokenStore(baton.db).create('auditor', ('admin',))}"}
             body = mention("run: echo plan THEN approve deploy to prod? THEN echo deployed")
             thread = body["event"]["ts"]
@@ -98,8 +85,6 @@ async def test_button_clicks_on_the_served_slack_endpoint_are_audited(sqlite_url
             assert unsigned.status_code == 401  # an unsigned click is refused before anything is recorded
             assert len(await _audit_rows(http, admin, "W333", 1)) == 1
     finally:
-        server.should_exit = True
-        await task
         await baton.aclose()
 
 
