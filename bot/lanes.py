@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
 
+from bot import texts
 from bot.intake import Accepted, Command, RunIntake
 from bot.queue.local import LocalWorker
 from bot.server import tracing
@@ -116,7 +117,7 @@ class ThreadLanes(RunIntake):
             busy = self.manager.in_thread(msg.key)
             waiting = self.queue.pending_in(msg.key) if isinstance(self.queue, LocalWorker) else []  # admitted, not started yet
             if (busy or waiting) and self.settings.workflow.busy_policy == "queue":  # say so at once, not when the thread frees up
-                await self._command_answer(msg.key, outlet, f"Queued behind {self._describe(busy, waiting)}; it starts when that is done.")  # type: ignore[attr-defined]
+                await self._command_answer(msg.key, outlet, texts.queued_behind(self._describe(busy, waiting)))  # type: ignore[attr-defined]
                 self._answered(msg.key, turn)
         lane = self._lanes.get(msg.key)
         if lane is None:

@@ -132,6 +132,12 @@ def busy(run_ids: list[int]) -> str:
     return f"Run {ids} is still active in this thread; wait for it or /cancel it."
 
 
+def queued_behind(described: str) -> str:
+    """A run request acknowledged at once while it waits under ``busy_policy = "queue"``;
+    ``described`` names what it waits for ("run #3 (waiting for approval)")."""
+    return f"Queued behind {described}; it starts when that is done."
+
+
 def workflow_syntax_error(reason: str, line: int, column: int, caret: str) -> str:
     """Workflow text that does not parse, with its position and a caret line."""
     return f"I could not parse that workflow: {reason} (line {line}, column {column})\n{caret}"

@@ -540,7 +540,7 @@ class Bot(ThreadLanes, CoreAPIMethods, ReadOnlyCommands):
         turn = _TURN.get()
         if busy and policy == "queue":
             if turn is not None and not turn.is_set():
-                await self._command_answer(msg.key, outlet, f"Queued behind {self._describe(busy)}; it starts when that is done.")
+                await self._command_answer(msg.key, outlet, texts.queued_behind(self._describe(busy)))
                 turn.set()  # answered: the thread's later commands need not wait for the run
             await asyncio.gather(*(r.task for r in busy), return_exceptions=True)
         active = await self.manager.start(msg.key, graph, requested_by=msg.author, **kw)
@@ -551,7 +551,7 @@ class Bot(ThreadLanes, CoreAPIMethods, ReadOnlyCommands):
             for queued in self._lanes.get(msg.key, ()):  # run requests already waiting behind this run: say so now
                 q_msg, q_outlet, q_cmd, *_, q_turn = queued
                 if q_cmd is not None and q_cmd.name in ("run", "rerun") and not q_turn.is_set():
-                    await self._command_answer(q_msg.key, q_outlet, f"Queued behind {self._describe([active])}; it starts when that is done.")
+                    await self._command_answer(q_msg.key, q_outlet, texts.queued_behind(self._describe([active])))
                     q_turn.set()
             await asyncio.gather(active.task, return_exceptions=True)
         return active.id

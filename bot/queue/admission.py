@@ -273,8 +273,7 @@ class _QueueRun:
     def _busy(self, ahead: Sequence[int]) -> bool:
         self.ahead = tuple(int(a) for a in ahead)
         if self.ahead and self.policy == "reject":
-            ids = ", ".join(f"#{a}" for a in self.ahead)
-            self.refusal = f"Run {ids} is still active in this thread; wait for it or /cancel it."
+            self.refusal = texts.busy(list(self.ahead))
             return True
         return False
 
