@@ -24,27 +24,12 @@ from bot.app import App
 from bot.settings import Settings
 from bot.store import ThreadKey
 from tests.conftest import REPO
+from tests.console_process import shell_config
 
 
 def _config(tmp: Path) -> Path:
     marks = tmp / "marks.txt"
-    cfg = tmp / "config"
-    (cfg / "workflows").mkdir(parents=True)
-    (cfg / "baton.toml").write_text(
-        f"""
-[shell]
-allow = ["sh"]
-
-[actions.mark-a]
-kind = "shell"
-argv = ["sh", "-c", "echo A >> {marks}"]
-
-[actions.mark-b]
-kind = "shell"
-argv = ["sh", "-c", "echo B >> {marks}"]
-"""
-    )
-    return cfg
+    return shell_config(tmp, {"mark-a": f"echo A >> {marks}", "mark-b": f"echo B >> {marks}"})
 
 
 class Cluster:
