@@ -255,14 +255,17 @@ class SessionStore:
             return tid
         k = {"platform": key.platform, "channel": key.channel, "thread": key.thread}
         row = (yield self._q.thread_id, k).first()
+        created = False
         if row is None:
             if now is None:
                 return None
             row = (yield self._q.new_thread, {**k, "now": now}).first()
+            created = row is not None
             if row is None:  # another process created it meanwhile (PostgreSQL)
                 row = (yield self._q.thread_id, k).first()
         tid = int(row[0])  # type: ignore[index]
-        self._remember(key, tid)
+        if not created:  # only committed rows are cached: a thread created by this uncommitted
+            self._remember(key, tid)  # transaction is not yet visible to a concurrent append's own
         return tid
 
     def _remember(self, key: SessionKey, tid: int) -> None:
