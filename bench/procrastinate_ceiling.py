@@ -10,7 +10,8 @@ procrastinate's schema (:func:`bot.queue.scale.apply_schema`), starts ``--worker
 worker processes running a no-op task on Baton's queue with the options ``baton worker``
 uses (:func:`bot.queue.scale.make_app` with its pool of 8, ``concurrency``, Baton's
 default ``poll_interval``/``heartbeat``/``stalled_after``, ``delete_jobs="successful"``;
-no reaper, no Baton work at all), then one front process defers ``--jobs`` jobs over
+of the reaper only :func:`bot.queue.scale.refresh_queue_stats` each second, unless
+``--no-stats``; no Baton work at all), then one front process defers ``--jobs`` jobs over
 ``--locks`` locks through Baton's own deferral path (:meth:`bot.queue.scale.ScaleOut.enqueue`:
 a thread lock and a queueing lock per job, concurrent deferrals batched), the locks
 deferred concurrently and each lock's jobs in order, like ``bench/scale_out.py``.
@@ -81,13 +82,20 @@ def make(url: str, pool: str) -> Any:
     return app
 
 
-async def worker(url: str, pool: str, concurrency: int, name: str) -> None:
-    from bot.queue.scale import QUEUE
+async def worker(url: str, pool: str, concurrency: int, name: str, stats: bool) -> None:
+    from bot.queue.scale import QUEUE, refresh_queue_stats
     from bot.settings import QueueSettings
 
     q = QueueSettings()
     app = make(url, pool)
+
+    async def refresh() -> None:  # what Baton's reaper does each second besides its own sweeps
+        while True:
+            await asyncio.sleep(1.0)
+            await refresh_queue_stats(app)
+
     async with app.open_async():
+        refresher = asyncio.create_task(refresh()) if stats else None
         await app.run_worker_async(
             queues=[QUEUE],
             concurrency=concurrency,
@@ -98,6 +106,8 @@ async def worker(url: str, pool: str, concurrency: int, name: str) -> None:
             delete_jobs="successful",
             shutdown_graceful_timeout=None,
         )
+        if refresher is not None:
+            refresher.cancel()
 
 
 async def front(url: str, pool: str, jobs: int, locks: int, concurrency: int) -> None:
@@ -142,7 +152,8 @@ async def orchestrate(a: argparse.Namespace) -> dict[str, Any]:
         conn = await asyncpg.connect(dsn(url))
         for i in range(a.workers):
             procs.append(subprocess.Popen(
-                [sys.executable, __file__, url, "--role", "worker", "--pool", a.pool, "--concurrency", str(a.concurrency), "--name", f"w{i}"],
+                [sys.executable, __file__, url, "--role", "worker", "--pool", a.pool, "--concurrency", str(a.concurrency), "--name", f"w{i}",
+             *(["--no-stats"] if a.no_stats else [])],
                 env=env, cwd=REPO,
             ))
         async with asyncio.timeout(120):
@@ -186,7 +197,7 @@ async def orchestrate(a: argparse.Namespace) -> dict[str, Any]:
             "postgres_cpu_ms_per_job": round(pg_cpu * 1000 / a.jobs, 3),
             "deferred_per_s": round(a.jobs / front_stats["defer_s"], 1),
             "failed": int(failed),
-            "jobs": a.jobs, "locks": a.locks, "workers": a.workers, "concurrency": a.concurrency, "pool": a.pool,
+            "jobs": a.jobs, "locks": a.locks, "workers": a.workers, "concurrency": a.concurrency, "pool": a.pool, "stats": not a.no_stats,
             "loadavg_1m_at_start": load0, "loadavg_1m": os.getloadavg()[0], "cpus": os.cpu_count(),
         }
     finally:
@@ -214,12 +225,13 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=20)
     ap.add_argument("--front-concurrency", type=int, default=50)
     ap.add_argument("--pool", choices=["baton", "checked", "procrastinate"], default="baton")
+    ap.add_argument("--no-stats", action="store_true", help="workers do not refresh the jobs table's statistics (refresh_queue_stats)")
     ap.add_argument("--role", choices=["bench", "worker", "front"], default="bench", help=argparse.SUPPRESS)
     ap.add_argument("--name", default="w", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.role == "worker":
         try:
-            asyncio.run(worker(a.url, a.pool, a.concurrency, a.name))
+            asyncio.run(worker(a.url, a.pool, a.concurrency, a.name, not a.no_stats))
         except KeyboardInterrupt:
             pass
         return
@@ -236,7 +248,7 @@ def main() -> None:
         ("jobs not succeeded", res["failed"]),
         ("machine load (1 min, start / end) / CPUs", f"{res['loadavg_1m_at_start']:.2f} / {res['loadavg_1m']:.2f} / {res['cpus']}"),
     ]
-    print(f"{res['jobs']} no-op jobs over {res['locks']} locks, {res['workers']} workers x {res['concurrency']}, pool={res['pool']}")
+    print(f"{res['jobs']} no-op jobs over {res['locks']} locks, {res['workers']} workers x {res['concurrency']}, pool={res['pool']}, stats refresh={res['stats']}")
     for label, value in rows:
         print(f"  {label:<42} {value!s:>12}")
     print(json.dumps(res))

@@ -148,6 +148,7 @@ class Bench:
         self.n_started = 0
         self.cpu_dead = 0.0  # CPU seconds of the workers killed so far (read just before the kill)
         self.conn: Any = None
+        self.pg_seen: dict[int, float] = {}  # backend pid -> CPU seconds (PostgreSQL on this host)
 
     async def sql(self, query: str, *params: object, db: str | None = None) -> list:
         """Run ``query`` on the bench database (one connection kept: the progress polls must not
@@ -187,6 +188,15 @@ class Bench:
             env=self.env, cwd=REPO, stdout=subprocess.PIPE, text=True,
         )
 
+    async def sample_backends(self) -> None:
+        """Note the CPU seconds of every PostgreSQL backend of the bench database (they come and go)."""
+        for (pid,) in await self.sql("select pid from pg_stat_activity where datname = current_database() and pid <> pg_backend_pid()"):
+            self.pg_seen[pid] = max(self.pg_seen.get(pid, 0.0), cpu_s(pid))
+
+    def pg_cpu(self) -> float:
+        """CPU seconds the bench database's backends used, as far as :meth:`sample_backends` saw."""
+        return sum(self.pg_seen.values())
+
     def workers_cpu(self) -> float:
         """CPU seconds used by every worker started so far (killed ones included)."""
         return self.cpu_dead + sum(cpu_s(p.pid) for p in self.workers.values())
@@ -203,6 +213,7 @@ class Bench:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             n = (await self.sql("select count(*) from runs where status in ('succeeded','failed','cancelled')"))[0][0]
+            await self.sample_backends()
             if n >= total:
                 return time.monotonic()
             await asyncio.sleep(0.2)
@@ -254,6 +265,8 @@ class Bench:
             # load phase with kills
             before = a.paced
             cpu0 = self.workers_cpu()
+            await self.sample_backends()
+            pg0 = self.pg_cpu()
             load_at_start = os.getloadavg()[0]
             t0 = time.monotonic()
             f = self.run_front(a.runs, 0, "load")
@@ -262,6 +275,7 @@ class Bench:
             for mark in marks:
                 while True:
                     n = (await self.sql("select count(*) from runs where status in ('succeeded','failed','cancelled')"))[0][0]
+                    await self.sample_backends()
                     if n >= mark or time.monotonic() - t0 > 600:
                         break
                     await asyncio.sleep(0.1)
@@ -269,11 +283,16 @@ class Bench:
                 r = await self.resume_after_kill(victim)
                 if r is not None:
                     resumes.append(r)
+            while f.poll() is None:  # the front's backends end with it
+                await self.sample_backends()
+                await asyncio.sleep(0.2)
             out, _ = f.communicate(timeout=900)
             front_stats = json.loads(out.strip().splitlines()[-1])
             t_end = await self.wait_terminal(before + a.runs, 900)
             runs_per_s = a.runs / (t_end - t0)
             cpu_load = self.workers_cpu() - cpu0
+            await self.sample_backends()
+            pg_load = self.pg_cpu() - pg0
 
             lost = (await self.sql("select count(*) from runs where status <> 'succeeded'"))[0][0]
             repeated = (await self.sql("select count(*) from bench_repeats"))[0][0]
@@ -297,6 +316,7 @@ class Bench:
                 "admitted_per_s": round(a.runs / front_stats["admit_s"], 1),
                 "worker_cpu_ms_per_run": round(cpu_load * 1000 / a.runs, 2),
                 "worker_cpu_ms_per_run_paced": round(cpu_paced * 1000 / a.paced, 2),
+                "postgres_cpu_ms_per_run": round(pg_load * 1000 / a.runs, 2),
                 "front_cpu_ms_per_run": round(front_stats["cpu_s"] * 1000 / a.runs, 2),
                 "front_cpu_ms_per_run_paced": round(paced_front["cpu_s"] * 1000 / a.paced, 2),
                 "loadavg_1m_at_load_start": load_at_start,
@@ -351,6 +371,7 @@ def main() -> None:
         ("admitted runs/s (front, load phase)", res["admitted_per_s"], ""),
         ("worker CPU ms per run (load / paced)", f"{res['worker_cpu_ms_per_run']} / {res['worker_cpu_ms_per_run_paced']}", ""),
         ("front CPU ms per run (load / paced)", f"{res['front_cpu_ms_per_run']} / {res['front_cpu_ms_per_run_paced']}", ""),
+        ("PostgreSQL backends' CPU ms per run (load)", res["postgres_cpu_ms_per_run"], ""),
         ("machine load (1 min, start / end of load) / CPUs", f"{res['loadavg_1m_at_load_start']:.2f} / {res['loadavg_1m']:.2f} / {res['cpus']}", ""),
     ]
     print(f"{res['runs']} runs over {res['threads']} threads, {res['workers']} workers")

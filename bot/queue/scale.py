@@ -526,7 +526,8 @@ class RunWorker:
                 await asyncio.gather(*(self.app.manager.cancel(rid) for rid in cancels))
 
     async def reap(self, proc: procrastinate.App, scale: ScaleOut) -> None:
-        """Forever: retry jobs of dead workers, and defer jobs for queued runs without one."""
+        """Forever (every second): retry jobs of dead workers, defer jobs for queued runs without
+        one, and keep the planner's idea of the jobs table's size current (:func:`refresh_queue_stats`)."""
         jm = proc.job_manager
         while True:
             await asyncio.sleep(1.0)
@@ -539,10 +540,44 @@ class RunWorker:
                         log.info("job %s not re-queued (another reaper was first?): %s", job.id, type(e).__name__)
                 await jm.prune_stalled_workers(self.settings.stalled_after * 3)
                 await scale.sweep(older_than_s=5.0)
+                await refresh_queue_stats(proc)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("the reaper failed; trying again")
+
+
+# the jobs table's live rows (the statistics collector, current within a second or so) against
+# the rows the planner believes in (pg_class.reltuples: the last ANALYZE; -1 before the first)
+_STATS_LAG = """
+select coalesce(s.n_live_tup, 0) as live, greatest(c.reltuples, 0)::bigint as planned
+from pg_class c left join pg_stat_user_tables s on s.relid = c.oid
+where c.oid = to_regclass('procrastinate_jobs')
+"""
+
+
+async def refresh_queue_stats(proc: procrastinate.App, *, grown: float = 2.0, slack: int = 200) -> bool:
+    """``ANALYZE procrastinate_jobs`` when the table holds more than ``grown`` times (plus
+    ``slack`` rows) what the planner last saw; returns whether it did.
+
+    Why: procrastinate's ``fetch_job`` picks the first job whose lock is free. Planned for
+    a near-empty table (a queue that is usually drained, then gets a burst; a fresh
+    database) it checks every waiting job's lock before sorting: about 30 ms per fetch
+    with 3,000 waiting jobs on 200 locks, against 0.1 ms with current statistics, which
+    caps a worker pair at about 100 jobs/s, PostgreSQL-bound. Autovacuum analyzes the
+    table only every ``autovacuum_naptime`` (a minute by default). ``SKIP_LOCKED``: when
+    another worker is analyzing it already, this one does not wait. One statement to read
+    the counters (two catalog rows) per call; the ANALYZE (a few ms on such a table) only
+    on growth.
+
+    Raises:
+        procrastinate.exceptions.ConnectorException: the database failed.
+    """
+    row = await proc.connector.execute_query_one_async(_STATS_LAG)
+    if row["live"] <= grown * row["planned"] + slack:
+        return False
+    await proc.connector.execute_query_async("analyze (skip_locked) procrastinate_jobs")
+    return True
 
 
 async def serve_worker(
@@ -598,4 +633,4 @@ async def serve_worker(
         await asyncio.shield(app.aclose())
 
 
-__all__ = ["QUEUE", "RunWorker", "ScaleOut", "apply_schema", "conninfo", "make_app", "request_cancel", "serve_worker", "thread_lock"]
+__all__ = ["QUEUE", "RunWorker", "ScaleOut", "apply_schema", "conninfo", "make_app", "refresh_queue_stats", "request_cancel", "serve_worker", "thread_lock"]
