@@ -384,18 +384,38 @@ _FINAL = (
 )
 
 
+# on a table clause of only the columns it writes: SQLAlchemy adds to an UPDATE's SET every
+# execution parameter named like a column of its table, and the message's parameters
+# (created_at…) share this statement's
+_runs_final = table(
+    "runs", column("id", BigInteger), column("status", String), column("error", String), column("finished_at", runs.c.finished_at.type)
+)
+_FINAL_CTE = (
+    update(_runs_final)
+    .where(_runs_final.c.id == bindparam("final_rid"))
+    .values(status=bindparam("final_status"), error=bindparam("final_error"),
+            finished_at=bindparam("final_now", type_=runs.c.finished_at.type))
+)
+
+
 class _FinalStatus:
-    """A run's final status as a :class:`bot.store.sessions.TxHook`: written in the transaction
-    that stores the run's result message (:attr:`bot.runs.RunManager.final_hook`)."""
+    """A run's final status as a :class:`bot.store.sessions.TxHook`: written with the run's
+    result message (:attr:`bot.runs.RunManager.final_hook`), atomically: in the same
+    statement (``cte``: a ``WITH`` of the message's insert, autocommitted: one round trip)
+    when the thread is known, else in the same transaction (``sa``)."""
+
+    cte = _FINAL_CTE
 
     def __init__(self, run_id: int, status: str, error: str | None) -> None:
-        self.params = {"rid": run_id, "status": status, "error": error, "now": datetime.now(UTC)}
+        now = datetime.now(UTC)
+        self.params = {"final_rid": run_id, "final_status": status, "final_error": error, "final_now": now}
 
     def sqlite(self, conn: Any, thread_id: int, message_id: int) -> None:
         raise RuntimeError("scale-out workers run on PostgreSQL only")
 
     async def sa(self, conn: Any, thread_id: int, message_id: int) -> None:
-        await conn.execute(_FINAL, self.params)
+        p = self.params
+        await conn.execute(_FINAL, {"rid": p["final_rid"], "status": p["final_status"], "error": p["final_error"], "now": p["final_now"]})
 
 
 async def request_cancel(store: RunStore, run_id: int) -> bool:

@@ -8,9 +8,10 @@ table (upsert on ``(run_id, node_id)``) and ``runs.status``; both pass
   (:meth:`bot.store.db.Database.compiled`) and run on the database's one writer
   thread, whose group commit puts checkpoints that arrive together (a 50-way
   fan-out finishing at once) into one transaction.
-* :class:`PostgresCheckpointStore`: a writer task holds one connection and commits
-  everything queued meanwhile in one transaction; each caller returns only after
-  the transaction holding its records committed. A lone step pays one commit.
+* :class:`PostgresCheckpointStore`: a writer task holds one autocommit connection and
+  upserts everything queued meanwhile in one statement (an executemany; with webhook
+  outbox rows, in one transaction with them); each caller returns only after its
+  records committed. A lone step pays one round trip.
 
 Use :func:`checkpoint_store` to get the right one for a :class:`Database`.
 """
@@ -222,25 +223,23 @@ class PostgresCheckpointStore:
                 try:
                     async for attempt in self.db.retrying():
                         with attempt:
-                            try:
-                                if conn is None or conn.closed:
-                                    conn = await self.db.engine.connect()
-                                if self._up is not None:
-                                    up = self._up
-                                    await conn.exec_driver_sql(up.sql, [up.params(r) for r in rows])
-                                else:
-                                    await conn.execute(self._stmt, rows)
-                                if outbox:  # the events commit with the checkpoints, or neither does
-                                    await conn.execute(OUTBOX_INSERT, outbox)
-                                await conn.commit()
-                            except (OperationalError, DBAPIError, *CONNECTION_ERRORS) as e:
-                                if conn is not None:
-                                    try:
-                                        await conn.close()
-                                    except (OperationalError, DBAPIError, *CONNECTION_ERRORS):
-                                        pass  # the connection is gone already; it was what failed
-                                    conn = None
-                                raise store_error("checkpointing steps", e) from e
+                            if outbox:  # the events commit with the checkpoints, or neither does: one transaction
+                                async with self.db.begin("checkpointing steps") as tx:
+                                    await self._upsert(tx, rows)
+                                    await tx.execute(OUTBOX_INSERT, outbox)
+                            else:
+                                try:  # one statement: autocommitted (no BEGIN and COMMIT round trips)
+                                    if conn is None or conn.closed:
+                                        conn = await self.db.engine.execution_options(isolation_level="AUTOCOMMIT").connect()
+                                    await self._upsert(conn, rows)
+                                except (OperationalError, DBAPIError, *CONNECTION_ERRORS) as e:
+                                    if conn is not None:
+                                        try:
+                                            await conn.close()
+                                        except (OperationalError, DBAPIError, *CONNECTION_ERRORS):
+                                            pass  # the connection is gone already; it was what failed
+                                        conn = None
+                                    raise store_error("checkpointing steps", e) from e
                 except Exception as e:
                     for _, _, fut in batch:
                         if not fut.done():
@@ -254,6 +253,14 @@ class PostgresCheckpointStore:
         finally:
             if conn is not None:
                 await asyncio.shield(conn.close())
+
+    async def _upsert(self, conn: Any, rows: list[dict[str, object]]) -> None:
+        """The ``step_runs`` upsert of ``rows`` on ``conn`` (one statement: an executemany)."""
+        if self._up is not None:
+            up = self._up
+            await conn.exec_driver_sql(up.sql, [up.params(r) for r in rows])
+        else:
+            await conn.execute(self._stmt, rows)
 
     async def aclose(self) -> None:
         """Stop the writer once everything queued is committed."""

@@ -91,7 +91,12 @@ _WORD = re.compile(r"\w+", re.UNICODE)
 class TxHook(Protocol):
     """Work done inside the transaction that stores a message (``append_once(then=…)``):
     ``sqlite`` on the worker thread's connection, ``sa`` on the SQLAlchemy connection
-    (a :class:`bot.store.tx.Raw` step of the body); raising rolls the whole transaction back."""
+    (a :class:`bot.store.tx.Raw` step of the body); raising rolls the whole transaction back.
+
+    A hook that needs neither id may also have ``cte`` (a data-modifying Core statement, the
+    same object each time) and ``params`` (its parameters, names apart from the message's):
+    on PostgreSQL, when the thread is known, it runs as a ``WITH`` of the message's insert:
+    one autocommitted statement, atomic with it, instead of ``BEGIN``, insert, ``sa``, ``COMMIT``."""
 
     def sqlite(self, conn: sqlite3.Connection, thread_id: int, message_id: int) -> None: ...
 
@@ -151,6 +156,7 @@ class _Sql:
                     created_at=bindparam("created_at"), event_id=bindparam("event_id"), tokens=bindparam("tokens"),
                     encoding=bindparam("encoding"), kind=bindparam("kind"))
         )  # the new id: Result.inserted_id
+        self._with: dict[int, tuple[Any, Any]] = {}  # with_cte
         self.touch = (
             update(threads)
             .where(threads.c.id == bindparam("tid"), threads.c.updated_at < bindparam("before"))
@@ -199,6 +205,14 @@ class _Sql:
             self.search = search.where(vec.op("@@")(tsq)).order_by(func.ts_rank(vec, tsq).desc(), messages.c.id)
             self.all_words, self.any_word = (lambda ws: " & ".join(ws)), (lambda ws: " | ".join(ws))
         self._seen: dict[int, Any] = {}
+
+    def with_cte(self, stmt: Any) -> Any:
+        """:attr:`add_message` with ``stmt`` as a ``WITH`` (a :class:`TxHook`'s ``cte``), returning the
+        new message's id (its one row), built once per statement object."""
+        got = self._with.get(id(stmt))
+        if got is None or got[0] is not stmt:
+            got = self._with[id(stmt)] = (stmt, self.add_message.add_cte(stmt.cte(f"hook_{len(self._with)}")).returning(messages.c.id))
+        return got[1]
 
     def seen(self, n: int) -> Any:
         """``SELECT … WHERE platform = :platform AND event_id IN (:e0, …)`` for ``n`` ids (one statement per ``n``)."""
@@ -434,16 +448,21 @@ class SessionStore:
                 self._touched[tid] = _dt((yield q.touched_at, {"tid": tid}).scalar()).timestamp()
             return mid, tid  # type: ignore[return-value]
 
+        sqlite = self.db.dialect == "sqlite"
+        cte = None if sqlite or then is None else getattr(then, "cte", None)
+
         def fast(tid: int) -> Body[tuple[int, int]]:
             # the usual case (a known thread, touched within the minute): one statement
             # (on SQLite in autocommit; the FTS trigger runs in its implicit transaction);
-            # on PostgreSQL a ``then`` hook joins it in the same transaction
+            # on PostgreSQL a ``then`` hook joins it in the same transaction, or the same
+            # statement when it has a ``cte``
+            if cte is not None:
+                return int((yield q.with_cte(cte), {**row, "tid": tid, **then.params}).scalar()), tid  # type: ignore[union-attr]
             mid = (yield q.add_message, {**row, "tid": tid}).inserted_id
             if then is not None:
                 yield Raw(lambda c: then.sqlite(c, tid, mid), lambda c: then.sa(c, tid, mid))  # type: ignore[arg-type]
             return mid, tid
 
-        sqlite = self.db.dialect == "sqlite"
         try:
             for attempt in range(2):
                 tid = self._thread_ids.get(key)
@@ -453,7 +472,7 @@ class SessionStore:
                 )
                 try:
                     if quick:
-                        mid, tid = await self.db.run(lambda: fast(tid), "storing a message", atomic=then is not None, retry=True)  # type: ignore[arg-type]
+                        mid, tid = await self.db.run(lambda: fast(tid), "storing a message", atomic=then is not None and cte is None, retry=True)  # type: ignore[arg-type]
                     else:
                         mid, tid = await self.db.run(full, "storing a message", retry=True)
                     break
