@@ -128,8 +128,8 @@ def _pool(**kwargs: Any) -> Any:
 async def _idle_check(conn: Any) -> None:
     """psycopg_pool's ``check`` callback, without a round trip: an idle pool connection has
     nothing to read, so a readable socket means the server closed it (a terminated backend
-    sends its error and EOF) or sent something unexpected; either way the pool discards it
-    and hands out another. A connection that dies while a query runs fails that query, and
+    sends its error and EOF) or sent something unexpected; either way it is closed, so the
+    pool discards it and hands out another. A connection that dies while a query runs fails that query, and
     psycopg_pool discards it when it is returned (its state is bad).
 
     Raises:
@@ -141,6 +141,9 @@ async def _idle_check(conn: Any) -> None:
         raise psycopg.OperationalError("the pool connection is closed")
     readable, _, _ = io_select.select([conn.fileno()], [], [], 0)  # poll: never blocks
     if readable:
+        # closed here: psycopg_pool puts a connection that failed its check back unless it is
+        # closed or broken, and psycopg has not read the server's goodbye (its status is OK)
+        await conn.close()
         raise psycopg.OperationalError("the idle pool connection has unread input (closed by the server?)")
 
 
@@ -497,6 +500,10 @@ class RunWorker:
     async def _one(self, stmt: Any, params: Mapping[str, Any], what: str) -> list[tuple[Any, ...]]:
         """Run one statement in autocommit mode (no BEGIN/COMMIT round trips); returns its rows.
 
+        The held connection found dead when it is used (the server closed it while idle:
+        a restart, a terminated backend) is replaced and the statement tried once more on
+        the new one; a failure on a new connection is the database's.
+
         Raises:
             StoreError: the database failed; the message names ``what``.
         """
@@ -504,16 +511,20 @@ class RunWorker:
         if self._autocommit is None:
             self._autocommit = db.engine.execution_options(isolation_level="AUTOCOMMIT")
         async with self._conn_lock:  # one statement at a time on the held connection
-            try:
-                if self._conn is None:
-                    self._conn = await self._autocommit.connect()
-                return [tuple(r) for r in (await self._conn.execute(stmt, params)).all()]
-            except (OperationalError, DBAPIError, *CONNECTION_ERRORS) as e:
-                await self._drop()
-                raise store_error(what, e) from e
-            except BaseException:  # cancelled mid-statement: the connection's state is unknown
-                await asyncio.shield(self._drop())
-                raise
+            for fresh in (self._conn is None, True):
+                try:
+                    if self._conn is None:
+                        self._conn = await self._autocommit.connect()
+                    return [tuple(r) for r in (await self._conn.execute(stmt, params)).all()]
+                except (OperationalError, DBAPIError, *CONNECTION_ERRORS) as e:
+                    await self._drop()
+                    if fresh or not (isinstance(e, DBAPIError) and e.connection_invalidated):
+                        raise store_error(what, e) from e
+                    log.info("%s: the held connection was closed (%s); on a new one", what, type(e.orig).__name__)
+                except BaseException:  # cancelled mid-statement: the connection's state is unknown
+                    await asyncio.shield(self._drop())
+                    raise
+            raise AssertionError("unreachable: the second attempt returns or raises")
 
     async def _drop(self) -> None:
         conn, self._conn = self._conn, None

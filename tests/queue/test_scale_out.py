@@ -219,3 +219,39 @@ async def test_admission_in_one_transaction_and_deferrals_batched(cluster: Clust
                 assert [by_run[r][1] for r in mine] == sorted(by_run[r][1] for r in mine)
     finally:
         await app.aclose()
+
+
+async def test_a_worker_survives_its_database_connections_being_killed(cluster: Cluster) -> None:
+    """Every PostgreSQL connection of the worker terminated (a failover, an admin's
+    pg_terminate_backend): its pools replace the dead connections (procrastinate's pool
+    notices an idle one closed without a round trip: bot.queue.scale._idle_check), the
+    worker keeps running and executes the next run."""
+    import asyncpg
+
+    cluster.start_worker("w1")
+    first = await App.start(cluster.settings(), {})
+    try:
+        got = await first.admission.admit(ThreadKey("test", "c", "kill-conns"), first.bot.compile("echo one"), requested_by="U1")
+        assert got.run_id is not None
+        await _wait_status(first, [got.run_id], {"succeeded"})
+    finally:
+        await first.aclose()
+    conn = await asyncpg.connect(cluster.url.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        killed = [r[0] for r in await conn.fetch(
+            "select pid from pg_stat_activity where datname = current_database() and pid <> pg_backend_pid() and backend_type = 'client backend'")]
+        assert killed
+        await conn.execute("select pg_terminate_backend(pid) from unnest($1::int[]) pid", killed)
+        async with asyncio.timeout(30):  # the backends are gone (not merely signalled)
+            while await conn.fetchval("select count(*) from pg_stat_activity where pid = any($1::int[])", killed):
+                await asyncio.sleep(0.05)
+    finally:
+        await conn.close()
+    app = await App.start(cluster.settings(), {})
+    try:
+        got = await app.admission.admit(ThreadKey("test", "c", "kill-conns"), app.bot.compile("echo two"), requested_by="U1")
+        assert got.run_id is not None
+        assert (await _wait_status(app, [got.run_id], {"succeeded", "failed"}, timeout=60))[got.run_id] == "succeeded"
+        assert cluster.workers["w1"].poll() is None, (cluster.tmp / "w1.log").read_text()
+    finally:
+        await app.aclose()
