@@ -13,9 +13,9 @@ Front processes (``baton run --adapter slack``, Discord, ``baton serve``) only a
 
 A worker (:class:`RunWorker`) claims the run in one autocommitted ``UPDATE … FROM
 threads … RETURNING`` (``queued``/``running`` → ``running``, ``attempts + 1``, its
-name, heartbeat and start time), which also returns the graph, the thread's key and
-whether step records exist: a duplicate job is a no-op, and a fresh run needs no
-other read before it starts. It executes the run with Baton's own executor from the
+name, heartbeat and start time), which also returns the graph, the thread's key, id
+and ``updated_at`` (for :meth:`bot.store.SessionStore.known`) and whether step records
+exist: a duplicate job is a no-op, and a fresh run needs no other read before it starts. It executes the run with Baton's own executor from the
 run's checkpoints (a resumed run repeats no completed step). One heartbeat loop per
 worker updates every run it executes in one statement (every ``min([queue] heartbeat,
 0.5)`` seconds) and reads their ``control`` column back, where any process records
@@ -369,6 +369,7 @@ _CLAIM = (
         runs.c.attempts, runs.c.control, runs.c.fired_by, runs.c.graph, runs.c.rerun_of,
         threads.c.platform, threads.c.channel, threads.c.thread,
         exists().where(step_runs.c.run_id == runs.c.id).correlate(runs).label("has_steps"),
+        threads.c.id, threads.c.updated_at,
     )
 )
 _STATE = select(runs.c.status, runs.c.heartbeat_at).where(runs.c.id == bindparam("rid"))
@@ -457,8 +458,9 @@ class RunWorker:
         claimed = await self._claim(run_id)
         if claimed is None:
             return  # finished, cancelled, or executed by a duplicate job before
-        attempts, control, fired_by, graph_json, rerun_of, platform, channel, thread, has_steps = claimed
+        attempts, control, fired_by, graph_json, rerun_of, platform, channel, thread, has_steps, thread_id, touched = claimed
         key = ThreadKey(platform, channel, thread)
+        self.app.sessions.known(key, thread_id, touched)  # the result message: one statement, no thread lookup
         if control == "cancel":
             await runs_.set_status(run_id, "cancelled", error="cancelled by request")
             await manager._tell(key, f"Run #{run_id} cancelled before it started.")

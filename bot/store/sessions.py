@@ -282,6 +282,13 @@ class SessionStore:
             self._remember(key, tid)  # transaction is not yet visible to a concurrent append's own
         return tid
 
+    def known(self, key: SessionKey, thread_id: int, updated_at: datetime) -> None:
+        """Cache a thread's id and ``updated_at`` read from a committed row elsewhere (a scale-out
+        worker's claim returns them), so the next append to it takes the one-statement path
+        instead of looking the thread up (and touching it) in a transaction first."""
+        self._remember(key, thread_id)
+        self._touched[thread_id] = max(self._touched.get(thread_id, float("-inf")), _dt(updated_at).timestamp())
+
     def _remember(self, key: SessionKey, tid: int) -> None:
         """Cache a thread id. The caches are bounded (one entry per thread ever seen would
         grow with the bot's lifetime): past ``ID_CACHE_MAX`` entries they start over."""
