@@ -249,7 +249,8 @@ class Database:
         On SQLite it runs on the worker thread (the file's one writer connection),
         compiled once per statement object (:meth:`compiled`); a list of parameter
         mappings is an executemany committed together with other writes queued meanwhile
-        (group commit). Elsewhere through the engine.
+        (group commit). Elsewhere through the engine: one statement in autocommit, a list
+        of mappings in one transaction.
 
         Raises:
             StoreError: the database failed; the message names ``what``.
@@ -258,7 +259,10 @@ class Database:
             comp = self.compiled(stmt)
             await self.worker.write(comp.sql, [comp.params(p) for p in params], what)
             return []
-        return await self.run(lambda: one(stmt, params), what, atomic=False)
+        many = params is not None and not isinstance(params, Mapping)
+        # one statement: autocommit; an executemany stays one transaction whatever the driver
+        # (asyncpg's executemany is atomic by itself, not every driver's is)
+        return await self.run(lambda: one(stmt, params), what, atomic=many)
 
     def retrying(self, attempts: int = 3) -> AsyncRetrying:
         """Retry policy for transactions that are safe to repeat (transient errors only)."""
