@@ -53,7 +53,6 @@ from bot.store.audit import AUDIT_SQL, AuditEntry, sqlite_params
 from bot.store.checkpoints import step_row
 from bot.store.compiled import Compiled
 from bot.store.runs import INSERT_QUEUED_RUN
-from bot.store.sqlite_worker import transaction
 from bot.store.tables import audit_log, runs, step_runs
 from bot.store.tx import Body, Raw
 from engine.events import StepRecord
@@ -459,7 +458,7 @@ class Admission:
         else:
             stored = None
             if self.db.dialect == "sqlite":  # the thread, the run (and its audit row) in one transaction
-                await self.db.worker.call(lambda c: transaction(c, lambda c: hook.sqlite_thread(c, key)), "queueing a run")
+                await self.db.worker.transact(lambda c: hook.sqlite_thread(c, key), "queueing a run")
             else:  # the thread's lookup (or creation), the run and its audit row: one transaction
                 await self.sessions.with_thread(key, hook.sa_body, "queueing a run", now=hook.now)
         if hook.run_id is not None and self.on_queued is not None:
