@@ -123,6 +123,13 @@ class Priority:
             if self.arriving_now == 0 and self._waiters:
                 self._release_soon()
 
+    def quiet_for(self, now: float | None = None) -> float:
+        """Seconds since the last request ended (``time.monotonic``); 0 while one is under way
+        (a quiet moment for work that should not stop the loop mid-burst, e.g. :mod:`bot.gcquiet`)."""
+        if self.arriving_now:
+            return 0.0
+        return (time.monotonic() if now is None else now) - self._last
+
     @property
     def waiting(self) -> int:
         """How many callers of :meth:`turn` wait for their turn."""
