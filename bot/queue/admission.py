@@ -25,7 +25,9 @@ Admission before execution: every admission holds :attr:`Admission.priority` whi
 is under way (callers may hold it from the request's arrival, see
 :meth:`Priority.arriving`), and the in-process worker starts a queued run only when
 :meth:`Priority.turn` lets it (:mod:`bot.queue.local`): at once while nothing is being
-admitted, else at a bounded rate. Requests are acknowledged quickly under a burst
+admitted, else at a bounded rate. The steps of runs already running wait for a turn too
+before they start (``Executor.before_step``), and full garbage collections run in its quiet
+moments (:mod:`bot.gcquiet`, :meth:`Priority.quiet_for`). Requests are acknowledged quickly under a burst
 while the runs they queued wait a little; no run waits forever.
 """
 
