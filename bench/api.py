@@ -47,6 +47,8 @@ from aiohttp import web
 from standardwebhooks import Webhook
 
 REPO = Path(__file__).resolve().parents[1]
+KEEPALIVE_S = 2.0
+"""Client keep-alive (s): below uvicorn's ``timeout_keep_alive`` (5 s), see the connector."""
 SECRET = "whsec_" + base64.b64encode(b"baton-bench-webhook-secret-32byt").decode()
 
 
@@ -147,9 +149,15 @@ async def main() -> None:
             latencies: list[float] = []
             ids: list[int] = []
             errors = 0
+            transport: dict[str, int] = {}  # client-side failures by exception type
             # the load generator is aiohttp (several times less CPU per request than httpx):
             # on a shared 2-core machine the client competes with the server for CPU
-            conn = aiohttp.TCPConnector(limit=args.clients)
+            # keep-alive shorter than the server's: uvicorn closes a connection idle for 5 s
+            # (timeout_keep_alive), aiohttp keeps one for 15 s by default, and a request sent on a
+            # connection the server is closing fails (ServerDisconnectedError / ClientOSError
+            # ECONNRESET). That happened when the wait for the burst's webhooks took about 5 s:
+            # the steady phase's first POSTs raised, the script died without its JSON line.
+            conn = aiohttp.TCPConnector(limit=args.clients, keepalive_timeout=KEEPALIVE_S)
             session = aiohttp.ClientSession(f"http://127.0.0.1:{port}", connector=conn,
                                             headers={**headers, "content-type": "application/json"})
 
@@ -157,12 +165,17 @@ async def main() -> None:
                 nonlocal errors
                 for _ in range(n):
                     t0 = time.perf_counter()
-                    async with session.post("/api/v1/runs", data=body) as r:
-                        payload = await r.read()
-                        dt = time.perf_counter() - t0
-                        if r.status != 201:
-                            errors += 1
-                            continue
+                    try:
+                        async with session.post("/api/v1/runs", data=body) as r:
+                            payload = await r.read()
+                            dt = time.perf_counter() - t0
+                            if r.status != 201:
+                                errors += 1
+                                continue
+                    except aiohttp.ClientError as e:  # counted (the result is not ok), never fatal
+                        errors += 1
+                        transport[type(e).__name__] = transport.get(type(e).__name__, 0) + 1
+                        continue
                     if record:
                         latencies.append(dt * 1000)
                         ids.append(json.loads(payload)["id"])
@@ -185,9 +198,16 @@ async def main() -> None:
             steady_ids: list[int] = []
 
             async def fire() -> None:
-                async with session.post("/api/v1/runs", data=body) as r:
-                    if r.status == 201:
-                        steady_ids.append(json.loads(await r.read())["id"])
+                nonlocal errors
+                try:
+                    async with session.post("/api/v1/runs", data=body) as r:
+                        if r.status == 201:
+                            steady_ids.append(json.loads(await r.read())["id"])
+                        else:
+                            errors += 1
+                except aiohttp.ClientError as e:
+                    errors += 1
+                    transport[type(e).__name__] = transport.get(type(e).__name__, 0) + 1
 
             fired = []
             for _ in range(int(args.steady_rate * args.steady_seconds)):
@@ -224,6 +244,7 @@ async def main() -> None:
         "webhook_burst_p50_ms": round(_pct(hooks, 50), 2),
         "webhook_burst_p99_ms": round(_pct(hooks, 99), 2),
         "bad_signatures": bad,
+        "transport_errors": transport,
         "server_cpu_ms_per_run": round(cpu_total * 1000 / max(1, len(ids)), 2),
         "server_cpu_ms_per_post_burst": round(cpu_burst * 1000 / max(1, len(ids)), 2),
         "server_cpu_share_during_burst": round(cpu_burst / wall, 2) if wall else None,

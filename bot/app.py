@@ -23,6 +23,7 @@ from bot.runs import RunManager
 from bot.scheduling import SchedulerService
 from bot.sessions import TokenCounter
 from bot.settings import ConfigError, Settings
+from bot.gcquiet import QuietCollector
 from bot.tasks import TaskOwner
 from bot.store import Database, RunStore, SessionStore, upgrade
 from bot.store.audit import AuditStore
@@ -154,6 +155,8 @@ class App:
     """The owner of the app's long-lived background tasks (cancelled and awaited by :meth:`aclose`)."""
     admission: Admission | None = None
     """The one entry point that turns requests into queued runs (:mod:`bot.queue.admission`)."""
+    collector: QuietCollector | None = None
+    """Runs full garbage collections in quiet moments of admission (:mod:`bot.gcquiet`)."""
 
     @classmethod
     async def start(
@@ -260,6 +263,7 @@ class App:
         else:
             bot.admission = Admission(settings, sessions, runs)
             queue = LocalWorker(manager, runs, sessions, policy=wf.busy_policy, priority=bot.admission.priority, tasks=tasks)
+            executor.before_step = bot.admission.priority.turn  # steps of running runs yield to admissions too
         manager.queue = bot.queue = queue
         scheduler.use_admission(bot.admission, queue, bot.audit)  # firings are admitted like chat requests
         retention = Retention(db, sessions, memory, settings.retention)
@@ -275,6 +279,10 @@ class App:
         await scheduler.start()
         gc.collect()  # see aclose(): what start-up built is never garbage; full collections skip it
         gc.freeze()
+        # full collections of what was made since: in quiet moments of admission, not mid-burst
+        app.collector = QuietCollector(bot.admission.priority)
+        app.collector.install()
+        app.tasks.start(app.collector.run(), name="baton-gc")
         return app
 
     def outlet_for(self, platform: str) -> Outlet | None:
@@ -302,6 +310,8 @@ class App:
         if self.llm is not None:
             await self.llm.aclose()
         await self.db.dispose()
+        if self.collector is not None:
+            self.collector.uninstall()
         # start() froze the heap it built (gc.freeze): a full collection walking those long-lived
         # objects stopped the event loop for ~100 ms several times a second under a burst of
         # Slack events (acks p99 372 ms -> 96 ms with it); once closed they may be garbage

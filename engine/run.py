@@ -38,7 +38,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Protocol
@@ -112,6 +112,10 @@ class Executor:
             graph's own ``max_parallel_steps`` wins.
         default_retries: retries for steps that set none (``[workflow] max_retries``).
         cache: where ``cache: {ttl}`` steps keep results (``None``: caching off).
+        before_step: awaited before each step starts (``None``: steps start at once). The
+            embedded server passes its admission's ``Priority.turn`` (bot.queue.admission):
+            a step's start (a shell child's fork, its status update) waits while requests are
+            being admitted, within that gate's bounded delay.
     """
 
     def __init__(
@@ -127,8 +131,10 @@ class Executor:
         max_parallel_steps: int | None = None,
         default_retries: int = 0,
         cache: StepCache | None = None,
+        before_step: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.action = action
+        self.before_step = before_step
         self.checkpoints = checkpoints
         self.fail_fast = fail_fast
         self.default_timeout_s = default_timeout_s
@@ -570,6 +576,8 @@ class _Run(CheckpointWriter):
         self._finish_step(node, rec)
 
     async def _step(self, node: Node, iid: str, attempts_before: int) -> None:
+        if self.ex.before_step is not None:  # e.g. admissions first (see Executor)
+            await self.ex.before_step()
         if self.slots is None or node.kind == "approve":  # a person deciding holds no slot
             await self._step_body(node, iid, attempts_before)
             return

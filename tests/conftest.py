@@ -172,6 +172,9 @@ def _no_blocking_calls_on_the_loop(request: pytest.FixtureRequest) -> Iterator[N
         return
     from blockbuster import blockbuster_ctx
 
+    from engine.parse import prepare_parser
+
+    prepare_parser()  # what App.start does before serving: the grammar file is read once, here
     with blockbuster_ctx(["bot", "engine", "adapters"]) as bb:
         for function in bb.functions.values():
             for filename, functions in (*STARTUP, *KNOWN_BLOCKING):

@@ -25,7 +25,9 @@ Admission before execution: every admission holds :attr:`Admission.priority` whi
 is under way (callers may hold it from the request's arrival, see
 :meth:`Priority.arriving`), and the in-process worker starts a queued run only when
 :meth:`Priority.turn` lets it (:mod:`bot.queue.local`): at once while nothing is being
-admitted, else at a bounded rate. Requests are acknowledged quickly under a burst
+admitted, else at a bounded rate. The steps of runs already running wait for a turn too
+before they start (``Executor.before_step``), and full garbage collections run in its quiet
+moments (:mod:`bot.gcquiet`, :meth:`Priority.quiet_for`). Requests are acknowledged quickly under a burst
 while the runs they queued wait a little; no run waits forever.
 """
 
@@ -53,7 +55,6 @@ from bot.store.audit import AUDIT_SQL, AuditEntry, sqlite_params
 from bot.store.checkpoints import step_row
 from bot.store.compiled import Compiled
 from bot.store.runs import INSERT_QUEUED_RUN
-from bot.store.sqlite_worker import transaction
 from bot.store.tables import audit_log, runs, step_runs
 from bot.store.tx import Body, Raw
 from engine.events import StepRecord
@@ -123,6 +124,13 @@ class Priority:
             self._last = time.monotonic()
             if self.arriving_now == 0 and self._waiters:
                 self._release_soon()
+
+    def quiet_for(self, now: float | None = None) -> float:
+        """Seconds since the last request ended (``time.monotonic``); 0 while one is under way
+        (a quiet moment for work that should not stop the loop mid-burst, e.g. :mod:`bot.gcquiet`)."""
+        if self.arriving_now:
+            return 0.0
+        return (time.monotonic() if now is None else now) - self._last
 
     @property
     def waiting(self) -> int:
@@ -459,7 +467,7 @@ class Admission:
         else:
             stored = None
             if self.db.dialect == "sqlite":  # the thread, the run (and its audit row) in one transaction
-                await self.db.worker.call(lambda c: transaction(c, lambda c: hook.sqlite_thread(c, key)), "queueing a run")
+                await self.db.worker.transact(lambda c: hook.sqlite_thread(c, key), "queueing a run")
             else:  # the thread's lookup (or creation), the run and its audit row: one transaction
                 await self.sessions.with_thread(key, hook.sa_body, "queueing a run", now=hook.now)
         if hook.run_id is not None and self.on_queued is not None:

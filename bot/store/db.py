@@ -34,7 +34,7 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait
 import migrations
 from bot.store.compiled import Compiled
 from bot.store.errors import ConstraintError, StoreError
-from bot.store.sqlite_worker import SqliteWorker, apply_pragmas, transaction
+from bot.store.sqlite_worker import SqliteWorker, apply_pragmas
 from bot.store.tx import Body, drive_sa, drive_sqlite, one
 
 log = logging.getLogger("baton.store")
@@ -216,8 +216,9 @@ class Database:
 
         ``body`` is called once per attempt (a generator function, or a lambda making one).
         SQLite: the whole body runs on the worker thread (the file's one writer connection)
-        in one hop, inside ``BEGIN IMMEDIATE … COMMIT`` when ``atomic`` (pass ``False`` for
-        reads and single statements: autocommit). Elsewhere: one transaction on one
+        in one hop; when ``atomic``, as one transaction that may share its ``COMMIT`` with
+        others queued meanwhile (:meth:`SqliteWorker.transact`: a savepoint each; pass
+        ``False`` for reads and single statements: autocommit). Elsewhere: one transaction on one
         connection when ``atomic``, else one autocommit connection (:meth:`autocommit`: each
         statement commits on its own, as on SQLite, and costs one round trip instead of three;
         under PostgreSQL's READ COMMITTED each statement had its own snapshot anyway);
@@ -231,7 +232,8 @@ class Database:
         if self.dialect == "sqlite":
             compiled = self.compiled
             if atomic:
-                return await self.worker.call(lambda c: transaction(c, lambda c: drive_sqlite(c, body(), compiled, what)), what)
+                # committed together with the transactions queued meanwhile (group commit, savepoint each)
+                return await self.worker.transact(lambda c: drive_sqlite(c, body(), compiled, what), what)
             return await self.worker.call(lambda c: drive_sqlite(c, body(), compiled, what), what)
         opened = self.begin if atomic else self.autocommit
         if not retry:

@@ -145,11 +145,8 @@ class _Sql:
             .returning(threads.c.id)
         )
         self.key = select(threads.c.platform, threads.c.channel, threads.c.thread).where(threads.c.id == bindparam("tid"))
-        self.record_event = (
-            insert(processed_events)
-            .values(platform=bindparam("platform"), event_id=bindparam("event_id"), received_at=bindparam("now"))
-            .on_conflict_do_nothing(index_elements=["platform", "event_id"])
-        )
+        self._insert = insert
+        self._events: dict[int, Any] = {}
         self.add_message = (
             messages.insert()
             .values(thread_id=bindparam("tid"), role=bindparam("role"), author=bindparam("author"), text=bindparam("text"),
@@ -214,6 +211,23 @@ class _Sql:
             got = self._with[id(stmt)] = (stmt, self.add_message.add_cte(stmt.cte(f"hook_{len(self._with)}")).returning(messages.c.id))
         return got[1]
 
+    def record_events(self, n: int) -> Any:
+        """``INSERT INTO processed_events … VALUES (:platform, :e0, :now), … ON CONFLICT DO NOTHING``
+        for ``n`` delivery ids: one statement (its row count says how many were new)."""
+        got = self._events.get(n)
+        if got is None:
+            c = processed_events.c
+            got = self._events[n] = (
+                self._insert(processed_events)
+                .values([
+                    {"platform": bindparam("platform", type_=c.platform.type), "event_id": bindparam(f"e{i}", type_=c.event_id.type),
+                     "received_at": bindparam("now", type_=c.received_at.type)}
+                    for i in range(n)
+                ])
+                .on_conflict_do_nothing(index_elements=["platform", "event_id"])
+            )
+        return got
+
     def seen(self, n: int) -> Any:
         """``SELECT … WHERE platform = :platform AND event_id IN (:e0, …)`` for ``n`` ids (one statement per ``n``)."""
         got = self._seen.get(n)
@@ -264,15 +278,19 @@ class SessionStore:
     def _thread_tx(self, key: SessionKey, now: datetime | None) -> Body[int | None]:
         """Body part: the thread's id (cached after the first lookup); ``now``: create the
         thread then if it does not exist (``None``: don't, and return ``None`` for it)."""
+        return (yield from self._thread_new_tx(key, now))[0]
+
+    def _thread_new_tx(self, key: SessionKey, now: datetime | None) -> Body[tuple[int | None, bool]]:
+        """:meth:`_thread_tx`, also saying whether this transaction created the thread."""
         tid = self._thread_ids.get(key)
         if tid is not None:
-            return tid
+            return tid, False
         k = {"platform": key.platform, "channel": key.channel, "thread": key.thread}
         row = (yield self._q.thread_id, k).first()
         created = False
         if row is None:
             if now is None:
-                return None
+                return None, False
             row = (yield self._q.new_thread, {**k, "now": now}).first()
             created = row is not None
             if row is None:  # another process created it meanwhile (PostgreSQL)
@@ -280,7 +298,7 @@ class SessionStore:
         tid = int(row[0])  # type: ignore[index]
         if not created:  # only committed rows are cached: a thread created by this uncommitted
             self._remember(key, tid)  # transaction is not yet visible to a concurrent append's own
-        return tid
+        return tid, created
 
     def known(self, key: SessionKey, thread_id: int, updated_at: datetime) -> None:
         """Cache a thread's id and ``updated_at`` read from a committed row elsewhere (a scale-out
@@ -440,16 +458,20 @@ class SessionStore:
         epoch = now.timestamp()
 
         def full() -> Body[tuple[int, int]]:
-            for did in dedupe_ids:
-                if (yield q.record_event, {"platform": key.platform, "event_id": did, "now": now}).rowcount != 1:
-                    raise _Redelivery(did)
-            tid = yield from self._thread_tx(key, now)
+            if dedupe_ids:  # one statement for all ids; any of them recorded before: a redelivery
+                ids = {f"e{i}": did for i, did in enumerate(dedupe_ids)}
+                if (yield q.record_events(len(dedupe_ids)), {"platform": key.platform, "now": now, **ids}).rowcount != len(dedupe_ids):
+                    raise _Redelivery(dedupe_ids[0])
+            tid, created = yield from self._thread_new_tx(key, now)
             mid = (yield q.add_message, {**row, "tid": tid}).inserted_id
             if then is not None:
                 yield Raw(lambda c: then.sqlite(c, tid, mid), lambda c: then.sa(c, tid, mid))  # type: ignore[arg-type]
             # threads.updated_at (idle expiry, counted in days) moves at most once a
-            # minute, so a busy thread's appends do not rewrite its row and index entry.
-            if (yield q.touch, {"tid": tid, "now": now, "before": now - timedelta(seconds=THREAD_TOUCH_S)}).rowcount:
+            # minute, so a busy thread's appends do not rewrite its row and index entry;
+            # a thread created here was written with updated_at = now.
+            if created:
+                self._touched[tid] = epoch
+            elif (yield q.touch, {"tid": tid, "now": now, "before": now - timedelta(seconds=THREAD_TOUCH_S)}).rowcount:
                 self._touched[tid] = epoch
             else:
                 self._touched[tid] = _dt((yield q.touched_at, {"tid": tid}).scalar()).timestamp()

@@ -11,6 +11,13 @@ thread (they are short; WAL lets other processes read concurrently).
 
 The event loop never blocks: it only enqueues and awaits.
 
+Transactions are grouped too (:meth:`SqliteWorker.transact`): the transactions queued
+while the thread was busy run one after another inside one ``BEGIN IMMEDIATE … COMMIT``,
+each in its own ``SAVEPOINT`` (one that fails is rolled back alone), and none is reported
+done before that ``COMMIT``. A commit writes every page the transaction dirtied to the WAL:
+about 0.2 ms of the ~0.5 ms a Slack delivery's admission transaction costs this thread,
+paid once per group instead of once per transaction under a burst.
+
 Checkpoints: by default SQLite checkpoints the WAL inside whichever commit pushes it
 past 1,000 pages, so one commit in a few hundred pays an fsync of the database file
 (milliseconds). The worker's connection turns that off and a second thread runs a
@@ -35,12 +42,18 @@ from bot.store.errors import StoreError
 T = TypeVar("T")
 
 _STOP = object()
+GROUP_MAX = 64
+"""At most this many queued transactions (or writes) share one commit."""
 CHECKPOINT_INTERVAL_S = 1.0
 WAL_LIMIT_PAGES = 20000
 
 
 class SqliteWorkerError(StoreError):
     """A statement failed in the worker; the message names what was being done."""
+
+
+class _GroupLost(Exception):
+    """SQLite ended a group's transaction itself (its transactions are run again one by one)."""
 
 
 def apply_pragmas(conn: Any) -> None:
@@ -96,6 +109,26 @@ class SqliteWorker:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
         self._q.put(("call", fn, what, fut, loop))
+        return await asyncio.shield(fut)
+
+    async def transact(self, fn: Callable[[sqlite3.Connection], T], what: str) -> T:
+        """Run ``fn(conn)`` as one transaction on the worker thread and return its result
+        once it is committed.
+
+        Transactions queued while the thread is busy are committed together (see the
+        module docs): each runs in its own ``SAVEPOINT`` inside a shared ``BEGIN IMMEDIATE …
+        COMMIT``, sees the writes of those before it in the group, and is rolled back alone
+        when it raises. ``fn`` must not begin or end transactions itself, and must be safe
+        to run again (a group whose commit fails runs each of its transactions again on its own).
+
+        Raises:
+            SqliteWorkerError: a statement failed (the message names ``what``); nothing of
+                ``fn`` was committed.
+            Whatever ``fn`` raises (its writes are rolled back).
+        """
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[T] = loop.create_future()
+        self._q.put(("tx", fn, what, fut, loop))
         return await asyncio.shield(fut)
 
     async def write(self, sql: str, rows: Sequence[Sequence[Any]], what: str) -> None:
@@ -162,22 +195,81 @@ class SqliteWorker:
                 if item is _STOP:
                     return
                 self._dirty.set()
-                if item[0] == "call":
+                kind = item[0]
+                if kind == "call":
                     self._run_call(conn, item)
                     continue
                 batch = [item]
-                while True:
+                while len(batch) < GROUP_MAX:
                     try:
                         nxt = self._q.get_nowait()
                     except queue.Empty:
                         break
-                    if nxt is _STOP or nxt[0] != "write":
+                    if nxt is _STOP or nxt[0] != kind:
                         pending = nxt
                         break
                     batch.append(nxt)
-                self._run_writes(conn, batch)
+                if kind == "tx":
+                    self._run_group(conn, batch)
+                else:
+                    self._run_writes(conn, batch)
         finally:
             conn.close()
+
+    @staticmethod
+    def _settle_all(items: list[Any], outcomes: list[tuple[Any, BaseException | None]]) -> None:
+        """Report a group's outcomes: one wake-up of each waiting loop, not one per transaction."""
+        by_loop: dict[Any, list[tuple[Any, Any, BaseException | None]]] = {}
+        for item, (result, error) in zip(items, outcomes, strict=True):
+            by_loop.setdefault(item[4], []).append((item[3], result, error))
+        for loop, done in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_resolve_all, done)
+            except RuntimeError:  # the loop is closed; nobody is waiting any more
+                pass
+
+    def _run_group(self, conn: sqlite3.Connection, batch: list[Any]) -> None:
+        """Transactions of :meth:`transact`: one ``BEGIN IMMEDIATE … COMMIT``, a savepoint each."""
+        if len(batch) == 1:
+            _, fn, what, fut, loop = batch[0]
+            self._run_call(conn, ("call", lambda c: transaction(c, fn), what, fut, loop))
+            return
+        for attempt in range(3):
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                break
+            except sqlite3.OperationalError as e:
+                _rollback(conn)
+                if _busy(e) and attempt < 2:
+                    time.sleep(0.05 * 2**attempt)
+                    continue
+                self._settle_all(batch, [(None, SqliteWorkerError(f"database error while {it[2]}: {e}")) for it in batch])
+                return
+        outcomes: list[tuple[Any, BaseException | None]] = []
+        try:
+            for _, fn, what, _, _ in batch:
+                conn.execute("SAVEPOINT baton_tx")
+                try:
+                    result = fn(conn)
+                except BaseException as e:
+                    if not conn.in_transaction:  # SQLite rolled the whole group back (I/O error, full disk…)
+                        raise _GroupLost from e
+                    conn.execute("ROLLBACK TO baton_tx")
+                    conn.execute("RELEASE baton_tx")
+                    err = SqliteWorkerError(f"database error while {what}: {e}") if isinstance(e, sqlite3.Error) else e
+                    outcomes.append((None, err))
+                    continue
+                conn.execute("RELEASE baton_tx")
+                outcomes.append((result, None))
+            conn.execute("COMMIT")
+        except (sqlite3.Error, _GroupLost):
+            # the group as a whole failed: nothing of it was committed; each transaction
+            # runs again on its own, so only the one at fault reports an error
+            _rollback(conn)
+            for _, fn, what, fut, loop in batch:
+                self._run_call(conn, ("call", lambda c, fn=fn: transaction(c, fn), what, fut, loop))
+            return
+        self._settle_all(batch, outcomes)
 
     @staticmethod
     def _settle(item: Any, result: Any = None, error: BaseException | None = None) -> None:
@@ -261,6 +353,11 @@ def _rollback(conn: sqlite3.Connection) -> None:
             conn.execute("ROLLBACK")
         except sqlite3.Error:
             pass
+
+
+def _resolve_all(done: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+    for fut, result, error in done:
+        _resolve(fut, result, error)
 
 
 def _resolve(fut: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:

@@ -219,3 +219,24 @@ async def test_cancelling_the_run_records_cancelled_steps_and_reraises() -> None
     with pytest.raises(asyncio.CancelledError):
         await task
     assert sorted(s.status for s in cp.saved) == ["cancelled", "cancelled"]
+
+
+async def test_each_step_starts_only_after_before_step() -> None:
+    """``before_step`` (the App passes admission's Priority.turn) is awaited before every step
+    starts: a step held there has not run, and runs once it returns."""
+    gate = asyncio.Event()
+    asked: list[int] = []
+
+    async def before_step() -> None:
+        asked.append(len(asked))
+        await gate.wait()
+
+    e, act, _ = ex(before_step=before_step)
+    task = asyncio.create_task(e.execute("1", compile_text("echo a THEN echo b", Catalog())))
+    while not asked:  # the first step asked for its turn
+        await asyncio.sleep(0)
+    assert act.calls == {}  # held: nothing ran
+    gate.set()
+    r = await asyncio.wait_for(task, 10)
+    assert r.status == "succeeded" and act.calls == {"echo a": 1, "echo b": 1}
+    assert asked == [0, 1]  # once per step

@@ -170,17 +170,17 @@ async def test_a_delivery_that_fails_to_store_is_not_recorded(sqlite_url: str) -
     await upgrade(sqlite_url)
     db = Database(sqlite_url)
     sessions = SessionStore(db)
-    real = sessions._thread_tx
+    real = sessions._thread_new_tx
 
     def broken(*a, **k):  # type: ignore[no-untyped-def]
         raise sqlite3.OperationalError("disk I/O error")
 
-    sessions._thread_tx = broken  # type: ignore[method-assign]
+    sessions._thread_new_tx = broken  # type: ignore[method-assign]
     try:
         with pytest.raises(StoreError, match="disk I/O error"):
             await sessions.append_once(K1, "user", "U1", "restart api", dedupe_ids=["Ev9"])
         assert not await sessions.seen_any("slack", ["Ev9"])
-        sessions._thread_tx = real  # type: ignore[method-assign]
+        sessions._thread_new_tx = real  # type: ignore[method-assign]
         assert await sessions.append_once(K1, "user", "U1", "restart api", dedupe_ids=["Ev9"]) is not None  # the retry
         assert [m.text for m in await sessions.history(K1)] == ["restart api"]
     finally:
