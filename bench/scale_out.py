@@ -12,8 +12,10 @@ What it does (issue 15, "Done when"):
    that is what a completed step executed again would do, whatever the code path.
 2. Starts 2 ``baton worker`` processes (``[queue] mode = "workers"``).
 3. Paced phase: a front process (``bench/scale_out.py --front``, Baton's
-   :class:`bot.queue.Admission` in workers mode) admits ``--paced`` runs at ``--rate``
-   runs/s; admission-to-start is ``runs.started_at - runs.created_at`` (same clock).
+   :class:`bot.queue.Admission` in workers mode) first admits ``--warmup`` runs and waits
+   for them (a front's start-up — opening its pool's connections, first-use paths — is not
+   what a running deployment's start latency is), then admits ``--paced`` runs at ``--rate``
+   runs/s; admission-to-start is ``runs.started_at - runs.created_at`` (same clock) of those.
 4. Load phase: the front admits ``--runs`` runs of ``echo THEN echo AND echo`` over
    ``--threads`` threads as fast as it can; meanwhile this script kills -9 a worker
    ``--kills`` times (at evenly spaced points of the load) and starts a new one at
@@ -82,8 +84,12 @@ def pct(xs: list[float], p: float) -> float:
 # -- the front process ------------------------------------------------------------
 
 
-async def front(url: str, runs: int, threads: int, rate: float, tag: str, concurrency: int) -> None:
-    """Admit ``runs`` runs over ``threads`` threads (paced at ``rate``/s, or unpaced when 0)."""
+async def front(url: str, runs: int, threads: int, rate: float, tag: str, concurrency: int, warmup: int = 0) -> None:
+    """Admit ``runs`` runs over ``threads`` threads (paced at ``rate``/s, or unpaced when 0).
+
+    ``warmup``: first admit this many runs (``requested_by="bench-warmup"``, threads of their
+    own, at ``rate``) and wait until they have ended, so that what is measured is a running
+    front process (its pool's connections open, first-use paths taken), not its start-up."""
     from bot.app import App
     from bot.settings import Settings
     from bot.store import ThreadKey
@@ -105,6 +111,18 @@ async def front(url: str, runs: int, threads: int, rate: float, tag: str, concur
                 admit_ms.append((time.perf_counter() - t0) * 1000)
             assert got.run_id is not None
 
+        if warmup:
+            ids = []
+            for i in range(warmup):
+                g = app.bot.compile(f"echo warm-{i} THEN echo b AND echo c")
+                ids.append((await app.admission.admit(ThreadKey("bench", "C1", f"{tag}-warm-{i}"), g, requested_by="bench-warmup")).run_id)
+                await asyncio.sleep(1 / (rate or 100))
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                got = [await app.runs.get(rid) for rid in ids]
+                if all(g is not None and g[0].status in ("succeeded", "failed", "cancelled") for g in got):
+                    break
+                await asyncio.sleep(0.1)
         t0, c0 = time.perf_counter(), time.process_time()
         if rate > 0:
             tasks = []
@@ -181,10 +199,10 @@ class Bench:
         p.send_signal(signal.SIGKILL)
         p.wait()
 
-    def run_front(self, runs: int, rate: float, tag: str) -> subprocess.Popen[str]:
+    def run_front(self, runs: int, rate: float, tag: str, warmup: int = 0) -> subprocess.Popen[str]:
         return subprocess.Popen(
             [sys.executable, __file__, "--front", self.url, "--runs", str(runs), "--threads", str(self.args.threads),
-             "--rate", str(rate), "--tag", tag, "--concurrency", str(self.args.front_concurrency)],
+             "--rate", str(rate), "--tag", tag, "--concurrency", str(self.args.front_concurrency), "--warmup", str(warmup)],
             env=self.env, cwd=REPO, stdout=subprocess.PIPE, text=True,
         )
 
@@ -253,17 +271,18 @@ class Bench:
 
             # paced phase
             cpu0 = self.workers_cpu()
-            p = self.run_front(a.paced, a.rate, "paced")
+            p = self.run_front(a.paced, a.rate, "paced", a.warmup)
             out, _ = p.communicate(timeout=600)
             paced_front = json.loads(out.strip().splitlines()[-1])
-            await self.wait_terminal(a.paced, 300)
+            await self.wait_terminal(a.paced + a.warmup, 300)
             cpu_paced = self.workers_cpu() - cpu0
             lat = [float(r[0]) * 1000 for r in await self.sql(
-                "select extract(epoch from started_at - created_at) from runs where started_at is not null")]
+                "select extract(epoch from started_at - created_at) from runs"
+                " where started_at is not null and requested_by <> 'bench-warmup'")]
             start_p50, start_p99 = pct(lat, 50), pct(lat, 99)
 
             # load phase with kills
-            before = a.paced
+            before = a.paced + a.warmup
             cpu0 = self.workers_cpu()
             await self.sample_backends()
             pg0 = self.pg_cpu()
@@ -315,7 +334,7 @@ class Bench:
                 "admit_p99_ms_paced": round(paced_front["admit_p99_ms"], 1),
                 "admitted_per_s": round(a.runs / front_stats["admit_s"], 1),
                 "worker_cpu_ms_per_run": round(cpu_load * 1000 / a.runs, 2),
-                "worker_cpu_ms_per_run_paced": round(cpu_paced * 1000 / a.paced, 2),
+                "worker_cpu_ms_per_run_paced": round(cpu_paced * 1000 / (a.paced + a.warmup), 2),
                 "postgres_cpu_ms_per_run": round(pg_load * 1000 / a.runs, 2),
                 "front_cpu_ms_per_run": round(front_stats["cpu_s"] * 1000 / a.runs, 2),
                 "front_cpu_ms_per_run_paced": round(paced_front["cpu_s"] * 1000 / a.paced, 2),
@@ -351,11 +370,12 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=20, help="runs per worker at once")
     ap.add_argument("--front-concurrency", type=int, default=50)
     ap.add_argument("--stalled-after", type=float, default=4.0)
+    ap.add_argument("--warmup", type=int, default=20, help="runs the paced front admits (and waits for) before it is measured")
     ap.add_argument("--front", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--tag", default="load", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.front:
-        asyncio.run(front(a.url, a.runs, a.threads, a.rate, a.tag, a.front_concurrency))
+        asyncio.run(front(a.url, a.runs, a.threads, a.rate, a.tag, a.front_concurrency, a.warmup))
         return
     res = asyncio.run(Bench(a.url, a).main())
     rows = [
