@@ -155,7 +155,10 @@ class Priority:
             if not fut.done():  # cancelled while waiting
                 with contextlib.suppress(ValueError):
                     self._waiters.remove(entry)
-        self._release_soon()  # pass the turn on, next loop iteration
+            # pass the turn on, next loop iteration; also when cancelled after the turn was
+            # given (a fail-fast stop cancels sibling steps waiting here): the others would
+            # otherwise wait for the max_wait tick
+            self._release_soon()
 
     def _release_soon(self) -> None:
         if self._release_pending or not self._waiters or self.arriving_now:
