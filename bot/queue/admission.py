@@ -155,7 +155,10 @@ class Priority:
             if not fut.done():  # cancelled while waiting
                 with contextlib.suppress(ValueError):
                     self._waiters.remove(entry)
-        self._release_soon()  # pass the turn on, next loop iteration
+            # pass the turn on, next loop iteration; also when cancelled after the turn was
+            # given (a fail-fast stop cancels sibling steps waiting here): the others would
+            # otherwise wait for the max_wait tick
+            self._release_soon()
 
     def _release_soon(self) -> None:
         if self._release_pending or not self._waiters or self.arriving_now:
@@ -306,6 +309,9 @@ class _QueueRun:
         self.sqlite(conn, tid, None)
 
     def sqlite(self, conn: sqlite3.Connection, thread_id: int, message_id: int | None) -> None:
+        # a transaction run again starts over (SqliteWorker.transact runs a group's transactions
+        # again one by one when its COMMIT fails: a run inserted by the first try was rolled back)
+        self.run_id, self.refusal, self.ahead = None, None, ()
         active = self._c(_ACTIVE, conn)
         if self._busy([r[0] for r in conn.execute(active.sql, active.params({"tid": thread_id})).fetchall()]):
             return
@@ -323,7 +329,7 @@ class _QueueRun:
         yield Raw(lambda c: self.sqlite(c, thread_id, None), lambda c: self.sa(c, thread_id, None))
 
     async def sa(self, conn: AsyncConnection, thread_id: int, message_id: int | None) -> None:
-        self.run_id, self.refusal = None, None  # a retried transaction starts over
+        self.run_id, self.refusal, self.ahead = None, None, ()  # a retried transaction starts over
         if self.policy != "reject":
             row = (await conn.execute(_INSERT_RUN_AHEAD, self._params(thread_id, message_id))).one()
             self.run_id = int(row[0])

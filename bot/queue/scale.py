@@ -141,8 +141,11 @@ async def _idle_check(conn: Any) -> None:
 
     if conn.closed or conn.broken:
         raise psycopg.OperationalError("the pool connection is closed")
-    readable, _, _ = io_select.select([conn.fileno()], [], [], 0)  # poll: never blocks
-    if readable:
+    # poll(), not select(): select() takes no descriptor from FD_SETSIZE (1024) up (ValueError),
+    # which a process with many sockets open (SSE clients, shell steps' pipes) hands out
+    poller = io_select.poll()
+    poller.register(conn.fileno(), io_select.POLLIN)
+    if poller.poll(0):  # never blocks; readable, or hung up / in error
         # closed here: psycopg_pool puts a connection that failed its check back unless it is
         # closed or broken, and psycopg has not read the server's goodbye (its status is OK)
         await conn.close()

@@ -276,8 +276,14 @@ class SessionStore:
         return n, self.counter.encoding
 
     def _thread_tx(self, key: SessionKey, now: datetime | None) -> Body[int | None]:
-        """Body part: the thread's id (cached after the first lookup); ``now``: create the
-        thread then if it does not exist (``None``: don't, and return ``None`` for it)."""
+        """Body part: the thread's id (from the cache when known); ``now``: create the
+        thread then if it does not exist (``None``: don't, and return ``None`` for it).
+
+        It caches nothing: the caller remembers the id (:meth:`_remember`) once its transaction
+        committed. Inside a transaction the row found may not be committed: on SQLite a
+        transaction sees the writes of those before it in its group commit
+        (:meth:`bot.store.sqlite_worker.SqliteWorker.transact`), which may still be rolled
+        back and run again, the thread then getting another id."""
         return (yield from self._thread_new_tx(key, now))[0]
 
     def _thread_new_tx(self, key: SessionKey, now: datetime | None) -> Body[tuple[int | None, bool]]:
@@ -295,10 +301,7 @@ class SessionStore:
             created = row is not None
             if row is None:  # another process created it meanwhile (PostgreSQL)
                 row = (yield self._q.thread_id, k).first()
-        tid = int(row[0])  # type: ignore[index]
-        if not created:  # only committed rows are cached: a thread created by this uncommitted
-            self._remember(key, tid)  # transaction is not yet visible to a concurrent append's own
-        return tid, created
+        return int(row[0]), created  # type: ignore[index]
 
     def known(self, key: SessionKey, thread_id: int, updated_at: datetime) -> None:
         """Cache a thread's id and ``updated_at`` read from a committed row elsewhere (a scale-out
@@ -318,11 +321,14 @@ class SessionStore:
     async def _in_thread(self, key: SessionKey, what: str, then: Callable[[int], Body[T]], default: T) -> T:
         """Read-only: run ``then(thread_id)`` as a body, or return ``default`` for an unknown thread."""
 
-        def body() -> Body[T]:
+        def body() -> Body[tuple[int | None, T]]:
             tid = yield from self._thread_tx(key, None)
-            return default if tid is None else (yield from then(tid))
+            return tid, default if tid is None else (yield from then(tid))
 
-        return await self.db.run(body, what, atomic=False)
+        tid, got = await self.db.run(body, what, atomic=False)
+        if tid is not None:
+            self._remember(key, tid)
+        return got
 
     # -- threads -------------------------------------------------------------
 
@@ -332,7 +338,9 @@ class SessionStore:
         if tid is not None:
             return tid
         now = datetime.now(UTC)
-        return int(await self.db.run(lambda: self._thread_tx(key, now), "opening a thread"))  # type: ignore[arg-type]
+        tid = int(await self.db.run(lambda: self._thread_tx(key, now), "opening a thread"))  # type: ignore[arg-type]
+        self._remember(key, tid)  # committed now
+        return tid
 
     async def with_thread(self, key: SessionKey, then: Callable[[int], Body[T]], what: str, *, now: datetime | None = None) -> T:
         """Run the body ``then(thread_id)`` (:mod:`bot.store.tx`) in one transaction with the
@@ -346,14 +354,16 @@ class SessionStore:
         """
         at = now or datetime.now(UTC)
 
-        def body() -> Body[T]:
+        def body() -> Body[tuple[int, T]]:
             tid = yield from self._thread_tx(key, at)
-            return (yield from then(tid))  # type: ignore[arg-type]
+            return tid, (yield from then(tid))  # type: ignore[arg-type,return-value]
 
         for attempt in range(2):
             cached = key in self._thread_ids
             try:
-                return await self.db.run(body, what, retry=True)
+                tid, got = await self.db.run(body, what, retry=True)
+                self._remember(key, tid)  # committed now
+                return got
             except ConstraintError:
                 # a cached id of a deleted thread, or one remembered from a rolled-back attempt
                 if attempt or self._thread_ids.pop(key, None) is None:
@@ -457,7 +467,7 @@ class SessionStore:
                "encoding": encoding, "kind": kind}
         epoch = now.timestamp()
 
-        def full() -> Body[tuple[int, int]]:
+        def full() -> Body[tuple[int, int, float]]:
             if dedupe_ids:  # one statement for all ids; any of them recorded before: a redelivery
                 ids = {f"e{i}": did for i, did in enumerate(dedupe_ids)}
                 if (yield q.record_events(len(dedupe_ids)), {"platform": key.platform, "now": now, **ids}).rowcount != len(dedupe_ids):
@@ -468,14 +478,13 @@ class SessionStore:
                 yield Raw(lambda c: then.sqlite(c, tid, mid), lambda c: then.sa(c, tid, mid))  # type: ignore[arg-type]
             # threads.updated_at (idle expiry, counted in days) moves at most once a
             # minute, so a busy thread's appends do not rewrite its row and index entry;
-            # a thread created here was written with updated_at = now.
-            if created:
-                self._touched[tid] = epoch
-            elif (yield q.touch, {"tid": tid, "now": now, "before": now - timedelta(seconds=THREAD_TOUCH_S)}).rowcount:
-                self._touched[tid] = epoch
+            # a thread created here was written with updated_at = now. (Cached by the
+            # caller once committed, as the thread's id: see _thread_tx.)
+            if created or (yield q.touch, {"tid": tid, "now": now, "before": now - timedelta(seconds=THREAD_TOUCH_S)}).rowcount:
+                touched = epoch
             else:
-                self._touched[tid] = _dt((yield q.touched_at, {"tid": tid}).scalar()).timestamp()
-            return mid, tid  # type: ignore[return-value]
+                touched = _dt((yield q.touched_at, {"tid": tid}).scalar()).timestamp()
+            return mid, tid, touched  # type: ignore[return-value]
 
         sqlite = self.db.dialect == "sqlite"
         cte = None if sqlite or then is None else getattr(then, "cte", None)
@@ -503,7 +512,9 @@ class SessionStore:
                     if quick:
                         mid, tid = await self.db.run(lambda: fast(tid), "storing a message", atomic=then is not None and cte is None, retry=True)  # type: ignore[arg-type]
                     else:
-                        mid, tid = await self.db.run(full, "storing a message", retry=True)
+                        mid, tid, touched = await self.db.run(full, "storing a message", retry=True)
+                        self._remember(key, tid)  # committed now
+                        self._touched[tid] = touched
                     break
                 except ConstraintError:
                     if attempt or self._thread_ids.pop(key, None) is None:
@@ -586,25 +597,29 @@ class SessionStore:
         values = {"level": s.level, "first_id": s.first_id, "last_id": s.last_id, "text": s.text, "tokens": s.tokens,
                   "message_count": s.message_count, "encoding": s.encoding, "now": now}
 
-        def body() -> Body[None]:
+        def body() -> Body[int]:
             tid = yield from self._thread_tx(key, now)
             yield self._q.add_summary, {**values, "tid": tid}
+            return tid  # type: ignore[return-value]
 
-        await self.db.run(body, "storing a summary")
+        self._remember(key, await self.db.run(body, "storing a summary"))
 
     async def clear(self, key: SessionKey) -> Forgotten:
         """Delete the thread's messages and summaries (``/forget``); runs are kept."""
         q = self._q
 
-        def body() -> Body[Forgotten]:
+        def body() -> Body[tuple[int | None, Forgotten]]:
             tid = yield from self._thread_tx(key, None)
             if tid is None:
-                return Forgotten(0, 0)
+                return None, Forgotten(0, 0)
             m = (yield q.clear_messages, {"tid": tid}).rowcount
             s = (yield q.clear_summaries, {"tid": tid}).rowcount
-            return Forgotten(m, s)
+            return tid, Forgotten(m, s)
 
-        return await self.db.run(body, "forgetting a thread")
+        tid, gone = await self.db.run(body, "forgetting a thread")
+        if tid is not None:
+            self._remember(key, tid)
+        return gone
 
 
 __all__ = ["Forgotten", "SessionStore", "StoredMessage", "TxHook", "ThreadKey", "fts_terms"]

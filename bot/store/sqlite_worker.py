@@ -89,6 +89,10 @@ class SqliteWorker:
         self._open_error: BaseException | None = None
         self._dirty = threading.Event()
         self._stopping = threading.Event()
+        # close() sets ``_closed`` and queues the stop under this lock, and work is queued under
+        # it only while not closed: nothing lands behind the stop (where no thread would take it)
+        self._put_lock = threading.Lock()
+        self._closed = False
         self._thread.start()
         self._ready.wait()
         if self._open_error is not None:
@@ -108,7 +112,7 @@ class SqliteWorker:
         """
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
-        self._q.put(("call", fn, what, fut, loop))
+        self._put(("call", fn, what, fut, loop))
         return await asyncio.shield(fut)
 
     async def transact(self, fn: Callable[[sqlite3.Connection], T], what: str) -> T:
@@ -128,20 +132,35 @@ class SqliteWorker:
         """
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
-        self._q.put(("tx", fn, what, fut, loop))
+        self._put(("tx", fn, what, fut, loop))
         return await asyncio.shield(fut)
 
     async def write(self, sql: str, rows: Sequence[Sequence[Any]], what: str) -> None:
         """``executemany(sql, rows)``, committed together with other writes queued meanwhile."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
-        self._q.put(("write", (sql, rows), what, fut, loop))
+        self._put(("write", (sql, rows), what, fut, loop))
         await asyncio.shield(fut)
 
+    def _put(self, item: tuple[Any, ...]) -> None:
+        """Queue ``item`` for the thread.
+
+        Raises:
+            SqliteWorkerError: :meth:`close` has begun (the thread takes nothing queued after
+                its stop: the caller would wait forever).
+        """
+        with self._put_lock:
+            if self._closed:
+                raise SqliteWorkerError(f"database error while {item[2]}: {self.path} is closed")
+            self._q.put(item)
+
     def close(self) -> None:
-        """Finish queued work, then close the connection and stop the threads (a last checkpoint runs)."""
-        if self._thread.is_alive():
+        """Finish queued work, then close the connection and stop the threads (a last checkpoint
+        runs). Work submitted from now on raises :class:`SqliteWorkerError`."""
+        with self._put_lock:
+            self._closed = True
             self._q.put(_STOP)
+        if self._thread.is_alive():
             self._thread.join()
         # Order matters: ``_stopping`` first, then the wake-up. The checkpoint thread reads
         # ``_stopping`` *after* clearing ``_dirty``, so a wake-up that its clear() wipes

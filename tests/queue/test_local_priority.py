@@ -61,6 +61,34 @@ async def test_runs_are_not_starved_by_a_request_that_never_ends() -> None:
     assert done == [0, 1, 2, 3, 4]
 
 
+async def test_a_turn_given_to_a_waiter_cancelled_before_it_resumed_passes_on() -> None:
+    """A fail-fast stop cancels sibling steps waiting in ``turn`` (Executor.before_step): one
+    cancelled after its turn was given, before it resumed, passes the turn on at once (not at
+    the ``max_wait`` tick, an hour here)."""
+    p = Priority(interval=3600, quiet=0, max_wait=3600)
+    got: list[str] = []
+
+    async def start(name: str) -> None:
+        await p.turn()
+        got.append(name)
+
+    with p.arriving():
+        a = asyncio.create_task(start("a"))
+        b = asyncio.create_task(start("b"))
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert p.waiting == 2
+    while p.waiting == 2:  # quiet now: the turn is given to a, whose wake-up is scheduled after this task's
+        await asyncio.sleep(0)
+    assert not a.done()  # given, not resumed yet
+    a.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await a
+    async with asyncio.timeout(5):
+        await b
+    assert got == ["b"]
+
+
 async def test_a_cancelled_waiter_does_not_take_a_turn() -> None:
     p = Priority(interval=3600, quiet=0, max_wait=3600)
     order: list[str] = []

@@ -102,3 +102,18 @@ async def test_a_lone_transaction_and_the_database_stores_run(tmp_path: Path) ->
         assert await worker.call(lambda c: c.in_transaction, "checking") is False
     finally:
         await asyncio.to_thread(worker.close)
+
+
+async def test_work_submitted_to_a_closed_worker_fails_instead_of_waiting_forever(tmp_path: Path) -> None:
+    """Nothing takes what is queued behind close()'s stop: a call, transaction or write submitted
+    then (e.g. while Database.dispose runs) raises instead of leaving its caller waiting."""
+    worker = await _worker(tmp_path)
+    await asyncio.to_thread(worker.close)
+    submits = (
+        lambda: worker.call(lambda c: c.execute("SELECT 1").fetchone(), "reading"),
+        lambda: worker.transact(lambda c: c.execute("INSERT INTO t(v) VALUES ('late')"), "writing"),
+        lambda: worker.write("INSERT INTO t(v) VALUES (?)", [("late",)], "writing many"),
+    )
+    for submit in submits:
+        with pytest.raises(SqliteWorkerError, match="closed"):
+            await asyncio.wait_for(submit(), 5)
