@@ -297,22 +297,27 @@ class App:
             self.tasks.start(self.scheduler.add_platform(outlet.platform), name=f"schedules-{outlet.platform}")
 
     async def aclose(self) -> None:
-        """Stop schedules and runs (they stay resumable), flush checkpoints, close the database."""
-        if self.scheduler is not None:
-            await self.scheduler.aclose()
-        await self.tasks.aclose()
-        await self.bot.aclose()
-        if self.bot.queue is not None:
-            await self.bot.queue.aclose()
-        await self.memory.aclose()
-        await self.manager.shutdown()
-        await self.runs.aclose()
-        if self.llm is not None:
-            await self.llm.aclose()
-        await self.db.dispose()
-        if self.collector is not None:
-            self.collector.uninstall()
-        # start() froze the heap it built (gc.freeze): a full collection walking those long-lived
-        # objects stopped the event loop for ~100 ms several times a second under a burst of
-        # Slack events (acks p99 372 ms -> 96 ms with it); once closed they may be garbage
-        gc.unfreeze()
+        """Stop schedules and runs (they stay resumable), flush checkpoints, close the database.
+
+        The process-wide garbage collector settings made by :meth:`start` are put back even
+        when a step of closing fails or is cancelled."""
+        try:
+            if self.scheduler is not None:
+                await self.scheduler.aclose()
+            await self.tasks.aclose()
+            await self.bot.aclose()
+            if self.bot.queue is not None:
+                await self.bot.queue.aclose()
+            await self.memory.aclose()
+            await self.manager.shutdown()
+            await self.runs.aclose()
+            if self.llm is not None:
+                await self.llm.aclose()
+            await self.db.dispose()
+        finally:
+            if self.collector is not None:
+                self.collector.uninstall()
+            # start() froze the heap it built (gc.freeze): a full collection walking those long-lived
+            # objects stopped the event loop for ~100 ms several times a second under a burst of
+            # Slack events (acks p99 372 ms -> 96 ms with it); once closed they may be garbage
+            gc.unfreeze()
