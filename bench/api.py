@@ -46,6 +46,8 @@ import httpx
 from aiohttp import web
 from standardwebhooks import Webhook
 
+from procstat import cpu_s
+
 REPO = Path(__file__).resolve().parents[1]
 KEEPALIVE_S = 2.0
 """Client keep-alive (s): below uvicorn's ``timeout_keep_alive`` (5 s), see the connector."""
@@ -56,12 +58,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _cpu_s(pid: int) -> float:
-    """User + system CPU seconds of process ``pid`` (Linux ``/proc``)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _pct(xs: list[float], p: float) -> float:
@@ -183,16 +179,16 @@ async def main() -> None:
             per = max(1, args.warmup // args.clients)
             await asyncio.gather(*(client(per, False) for _ in range(args.clients)))
             per = args.runs // args.clients
-            cpu0, own0 = _cpu_s(proc.pid), time.process_time()
+            cpu0, own0 = cpu_s(proc.pid), time.process_time()
             t0 = time.perf_counter()
             await asyncio.gather(*(client(per, True) for _ in range(args.clients)))
             wall = time.perf_counter() - t0
-            cpu_burst, own_burst = _cpu_s(proc.pid) - cpu0, time.process_time() - own0
+            cpu_burst, own_burst = cpu_s(proc.pid) - cpu0, time.process_time() - own0
 
             deadline = time.monotonic() + 120
             while not set(ids) <= set(arrivals) and time.monotonic() < deadline:
                 await asyncio.sleep(0.2)
-            cpu_total = _cpu_s(proc.pid) - cpu0
+            cpu_total = cpu_s(proc.pid) - cpu0
 
             # steady phase: webhook latency at a rate the server sustains (not a backlog)
             steady_ids: list[int] = []

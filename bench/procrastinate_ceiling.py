@@ -44,18 +44,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-
-def dsn(url: str) -> str:
-    return url.replace("postgresql+asyncpg://", "postgresql://")
-
-
-def cpu_s(pid: int) -> float:
-    """CPU seconds (user + system) process ``pid`` has used so far (Linux ``/proc``); 0 once gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+from procstat import BackendCPU, cpu_s, dsn  # noqa: E402
 
 
 def make(url: str, pool: str) -> Any:
@@ -161,10 +150,9 @@ async def orchestrate(a: argparse.Namespace) -> dict[str, Any]:
                 await asyncio.sleep(0.2)
         await asyncio.sleep(1.0)  # pools filled, LISTENs up
 
-        async def backend_pids() -> list[int]:
-            return [r[0] for r in await conn.fetch("select pid from pg_stat_activity where datname = $1 and pid <> pg_backend_pid()", name)]
-
-        backends0 = {pid: cpu_s(pid) for pid in await backend_pids()}
+        backends = BackendCPU()
+        await backends.sample(conn.fetch)
+        backends0 = backends.total()
         workers0 = sum(cpu_s(p.pid) for p in procs)
         load0 = os.getloadavg()[0]
         t0 = time.monotonic()
@@ -173,23 +161,19 @@ async def orchestrate(a: argparse.Namespace) -> dict[str, Any]:
              "--front-concurrency", str(a.front_concurrency)],
             env=env, cwd=REPO, stdout=subprocess.PIPE,
         )
-        seen: dict[int, float] = {}
         while f.poll() is None:  # the front's backends come and go with it: sample their CPU while it runs
-            for pid in await backend_pids():
-                seen[pid] = max(seen.get(pid, 0.0), cpu_s(pid))
+            await backends.sample(conn.fetch)
             await asyncio.sleep(0.2)
         front_stats = json.loads(f.stdout.read().decode().strip().splitlines()[-1])  # type: ignore[union-attr]
         async with asyncio.timeout(600):
             while (await conn.fetchval("select count(*) from procrastinate_jobs where status in ('todo', 'doing')")) > 0:
-                for pid in await backend_pids():
-                    seen[pid] = max(seen.get(pid, 0.0), cpu_s(pid))
+                await backends.sample(conn.fetch)
                 await asyncio.sleep(0.05)
         took = time.monotonic() - t0
         failed = await conn.fetchval("select count(*) from procrastinate_jobs where status <> 'succeeded'")
         workers_cpu = sum(cpu_s(p.pid) for p in procs) - workers0
-        for pid in await backend_pids():
-            seen[pid] = max(seen.get(pid, 0.0), cpu_s(pid))
-        pg_cpu = sum(c - backends0.get(pid, 0.0) for pid, c in seen.items())
+        await backends.sample(conn.fetch)
+        pg_cpu = backends.total() - backends0
         return {
             "jobs_per_s": round(a.jobs / took, 1),
             "worker_cpu_ms_per_job": round(workers_cpu * 1000 / a.jobs, 3),

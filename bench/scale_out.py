@@ -35,7 +35,6 @@ import asyncio
 import json
 import os
 import signal
-import statistics
 import subprocess
 import sys
 import time
@@ -45,6 +44,8 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from procstat import BackendCPU, cpu_s, dsn  # noqa: E402
 
 TARGETS = {"runs_per_s": 300.0, "start_p99_ms": 50.0, "lost": 0, "repeated_steps": 0, "order_violations": 0, "resume_s": 10.0}
 
@@ -59,19 +60,6 @@ BEGIN
 END $$ LANGUAGE plpgsql;
 CREATE TRIGGER bench_repeats BEFORE UPDATE ON step_runs FOR EACH ROW EXECUTE FUNCTION bench_note_repeat();
 """
-
-
-def dsn(url: str) -> str:
-    return url.replace("postgresql+asyncpg://", "postgresql://")
-
-
-def cpu_s(pid: int) -> float:
-    """CPU seconds (user + system) process ``pid`` has used so far (Linux ``/proc``)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def pct(xs: list[float], p: float) -> float:
@@ -166,7 +154,7 @@ class Bench:
         self.n_started = 0
         self.cpu_dead = 0.0  # CPU seconds of the workers killed so far (read just before the kill)
         self.conn: Any = None
-        self.pg_seen: dict[int, float] = {}  # backend pid -> CPU seconds (PostgreSQL on this host)
+        self.pg = BackendCPU()  # the bench database's backends (PostgreSQL on this host)
 
     async def sql(self, query: str, *params: object, db: str | None = None) -> list:
         """Run ``query`` on the bench database (one connection kept: the progress polls must not
@@ -208,12 +196,11 @@ class Bench:
 
     async def sample_backends(self) -> None:
         """Note the CPU seconds of every PostgreSQL backend of the bench database (they come and go)."""
-        for (pid,) in await self.sql("select pid from pg_stat_activity where datname = current_database() and pid <> pg_backend_pid()"):
-            self.pg_seen[pid] = max(self.pg_seen.get(pid, 0.0), cpu_s(pid))
+        await self.pg.sample(self.sql)
 
     def pg_cpu(self) -> float:
         """CPU seconds the bench database's backends used, as far as :meth:`sample_backends` saw."""
-        return sum(self.pg_seen.values())
+        return self.pg.total()
 
     def workers_cpu(self) -> float:
         """CPU seconds used by every worker started so far (killed ones included)."""
