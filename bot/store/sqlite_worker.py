@@ -303,9 +303,9 @@ class SqliteWorker:
         for attempt in range(3):
             try:
                 result = fn(conn)
-            except sqlite3.Error as e:  # any error (busy, corrupt file, not a database): the callers hear it
+            except sqlite3.OperationalError as e:
                 _rollback(conn)
-                if isinstance(e, sqlite3.OperationalError) and _busy(e) and attempt < 2:
+                if _busy(e) and attempt < 2:
                     time.sleep(0.05 * 2**attempt)
                     continue
                 self._settle(item, error=SqliteWorkerError(f"database error while {what}: {e}"))
