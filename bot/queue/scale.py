@@ -62,7 +62,7 @@ from procrastinate import exceptions as pexc
 from sqlalchemy import BigInteger, String, and_, any_, bindparam, cast, column, exists, func, literal, or_, select, table, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import DBAPIError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.settings import QueueSettings
 from bot.store import RunStore, SessionStore, StoreError, ThreadKey
@@ -386,20 +386,13 @@ _BEAT = (
 )
 
 
-_FINAL = (
-    update(runs)
-    .where(runs.c.id == bindparam("rid"))
-    .values(status=bindparam("status"), error=bindparam("error"), finished_at=bindparam("now", type_=runs.c.finished_at.type))
-)
-
-
 # on a table clause of only the columns it writes: SQLAlchemy adds to an UPDATE's SET every
 # execution parameter named like a column of its table, and the message's parameters
 # (created_at…) share this statement's
 _runs_final = table(
     "runs", column("id", BigInteger), column("status", String), column("error", String), column("finished_at", runs.c.finished_at.type)
 )
-_FINAL_CTE = (
+_FINAL = (
     update(_runs_final)
     .where(_runs_final.c.id == bindparam("final_rid"))
     .values(status=bindparam("final_status"), error=bindparam("final_error"),
@@ -413,7 +406,7 @@ class _FinalStatus:
     statement (``cte``: a ``WITH`` of the message's insert, autocommitted: one round trip)
     when the thread is known, else in the same transaction (``sa``)."""
 
-    cte = _FINAL_CTE
+    cte = _FINAL
 
     def __init__(self, run_id: int, status: str, error: str | None) -> None:
         now = datetime.now(UTC)
@@ -423,8 +416,7 @@ class _FinalStatus:
         raise RuntimeError("scale-out workers run on PostgreSQL only")
 
     async def sa(self, conn: Any, thread_id: int, message_id: int) -> None:
-        p = self.params
-        await conn.execute(_FINAL, {"rid": p["final_rid"], "status": p["final_status"], "error": p["final_error"], "now": p["final_now"]})
+        await conn.execute(_FINAL, self.params)
 
 
 async def request_cancel(store: RunStore, run_id: int) -> bool:
@@ -451,7 +443,6 @@ class RunWorker:
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
         self.running: set[int] = set()
         """Ids of the runs this worker executes now (heartbeated by :meth:`heartbeat`)."""
-        self._autocommit: AsyncEngine | None = None
         self._conn: AsyncConnection | None = None  # held for claims and heartbeats (no pool checkout, no pre-ping)
         self._conn_lock = asyncio.Lock()
         if getattr(app.runs.db, "dialect", None) == "postgresql":
@@ -515,13 +506,11 @@ class RunWorker:
             StoreError: the database failed; the message names ``what``.
         """
         db = self.app.runs.db
-        if self._autocommit is None:
-            self._autocommit = db.engine.execution_options(isolation_level="AUTOCOMMIT")
         async with self._conn_lock:  # one statement at a time on the held connection
             for fresh in (self._conn is None, True):
                 try:
                     if self._conn is None:
-                        self._conn = await self._autocommit.connect()
+                        self._conn = await db.autocommit_engine.connect()
                     return [tuple(r) for r in (await self._conn.execute(stmt, params)).all()]
                 except (OperationalError, DBAPIError, *CONNECTION_ERRORS) as e:
                     await self._drop()

@@ -230,7 +230,7 @@ class PostgresCheckpointStore:
                             else:
                                 try:  # one statement: autocommitted (no BEGIN and COMMIT round trips)
                                     if conn is None or conn.closed:
-                                        conn = await self.db.engine.execution_options(isolation_level="AUTOCOMMIT").connect()
+                                        conn = await self.db.autocommit_engine.connect()
                                     await self._upsert(conn, rows)
                                 except (OperationalError, DBAPIError, *CONNECTION_ERRORS) as e:
                                     if conn is not None:

@@ -183,6 +183,18 @@ class Database:
         except (OperationalError, DBAPIError, *CONNECTION_ERRORS) as e:
             raise store_error(what, e) from e
 
+    @property
+    def autocommit_engine(self) -> AsyncEngine:
+        """The engine's pool with connections in autocommit mode (not SQLite), for holders of a
+        long-lived connection (a worker's claims, the checkpoint writer); see :meth:`autocommit`.
+
+        Raises:
+            RuntimeError: the database is SQLite (its one writer connection is the worker thread's).
+        """
+        if self._autocommit is None:
+            raise RuntimeError("SQLite statements run on the worker thread (Database.run)")
+        return self._autocommit
+
     @asynccontextmanager
     async def autocommit(self, what: str) -> AsyncIterator[AsyncConnection]:
         """A pooled connection in autocommit mode (not SQLite): each statement is its own
@@ -193,10 +205,9 @@ class Database:
             StoreError: as :meth:`begin`.
             RuntimeError: the database is SQLite (its one writer connection is the worker thread's).
         """
-        if self._autocommit is None:
-            raise RuntimeError("SQLite statements run on the worker thread (Database.run)")
+        engine = self.autocommit_engine
         try:
-            async with self._autocommit.connect() as conn:
+            async with engine.connect() as conn:
                 yield conn
         except (OperationalError, DBAPIError, *CONNECTION_ERRORS) as e:
             raise store_error(what, e) from e
