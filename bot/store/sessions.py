@@ -325,7 +325,13 @@ class SessionStore:
             tid = yield from self._thread_tx(key, None)
             return tid, default if tid is None else (yield from then(tid))
 
-        tid, got = await self.db.run(body, what, atomic=False)
+        return await self._committed(key, body, what, atomic=False)
+
+    async def _committed(self, key: SessionKey, body: Callable[[], Body[tuple[int | None, T]]], what: str, **run: Any) -> T:
+        """Run ``body`` (:meth:`bot.store.Database.run` with ``run``'s options), which returns the
+        thread's id (``None``: no such thread) and its value; the id is cached once committed
+        (see :meth:`_thread_tx`). Returns the value."""
+        tid, got = await self.db.run(body, what, **run)
         if tid is not None:
             self._remember(key, tid)
         return got
@@ -361,9 +367,7 @@ class SessionStore:
         for attempt in range(2):
             cached = key in self._thread_ids
             try:
-                tid, got = await self.db.run(body, what, retry=True)
-                self._remember(key, tid)  # committed now
-                return got
+                return await self._committed(key, body, what, retry=True)
             except ConstraintError:
                 # a cached id of a deleted thread, or one remembered from a rolled-back attempt
                 if attempt or self._thread_ids.pop(key, None) is None:
@@ -597,12 +601,12 @@ class SessionStore:
         values = {"level": s.level, "first_id": s.first_id, "last_id": s.last_id, "text": s.text, "tokens": s.tokens,
                   "message_count": s.message_count, "encoding": s.encoding, "now": now}
 
-        def body() -> Body[int]:
+        def body() -> Body[tuple[int, None]]:
             tid = yield from self._thread_tx(key, now)
             yield self._q.add_summary, {**values, "tid": tid}
-            return tid  # type: ignore[return-value]
+            return tid, None  # type: ignore[return-value]
 
-        self._remember(key, await self.db.run(body, "storing a summary"))
+        await self._committed(key, body, "storing a summary")
 
     async def clear(self, key: SessionKey) -> Forgotten:
         """Delete the thread's messages and summaries (``/forget``); runs are kept."""
@@ -616,10 +620,7 @@ class SessionStore:
             s = (yield q.clear_summaries, {"tid": tid}).rowcount
             return tid, Forgotten(m, s)
 
-        tid, gone = await self.db.run(body, "forgetting a thread")
-        if tid is not None:
-            self._remember(key, tid)
-        return gone
+        return await self._committed(key, body, "forgetting a thread")
 
 
 __all__ = ["Forgotten", "SessionStore", "StoredMessage", "TxHook", "ThreadKey", "fts_terms"]
